@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from node.settings import CallerRule, DicomPeer, MllpPeer, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("ECHO_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_are_the_embedded_node(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.ae_title == "ECHO" and settings.port == 11112 and settings.quiet_seconds == 10
+    assert settings.allowed_callers == () and settings.pacs is None and settings.ris is None
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'echo-data' / 'echo.db'}"
+    assert settings.embedded_broker
+    assert settings.effective_model_dir.name == "student-onnx"
+
+
+def test_environment_names_from_the_design(monkeypatch):
+    monkeypatch.setenv("ECHO_AE_TITLE", "DRAFTER")
+    monkeypatch.setenv("ECHO_ALLOWED_CALLERS", "PACS1, MOD@10.1.2.3,")
+    monkeypatch.setenv("ECHO_PACS", "ORTHANC@pacs.local:4242")
+    monkeypatch.setenv("ECHO_RIS", "ris.local:2575")
+    monkeypatch.setenv("ECHO_BROKER_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("ECHO_QUIET_SECONDS", "2.5")
+    settings = load_settings()
+    assert settings.ae_title == "DRAFTER"
+    assert settings.allowed_callers == (CallerRule("PACS1"), CallerRule("MOD", "10.1.2.3"))
+    assert settings.pacs == DicomPeer("ORTHANC", "pacs.local", 4242)
+    assert settings.ris == MllpPeer("ris.local", 2575)
+    assert not settings.embedded_broker and settings.quiet_seconds == 2.5
+
+
+def test_caller_rule_matches_host_when_pinned():
+    assert CallerRule("MOD", "10.1.2.3").admits("MOD", "10.1.2.3")
+    assert not CallerRule("MOD", "10.1.2.3").admits("MOD", "10.1.2.4")
+    assert CallerRule("MOD").admits("MOD  ", "anywhere")
+    assert not CallerRule("MOD").admits("OTHER", "anywhere")
+
+
+def test_toml_file_with_environment_winning(tmp_path, monkeypatch):
+    config = tmp_path / "echo.toml"
+    config.write_text('ae_title = "FROMFILE"\nport = 104\nris = "ris:2575"\n')
+    monkeypatch.setenv("ECHO_PORT", "11113")
+    settings = load_settings(config)
+    assert (settings.ae_title, settings.port, settings.ris) == ("FROMFILE", 11113, MllpPeer("ris", 2575))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ECHO_PORT", "eleven", "bad setting ECHO_PORT"),
+        ("ECHO_PORT", "70000", "less than or equal to 65535"),
+        ("ECHO_AE_TITLE", "A_VERY_LONG_AE_TITLE", "is not a DICOM AE title"),
+        ("ECHO_AE_TITLE", "BACK\\SLASH", "is not a DICOM AE title"),
+        ("ECHO_ALLOWED_CALLERS", "OK,@host", "calling AE"),
+        ("ECHO_PACS", "pacs.local:4242", "must be AET@host:port"),
+        ("ECHO_PACS", "PACS@pacs.local", "must be host:port"),
+        ("ECHO_RIS", "ris.local:0", "port between 1 and 65535"),
+        ("ECHO_QUIET_SECONDS", "-1", "greater than or equal to 0"),
+        ("ECHO_TLS_CERT", "/nonexistent/cert.pem", "must be set together"),
+        ("ECHO_LOG_LEVEL", "LOUD", "is not one of"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_it(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message) as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_or_broken_toml_file(tmp_path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("ae_title = \n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(Path(broken))
