@@ -1,0 +1,210 @@
+"""The draft report as an HL7 v2.5.1 ORU^R01 with preliminary status, built and validated by hl7apy.
+
+Segments: MSH, PID, ORC (RE), OBR (OBR-18 accession, OBR-24 RAD, OBR-25 P), then OBX segments:
+
+- one HD OBX carrying the Study Instance UID (113014 "DICOM Study", DCM), so the RIS can link the
+  report to the images as in IHE RAD-28;
+- one TX OBX per line of Findings (OBX-3 59776-5 "Procedure findings", LN) and of Impression
+  (OBX-3 19005-8 "Impression", LN): the LOINC codes CID 7001 pairs with the SR's section headings;
+  OBX-4 numbers the lines within a section, OBX-11 is P (preliminary).
+
+The model is named on every OBX in OBX-18 Equipment Instance Identifier (EI: "name version" and the
+device UID that the SR's device observer also carries): OBX-18 is the field HL7 defines for the
+equipment that produced an observation, and being on each OBX it survives any per-line handling.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+
+from exporters.hl7_escape import escape_text
+from exporters.identity import ModelIdentity, StudyInfo
+from exporters.text import check_sections
+
+HL7_VERSION = "2.5.1"
+FINDINGS_OBSERVATION = "59776-5^Procedure findings^LN"
+IMPRESSION_OBSERVATION = "19005-8^Impression^LN"
+STUDY_OBSERVATION = "113014^DICOM Study^DCM"
+
+_CONTROL_ID = re.compile(r"^[A-Za-z0-9._-]{1,20}$")  # MSH-10 is ST of at most 20 characters
+_HD_NAMESPACE = re.compile(r"^[^|^~\\&\x00-\x1f]{1,20}$")  # HD.1 is IS: 20 characters, no delimiters
+_BIRTH_DATE = re.compile(r"^(\d{8})?$")
+_SEX = {"M": "M", "F": "F", "O": "O", "": "U"}  # DICOM Patient's Sex -> HL7 table 0001
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def new_control_id() -> str:
+    """A fresh MSH-10: UTC time to the second plus 32 random bits, 20 characters."""
+    return f"{datetime.now(UTC):%y%m%d%H%M%S}{secrets.token_hex(4)}"
+
+
+def build_oru(
+    study: StudyInfo,
+    findings: str,
+    impression: str,
+    model: ModelIdentity,
+    *,
+    control_id: str,
+    sending_app: str,
+    sending_facility: str,
+    receiving_app: str,
+    receiving_facility: str,
+    now: datetime,
+) -> Message:
+    """The ORU for one study; raises ValueError naming the argument when something it needs is missing."""
+    findings_lines, impression_lines = check_sections(findings, impression)
+    observed = _check_arguments(study, model, control_id, now)
+    applications = {
+        "sending_app": sending_app,
+        "sending_facility": sending_facility,
+        "receiving_app": receiving_app,
+        "receiving_facility": receiving_facility,
+    }
+    for argument, value in applications.items():
+        if not isinstance(value, str) or not _HD_NAMESPACE.match(value):
+            raise ValueError(f"{argument} must be 1-20 characters without HL7 delimiters, got {value!r}")
+
+    message = Message("ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.STRICT)
+    msh = message.msh
+    msh.msh_3 = sending_app
+    msh.msh_4 = sending_facility
+    msh.msh_5 = receiving_app
+    msh.msh_6 = receiving_facility
+    msh.msh_7 = _timestamp(now)
+    msh.msh_9 = "ORU^R01^ORU_R01"
+    msh.msh_10 = control_id
+    msh.msh_11 = "P"
+    msh.msh_18 = "UNICODE UTF-8"
+
+    result = message.add_group("ORU_R01_PATIENT_RESULT")
+    pid = result.add_group("ORU_R01_PATIENT").add_segment("PID")
+    pid.pid_1 = "1"
+    pid.pid_3 = _patient_identifier(study)
+    pid.pid_5 = _person_name(study.patient_name)
+    if study.birth_date:
+        pid.pid_7 = study.birth_date
+    pid.pid_8 = _SEX[study.sex or ""]
+
+    order = result.add_group("ORU_R01_ORDER_OBSERVATION")
+    orc = order.add_segment("ORC")
+    orc.orc_1 = "RE"
+    obr = order.add_segment("OBR")
+    obr.obr_1 = "1"
+    if study.placer_order_number:
+        orc.orc_2 = obr.obr_2 = _field(study.placer_order_number, "study.placer_order_number")
+    if study.filler_order_number:
+        orc.orc_3 = obr.obr_3 = _field(study.filler_order_number, "study.filler_order_number")
+    orc.orc_9 = _timestamp(now)
+    obr.obr_4 = _procedure(study)
+    obr.obr_7 = _timestamp(observed)
+    obr.obr_18 = _field(study.accession_number, "study.accession_number")
+    obr.obr_22 = _timestamp(now)
+    obr.obr_24 = "RAD"
+    obr.obr_25 = "P"
+
+    equipment = f"{escape_text(model.label)}^^{model.uid}^ISO"
+    observations = [
+        ("HD", STUDY_OBSERVATION, "", _field(study.study_instance_uid, "study.study_instance_uid"))
+    ]
+    for code, lines in ((FINDINGS_OBSERVATION, findings_lines), (IMPRESSION_OBSERVATION, impression_lines)):
+        observations += [("TX", code, str(number), escape_text(line)) for number, line in enumerate(lines, 1)]
+    for set_id, (value_type, code, sub_id, value) in enumerate(observations, 1):
+        obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
+        obx.obx_1 = str(set_id)
+        obx.obx_2 = value_type
+        obx.obx_3 = code
+        if sub_id:
+            obx.obx_4 = sub_id
+        obx.obx_5 = value
+        obx.obx_11 = "P"
+        obx.obx_14 = _timestamp(observed)
+        obx.obx_18 = equipment
+        obx.obx_19 = _timestamp(now)
+
+    message.validate()
+    return message
+
+
+def encode_er7(message: Message) -> bytes:
+    """The message as sent on the wire: segments ended by CR, UTF-8 as MSH-18 declares."""
+    return (message.to_er7() + "\r").encode("utf-8")
+
+
+def _check_arguments(study: StudyInfo, model: ModelIdentity, control_id: str, now: datetime) -> datetime:
+    """Refuse what the ORU cannot carry; returns the observation time OBR-7 needs."""
+    if not isinstance(study, StudyInfo):
+        raise TypeError(f"study must be a StudyInfo, got {type(study).__name__}")
+    if not isinstance(model, ModelIdentity):
+        raise TypeError(f"model must be a ModelIdentity, got {type(model).__name__}")
+    if not isinstance(control_id, str) or not _CONTROL_ID.match(control_id):
+        raise ValueError(f"control_id must be 1-20 characters of A-Z a-z 0-9 . _ -, got {control_id!r}")
+    if not isinstance(now, datetime):
+        raise TypeError(f"now must be a datetime, got {type(now).__name__}")
+    required = {
+        "study.patient_id": study.patient_id,
+        "study.accession_number": study.accession_number,
+        "study.study_instance_uid": study.study_instance_uid,
+    }
+    for argument, value in required.items():
+        if not value or not value.strip():
+            raise ValueError(f"{argument} is required: the RIS matches the report by it")
+    if not isinstance(study.observation_datetime, datetime):
+        raise ValueError("study.observation_datetime is required (OBR-7, when the images were taken)")
+    if not (study.procedure_code or study.procedure_description):
+        raise ValueError("study.procedure_code or study.procedure_description is required (OBR-4)")
+    if not _BIRTH_DATE.match(study.birth_date or ""):
+        raise ValueError(f"study.birth_date must be YYYYMMDD or empty, got {study.birth_date!r}")
+    if (study.sex or "") not in _SEX:
+        raise ValueError(f"study.sex must be M, F, O or empty, got {study.sex!r}")
+    return study.observation_datetime
+
+
+def _field(value: str, argument: str) -> str:
+    """One escaped field value; line breaks are refused because hl7apy would mangle \\.br\\ here."""
+    if _CONTROL_CHARACTERS.search(value):
+        raise ValueError(f"{argument} contains a line break or control character")
+    return escape_text(value.strip())
+
+
+def _timestamp(moment: datetime) -> str:
+    """HL7 DTM to the second, with the UTC offset when the datetime carries one."""
+    return moment.strftime("%Y%m%d%H%M%S%z")
+
+
+def _patient_identifier(study: StudyInfo) -> str:
+    """PID-3 as CX: id^^^assigning authority^MR (the authority from DICOM Issuer of Patient ID)."""
+    issuer = _field(study.patient_id_issuer, "study.patient_id_issuer") if study.patient_id_issuer else ""
+    return f"{_field(study.patient_id, 'study.patient_id')}^^^{issuer}^MR"
+
+
+def _person_name(dicom_name: str) -> str:
+    """DICOM PN (family^given^middle^prefix^suffix) as HL7 XPN (family^given^middle^suffix^prefix).
+
+    Only the alphabetic group is sent (before any "=" ideographic/phonetic group). An empty name is
+    the HL7 null "" because PID-5 is required.
+    """
+    alphabetic = (dicom_name or "").split("=")[0]
+    family, given, middle, prefix, suffix = ([*alphabetic.split("^"), "", "", "", "", ""])[:5]
+    parts = [_field(part, "study.patient_name") for part in (family, given, middle, suffix, prefix)]
+    xpn = "^".join(parts).rstrip("^")
+    return xpn or '""'
+
+
+def _procedure(study: StudyInfo) -> str:
+    """OBR-4 as CE: code^text^coding system (L, local, when the code comes without a scheme)."""
+    if not study.procedure_code:
+        return f"^{_field(study.procedure_description or '', 'study.procedure_description')}"
+    scheme = study.procedure_coding_scheme or "L"
+    text = _field(study.procedure_description or "", "study.procedure_description")
+    return "^".join(
+        [
+            _field(study.procedure_code, "study.procedure_code"),
+            text,
+            _field(scheme, "study.procedure_coding_scheme"),
+        ]
+    )

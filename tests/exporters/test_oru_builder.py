@@ -1,0 +1,222 @@
+"""build_oru: segments and fields, read back by a second library (python-hl7), escaping, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime
+
+import hl7
+import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+
+from exporters.identity import ModelIdentity, StudyInfo
+from exporters.oru import build_oru, encode_er7, new_control_id
+
+NOW = datetime(2025, 1, 2, 4, 0, 0, tzinfo=UTC)
+FINDINGS = "Heart size is normal.\nNo pleural effusion."
+IMPRESSION = "No acute cardiopulmonary process."
+APPLICATIONS = {
+    "sending_app": "ECHO",
+    "sending_facility": "GENERAL",
+    "receiving_app": "RIS",
+    "receiving_facility": "GENERAL",
+}
+
+
+def oru_bytes(
+    study: StudyInfo, model: ModelIdentity, findings: str = FINDINGS, impression: str = IMPRESSION
+) -> bytes:
+    message = build_oru(study, findings, impression, model, control_id="CTRL0001", now=NOW, **APPLICATIONS)
+    return encode_er7(message)
+
+
+def parse(raw: bytes) -> hl7.Message:
+    return hl7.parse(raw.decode("utf-8"))
+
+
+def field(message: hl7.Message, segment: str, number: int) -> str:
+    return str(message.segment(segment)[number])
+
+
+def test_header_says_oru_r01_v251_production_with_our_control_id(
+    study: StudyInfo, model: ModelIdentity
+) -> None:
+    message = parse(oru_bytes(study, model))
+
+    assert [str(segment[0]) for segment in message] == [
+        "MSH",
+        "PID",
+        "ORC",
+        "OBR",
+        "OBX",
+        "OBX",
+        "OBX",
+        "OBX",
+    ]
+    assert field(message, "MSH", 9) == "ORU^R01^ORU_R01"
+    assert field(message, "MSH", 10) == "CTRL0001"
+    assert field(message, "MSH", 11) == "P"
+    assert field(message, "MSH", 12) == "2.5.1"
+    assert [field(message, "MSH", n) for n in (3, 4, 5, 6)] == ["ECHO", "GENERAL", "RIS", "GENERAL"]
+    assert field(message, "MSH", 7) == "20250102040000+0000"
+    assert field(message, "MSH", 18) == "UNICODE UTF-8"
+
+
+def test_patient_order_and_request_fields(study: StudyInfo, model: ModelIdentity) -> None:
+    message = parse(oru_bytes(dataclasses.replace(study, patient_id_issuer="GENERAL"), model))
+
+    assert field(message, "PID", 3) == "MRN0042^^^GENERAL^MR"
+    assert field(message, "PID", 5) == "Doe^Jane"
+    assert (field(message, "PID", 7), field(message, "PID", 8)) == ("19700101", "F")
+    assert [field(message, "ORC", n) for n in (1, 2, 3)] == ["RE", "PL-7", "FI-7"]
+    assert [field(message, "OBR", n) for n in (2, 3, 4)] == ["PL-7", "FI-7", "36554-4^XR Chest PA^LN"]
+    assert field(message, "OBR", 7) == "20250102030405"
+    assert field(message, "OBR", 18) == "ACC0042"
+    assert (field(message, "OBR", 24), field(message, "OBR", 25)) == ("RAD", "P")
+
+
+def test_one_tx_obx_per_line_with_section_code_sub_id_preliminary_status_and_the_model(
+    study: StudyInfo, model: ModelIdentity
+) -> None:
+    message = parse(oru_bytes(study, model))
+
+    rows = [
+        (str(obx[1]), str(obx[2]), str(obx[3]), str(obx[4]), message.unescape(str(obx[5])), str(obx[11]))
+        for obx in message.segments("OBX")
+    ]
+    assert rows == [
+        ("1", "HD", "113014^DICOM Study^DCM", "", study.study_instance_uid, "P"),
+        ("2", "TX", "59776-5^Procedure findings^LN", "1", "Heart size is normal.", "P"),
+        ("3", "TX", "59776-5^Procedure findings^LN", "2", "No pleural effusion.", "P"),
+        ("4", "TX", "19005-8^Impression^LN", "1", IMPRESSION, "P"),
+    ]
+    for obx in message.segments("OBX"):
+        assert str(obx[18]) == f"echo-student 1.2.0^^{model.uid}^ISO"
+
+
+def test_hl7apy_reparses_the_wire_form_strictly(study: StudyInfo, model: ModelIdentity) -> None:
+    raw = oru_bytes(study, model).decode("utf-8")
+
+    again = parse_message(raw, validation_level=VALIDATION_LEVEL.STRICT)
+    again.validate()
+
+    assert again.msh.msh_10.value == "CTRL0001"
+
+
+def test_delimiters_backslashes_and_line_breaks_survive_the_round_trip(
+    study: StudyInfo, model: ModelIdentity
+) -> None:
+    findings = (
+        "Pipe | caret ^ amp & tilde ~ back \\ slash.\nLiteral \\F\\ and \\.br\\ stay text.\r\nC:\\Hx\\N"
+    )
+    impression = "A ~ B ^ C"
+    raw = oru_bytes(dataclasses.replace(study, accession_number="ACC|^&~\\1"), model, findings, impression)
+    message = parse(raw)
+
+    texts = [message.unescape(str(obx[5])) for obx in message.segments("OBX")[1:]]
+    assert texts == findings.splitlines() + [impression]
+    assert message.unescape(field(message, "OBR", 18)) == "ACC|^&~\\1"
+    assert b"\\F\\" in raw and b"\\E\\F\\E\\" in raw  # escaped, and a literal \F\ escaped as text
+
+
+def test_dicom_person_name_becomes_xpn_with_suffix_before_prefix(
+    study: StudyInfo, model: ModelIdentity
+) -> None:
+    cases = {
+        "Doe^Jane^Q^Dr^Jr": "Doe^Jane^Q^Jr^Dr",
+        "Yamada^Tarou=山田^太郎=やまだ^たろう": "Yamada^Tarou",
+        "Müller^Jörg": "Müller^Jörg",
+        "": '""',
+    }
+    for dicom_name, xpn in cases.items():
+        message = parse(oru_bytes(dataclasses.replace(study, patient_name=dicom_name), model))
+        assert field(message, "PID", 5) == xpn
+
+
+def test_unknown_sex_and_birth_date_and_order_numbers_are_left_out(
+    study: StudyInfo, model: ModelIdentity
+) -> None:
+    sparse = dataclasses.replace(
+        study, sex="", birth_date="", placer_order_number=None, filler_order_number=None
+    )
+
+    message = parse(oru_bytes(sparse, model))
+
+    assert (field(message, "PID", 7), field(message, "PID", 8)) == ("", "U")
+    assert [field(message, "ORC", n) for n in (2, 3)] == ["", ""]
+    assert [field(message, "OBR", n) for n in (2, 3)] == ["", ""]
+
+
+def test_procedure_from_description_or_local_code(study: StudyInfo, model: ModelIdentity) -> None:
+    text_only = dataclasses.replace(study, procedure_code=None, procedure_coding_scheme=None)
+    local = dataclasses.replace(study, procedure_coding_scheme=None)
+
+    assert field(parse(oru_bytes(text_only, model)), "OBR", 4) == "^XR Chest PA"
+    assert field(parse(oru_bytes(local, model)), "OBR", 4) == "36554-4^XR Chest PA^L"
+
+
+def test_an_empty_impression_sends_findings_only(study: StudyInfo, model: ModelIdentity) -> None:
+    message = parse(oru_bytes(study, model, impression=""))
+
+    assert [str(obx[3]) for obx in message.segments("OBX")] == [
+        "113014^DICOM Study^DCM",
+        "59776-5^Procedure findings^LN",
+        "59776-5^Procedure findings^LN",
+    ]
+
+
+def test_encode_er7_ends_every_segment_with_cr_in_utf8(study: StudyInfo, model: ModelIdentity) -> None:
+    raw = oru_bytes(dataclasses.replace(study, patient_name="Müller^Jörg"), model)
+
+    assert raw.endswith(b"\r") and b"\n" not in raw
+    assert raw.count(b"\r") == 8
+    assert "Müller^Jörg".encode() in raw
+
+
+def test_control_ids_are_short_safe_and_unique() -> None:
+    ids = {new_control_id() for _ in range(2000)}
+
+    assert len(ids) == 2000
+    assert all(re.fullmatch(r"\d{12}[0-9a-f]{8}", control_id) for control_id in ids)
+
+
+@pytest.mark.parametrize(
+    ("change", "text", "options", "error", "message"),
+    [
+        ({"accession_number": ""}, {}, {}, ValueError, "study.accession_number is required"),
+        ({"patient_id": " "}, {}, {}, ValueError, "study.patient_id is required"),
+        ({"study_instance_uid": ""}, {}, {}, ValueError, "study.study_instance_uid is required"),
+        ({"observation_datetime": None}, {}, {}, ValueError, r"study.observation_datetime is required \(OBR-7"),
+        ({"procedure_code": None, "procedure_description": None}, {}, {}, ValueError, r"study.procedure_code or study.procedure_description is required \(OBR-4\)"),
+        ({"birth_date": "1970-01-01"}, {}, {}, ValueError, "study.birth_date must be YYYYMMDD or empty"),
+        ({"sex": "X"}, {}, {}, ValueError, "study.sex must be M, F, O or empty"),
+        ({"accession_number": "ACC\n42"}, {}, {}, ValueError, "study.accession_number contains a line break"),
+        ({}, {"findings": "", "impression": " \n "}, {}, ValueError, "findings and impression are both empty"),
+        ({}, {"impression": 42}, {}, TypeError, "impression must be a string"),
+        ({}, {}, {"control_id": ""}, ValueError, "control_id must be 1-20 characters"),
+        ({}, {}, {"control_id": "A" * 21}, ValueError, "control_id must be 1-20 characters"),
+        ({}, {}, {"control_id": "BAD|ID"}, ValueError, "control_id must be 1-20 characters"),
+        ({}, {}, {"sending_app": "EC^HO"}, ValueError, "sending_app must be 1-20 characters without HL7 delimiters"),
+        ({}, {}, {"receiving_facility": ""}, ValueError, "receiving_facility must be 1-20 characters"),
+        ({}, {}, {"now": "2025-01-02"}, TypeError, "now must be a datetime"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_naming_the_argument(
+    change: dict, text: dict, options: dict, error: type, message: str, study: StudyInfo, model: ModelIdentity
+) -> None:
+    arguments = {"control_id": "CTRL0001", "now": NOW, **APPLICATIONS, **options}
+    sections = {"findings": FINDINGS, "impression": IMPRESSION, **text}
+
+    with pytest.raises(error, match=message):
+        build_oru(dataclasses.replace(study, **change), model=model, **sections, **arguments)
+
+
+def test_study_and_model_types_are_checked(study: StudyInfo, model: ModelIdentity) -> None:
+    arguments = {"control_id": "CTRL0001", "now": NOW, **APPLICATIONS}
+
+    with pytest.raises(TypeError, match="study must be a StudyInfo"):
+        build_oru({"patient_id": "1"}, FINDINGS, IMPRESSION, model, **arguments)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model must be a ModelIdentity"):
+        build_oru(study, FINDINGS, IMPRESSION, "echo", **arguments)  # type: ignore[arg-type]
