@@ -1,0 +1,121 @@
+"""The Qwen2 decoder with M-RoPE, explicit key/value tensors and boolean attention masks.
+
+The KV cache is a plain list of (k, v) per layer, each (B, n_kv_heads, S, head_dim), because the
+ONNX export feeds them as graph inputs and outputs; no Cache objects.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from echo.model.config import EchoVLConfig
+from echo.model.layers import GatedMLP, RMSNorm
+from echo.model.rope import apply_rotary, mrope_cos_sin
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: EchoVLConfig) -> None:
+        super().__init__()
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attend: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, nkv, S, hd)
+            v = torch.cat([past[1], v], dim=2)
+        present = (k, v)
+        groups = self.n_heads // self.n_kv_heads
+        if groups > 1:  # expand K/V heads to the query heads (explicit, so the export stays plain)
+            k = k[:, :, None].expand(-1, -1, groups, -1, -1).reshape(b, self.n_heads, -1, self.head_dim)
+            v = v[:, :, None].expand(-1, -1, groups, -1, -1).reshape(b, self.n_heads, -1, self.head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None])  # (B, nh, T, hd)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), present
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: EchoVLConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attend: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attended, present = self.self_attn(self.input_layernorm(x), cos, sin, attend, past)
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), present
+
+
+class TextModel(nn.Module):
+    """Named as the checkpoints' "model.*": embed_tokens, layers.N, norm."""
+
+    def __init__(self, config: EchoVLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        past_key_values: KVCache | None = None,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """(B, T, H) -> final-norm hidden states (B, T, H) and the cache covering past + T."""
+        cfg = self.config
+        b, t, _ = inputs_embeds.shape
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        assert position_ids.shape == (3, b, t), (
+            f"position_ids must be (3, {b}, {t}), got {tuple(position_ids.shape)}"
+        )
+        if attention_mask.dim() == 2:
+            attention_mask = attention_mask.expand(b, -1, -1)
+        assert attention_mask.dtype == torch.bool, f"attention_mask must be bool, got {attention_mask.dtype}"
+        assert attention_mask.shape == (b, t, past_len + t), (
+            f"attention_mask must be (B, T, past + T) = ({b}, {t}, {past_len + t}), "
+            f"got {tuple(attention_mask.shape)}"
+        )
+        assert past_key_values is None or len(past_key_values) == len(self.layers), (
+            f"past_key_values has {len(past_key_values or [])} layers, the model {len(self.layers)}"
+        )
+        cos, sin = mrope_cos_sin(
+            position_ids, cfg.head_dim, cfg.rope_theta, cfg.mrope_section, inputs_embeds.dtype
+        )
+        attend = attention_mask.to(inputs_embeds.device)
+        x = inputs_embeds
+        present: KVCache = []
+        for index, layer in enumerate(self.layers):
+            past = None if past_key_values is None else past_key_values[index]
+            x, kv = layer(x, cos, sin, attend, past)
+            present.append(kv)
+        return self.norm(x), present
