@@ -1,0 +1,75 @@
+"""Positive-finding F1: did the report name the findings the study has?
+
+Our analogue of the paper's positive-findings RaTEScore: each report is labelled with the rule-based
+labeler, a class counts as predicted when its label is POSITIVE (uncertain and negative do not), and
+precision / recall / F1 are taken per class, micro-averaged over all classes and macro-averaged over
+the classes that have at least one positive reference (F1 of a class nobody has is undefined).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from echo.findings import FINDINGS, Label
+from echo.metrics.labeler import label_report
+
+
+class ClassScore(NamedTuple):
+    precision: float
+    recall: float
+    f1: float
+    support: int  # positive references
+
+
+@dataclass(frozen=True)
+class F1Result:
+    micro: float
+    macro: float
+    per_class: dict[str, ClassScore]
+
+
+def positive_f1(pred_reports: Sequence[str], ref_reports: Sequence[str]) -> F1Result:
+    """F1 of the positives the labeler reads in predictions against those it reads in references."""
+    return positive_f1_from_labels(pred_reports, [label_report(r) for r in ref_reports])
+
+
+def positive_f1_from_labels(
+    pred_reports: Sequence[str], ref_labels: Sequence[Mapping[str, Label | str]]
+) -> F1Result:
+    """F1 of the labeler's positives in predictions against known reference labels (a manifest's)."""
+    return f1_from_labels([label_report(r) for r in pred_reports], ref_labels)
+
+
+def f1_from_labels(
+    pred_labels: Sequence[Mapping[str, Label | str]], ref_labels: Sequence[Mapping[str, Label | str]]
+) -> F1Result:
+    if len(pred_labels) != len(ref_labels):
+        raise ValueError(f"{len(pred_labels)} predictions but {len(ref_labels)} references")
+    for labels in (*pred_labels, *ref_labels):
+        unknown = set(labels) - set(FINDINGS)
+        if unknown:
+            raise ValueError(f"unknown finding class {sorted(unknown)[0]!r}")
+    per_class: dict[str, ClassScore] = {}
+    totals = [0, 0, 0]  # true positives, false positives, false negatives
+    for finding in FINDINGS:
+        tp = fp = fn = 0
+        for predicted, expected in zip(pred_labels, ref_labels, strict=True):
+            said = predicted.get(finding) == Label.POSITIVE
+            true = expected.get(finding) == Label.POSITIVE
+            tp += said and true
+            fp += said and not true
+            fn += true and not said
+        per_class[finding] = _score(tp, fp, fn)
+        totals = [totals[0] + tp, totals[1] + fp, totals[2] + fn]
+    present = [s.f1 for s in per_class.values() if s.support > 0]
+    macro = sum(present) / len(present) if present else 0.0
+    return F1Result(_score(*totals).f1, macro, per_class)
+
+
+def _score(tp: int, fp: int, fn: int) -> ClassScore:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return ClassScore(precision, recall, f1, tp + fn)
