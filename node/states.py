@@ -1,0 +1,63 @@
+"""The closed vocabularies the database stores, and the one table of legal study moves.
+
+Values are stored as lower-case strings (CHECK-constrained), so an operator reading the database
+with ``psql`` or ``sqlite3`` sees the same words as the admin CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class StudyState(StrEnum):
+    RECEIVED = "received"  # instances arriving; not yet quiet
+    COMPLETE = "complete"  # quiet period over; deciding whether to infer
+    QUEUED = "queued"  # inference task published (or about to be: see studies.enqueued_at)
+    INFERRED = "inferred"  # a report exists
+    DELIVERED = "delivered"  # SR and/or ORU accepted by their targets
+    SKIPPED = "skipped"  # not a chest radiograph; studies.skip_reason says why
+    FAILED = "failed"  # gave up; the study_events row says why
+
+
+# The study state machine: every move `transition()` allows, and nothing else.
+STUDY_TRANSITIONS: Mapping[StudyState, frozenset[StudyState]] = {
+    StudyState.RECEIVED: frozenset({StudyState.COMPLETE, StudyState.FAILED}),
+    StudyState.COMPLETE: frozenset({StudyState.QUEUED, StudyState.SKIPPED, StudyState.FAILED}),
+    StudyState.QUEUED: frozenset({StudyState.INFERRED, StudyState.FAILED}),
+    StudyState.INFERRED: frozenset({StudyState.DELIVERED, StudyState.FAILED}),
+    StudyState.DELIVERED: frozenset(),
+    StudyState.SKIPPED: frozenset(),
+    StudyState.FAILED: frozenset({StudyState.QUEUED}),  # an operator re-queues a failed study
+}
+
+
+class AssociationOutcome(StrEnum):
+    ACCEPTED = "accepted"  # open: still transferring (or the process died; closed as aborted at start)
+    REJECTED = "rejected"
+    RELEASED = "released"
+    ABORTED = "aborted"
+
+
+class JobKind(StrEnum):
+    INFER = "infer"
+    DELIVER = "deliver"
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"  # its worker vanished (killed, lost, past the hard time limit)
+
+
+class DeliveryKind(StrEnum):
+    SR = "sr"
+    ORU = "oru"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    FAILED = "failed"

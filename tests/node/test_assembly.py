@@ -1,0 +1,266 @@
+"""Study assembly: the quiet period, chest-or-skip, queued exactly once (also across restarts)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from sqlalchemy import select
+
+from node.assembly import StudyAssembler, skip_reason
+from node.association_log import AssociationLog, Peer
+from node.database import Database
+from node.ingest import Ingestor, ReceivedInstance
+from node.models import Job, Study, StudyEvent
+from node.spool import Spool
+from node.states import AssociationOutcome, JobKind, JobState, StudyState
+
+QUIET = 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def parts(sqlite_db: Database, tmp_path: Path, clock: Clock, publisher) -> SimpleNamespace:
+    return SimpleNamespace(
+        ingestor=Ingestor(sqlite_db.sessions, Spool(tmp_path / "spool"), clock),
+        associations=AssociationLog(sqlite_db.sessions, clock),
+        assembler=StudyAssembler(sqlite_db.sessions, QUIET, publisher, clock),
+    )
+
+
+def receive(parts: SimpleNamespace, dicom: SimpleNamespace, **image_options: object):
+    """One association delivering one image, left open; returns (live association, study id)."""
+    image = dicom.chest_image(**image_options)
+    live = parts.associations.opened(Peer("STORESCU", "ECHO", "127.0.0.1", 4242))
+    result = parts.ingestor.store(
+        ReceivedInstance(
+            image.SOPClassUID, image.SOPInstanceUID, ExplicitVRLittleEndian, dicom.part10(image), live.id
+        )
+    )
+    assert result.stored
+    return live, result.study_id
+
+
+def state_of(db: Database, study_id: int) -> Study:
+    with db.sessions() as session:
+        return session.get_one(Study, study_id)
+
+
+@pytest.mark.parametrize(
+    ("modality", "body_part", "reason"),
+    [
+        ("CR", "CHEST", None),
+        ("DX", None, None),
+        ("DX", "chest", None),
+        ("CT", "CHEST", "modality CT is not CR or DX"),
+        (None, None, "modality unspecified is not CR or DX"),
+        ("CR", "KNEE", "body part KNEE is not CHEST"),
+    ],
+)
+def test_what_counts_as_a_chest_radiograph(
+    modality: str | None, body_part: str | None, reason: str | None
+) -> None:
+    assert skip_reason(modality, body_part) == reason
+
+
+def test_a_study_waits_for_its_association_and_then_the_quiet_period(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    live, study_id = receive(parts, dicom)
+    clock.advance(3 * QUIET)
+    assert parts.assembler.sweep().queued == []  # association still open
+    parts.associations.ended(live, AssociationOutcome.RELEASED)
+    clock.advance(QUIET - 1)
+    assert parts.assembler.sweep().queued == []  # released less than the quiet period ago
+    clock.advance(1)
+    swept = parts.assembler.sweep()
+    assert (swept.queued, swept.published, publisher.published) == ([study_id], [study_id], [study_id])
+    assert parts.assembler.sweep().published == []
+    assert publisher.published == [study_id]
+    study = state_of(sqlite_db, study_id)
+    assert study.state is StudyState.QUEUED and study.enqueued_at == clock.now
+    with sqlite_db.sessions() as session:
+        moves = [
+            (e.from_state, e.to_state) for e in session.scalars(select(StudyEvent).order_by(StudyEvent.id))
+        ]
+    assert moves == [
+        (None, StudyState.RECEIVED),
+        (StudyState.RECEIVED, StudyState.COMPLETE),
+        (StudyState.COMPLETE, StudyState.QUEUED),
+    ]
+
+
+def test_a_new_instance_restarts_the_quiet_period(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace
+) -> None:
+    live, study_id = receive(parts, dicom)
+    parts.associations.ended(live, AssociationOutcome.RELEASED)
+    clock.advance(QUIET - 1)
+    study_uid = state_of_uid(parts, study_id)
+    live2, _ = receive(parts, dicom, study_uid=study_uid)
+    parts.associations.ended(live2, AssociationOutcome.ABORTED)
+    clock.advance(2)
+    assert parts.assembler.sweep().queued == []
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().queued == [study_id]
+
+
+def state_of_uid(parts: SimpleNamespace, study_id: int) -> str:
+    with parts.ingestor.sessions() as session:
+        return session.get_one(Study, study_id).study_instance_uid
+
+
+def test_other_studies_are_skipped_with_their_reason_and_never_published(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    live, study_id = receive(parts, dicom, modality="CR", body_part="HAND")
+    parts.associations.ended(live, AssociationOutcome.RELEASED)
+    clock.advance(QUIET)
+    swept = parts.assembler.sweep()
+    assert (swept.skipped, swept.queued, publisher.published) == ([study_id], [], [])
+    study = state_of(sqlite_db, study_id)
+    assert (study.state, study.skip_reason) == (StudyState.SKIPPED, "body part HAND is not CHEST")
+
+
+def test_a_broker_outage_delays_publishing_but_loses_nothing(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    live, study_id = receive(parts, dicom)
+    parts.associations.ended(live, AssociationOutcome.RELEASED)
+    clock.advance(QUIET)
+    publisher.fail_with = ConnectionError("redis down")
+    swept = parts.assembler.sweep()
+    assert (swept.queued, swept.published) == ([study_id], [])
+    assert state_of(sqlite_db, study_id).enqueued_at is None
+    publisher.fail_with = None
+    assert parts.assembler.sweep().published == [study_id]
+    assert publisher.published == [study_id]
+
+
+def test_a_crash_between_commit_and_publish_is_repaired_by_the_next_node(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    live, study_id = receive(parts, dicom)
+    parts.associations.ended(live, AssociationOutcome.RELEASED)
+    clock.advance(QUIET)
+    publisher.fail_with = SystemExit("killed right after the commit")
+    with pytest.raises(SystemExit):
+        parts.assembler.sweep()
+    assert state_of(sqlite_db, study_id).state is StudyState.QUEUED
+    publisher.fail_with = None
+    restarted = StudyAssembler(sqlite_db.sessions, QUIET, publisher, clock)
+    assert restarted.sweep().published == [study_id]
+    assert restarted.sweep().published == []
+    assert publisher.published == [study_id]
+
+
+def test_embedded_restart_republishes_only_studies_without_a_finished_inference(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    ids = []
+    for _ in range(2):
+        live, study_id = receive(parts, dicom)
+        parts.associations.ended(live, AssociationOutcome.RELEASED)
+        ids.append(study_id)
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().published == ids
+    with sqlite_db.sessions.begin() as session:
+        session.add(
+            Job(
+                study_id=ids[0], kind=JobKind.INFER, attempt=1, state=JobState.SUCCEEDED, started_at=clock.now
+            )
+        )
+    assert parts.assembler.republish_unfinished() == 1
+    assert parts.assembler.sweep().published == [ids[1]]
+
+
+@pytest.mark.integration
+def test_a_study_is_queued_once_after_its_quiet_period(
+    dcmtk, start_node, make_settings, dicom, publisher, tmp_path: Path, wait_for
+) -> None:
+    node = start_node(make_settings(quiet_seconds=0.5))
+    study_uid = dicom.chest_image().StudyInstanceUID
+    files = [dicom.save(dicom.chest_image(study_uid=study_uid), tmp_path / f"{i}.dcm") for i in range(2)]
+    sent_at = time.monotonic()
+    assert (
+        dcmtk(
+            "storescu",
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "ECHO",
+            "-R",
+            "127.0.0.1",
+            str(node.settings.port),
+            *map(str, files),
+        ).returncode
+        == 0
+    )
+    wait_for(lambda: publisher.published, timeout_s=10, what="the study to be published")
+    assert time.monotonic() - sent_at >= 0.5
+    time.sleep(1.0)  # several more sweeps
+    assert publisher.published == [1]
+
+
+@pytest.mark.integration
+def test_a_study_received_before_a_restart_is_queued_once_after_it(
+    dcmtk, start_node, make_settings, dicom, publisher, tmp_path: Path, wait_for
+) -> None:
+    settings = make_settings(quiet_seconds=2.0)
+    first = start_node(settings)
+    path = dicom.save(dicom.chest_image(), tmp_path / "a.dcm")
+    assert (
+        dcmtk(
+            "storescu", "-aet", "STORESCU", "-aec", "ECHO", "-R", "127.0.0.1", str(settings.port), str(path)
+        ).returncode
+        == 0
+    )
+    first.stop()  # well inside the quiet period: nothing queued yet
+    assert publisher.published == []
+    second = start_node(settings)
+    wait_for(lambda: publisher.published, timeout_s=10, what="the study to be published after the restart")
+    time.sleep(0.6)
+    assert publisher.published == [1]
+    assert second.database is not None
+    with second.database.sessions() as session:
+        queued = session.scalars(select(StudyEvent).where(StudyEvent.to_state == StudyState.QUEUED)).all()
+    assert len(queued) == 1
+
+
+@pytest.mark.integration
+def test_an_association_left_open_by_a_dead_node_is_closed_and_its_study_queued(
+    start_node, make_settings, dicom, publisher, wait_for, tmp_path: Path
+) -> None:
+    settings = make_settings(quiet_seconds=0.3)
+    crashed = start_node(settings)
+    assert crashed.database is not None
+    parts = SimpleNamespace(
+        ingestor=Ingestor(crashed.database.sessions, Spool(settings.spool_dir)),
+        associations=AssociationLog(crashed.database.sessions),
+    )
+    # The dead process took an instance and never saw its association end.
+    receive(parts, dicom)
+    crashed.stop()
+    time.sleep(0.6)
+    assert publisher.published == []
+    start_node(settings)
+    wait_for(lambda: publisher.published == [1], timeout_s=10, what="the orphaned study to be published")

@@ -1,0 +1,290 @@
+"""Ingest: every outcome, the file on disk, the rows, and what is left when something fails."""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from node.database import Database
+from node.ingest import Ingestor, ReceivedInstance, StoreOutcome, read_header
+from node.models import Base, Instance, Study, StudyEvent
+from node.spool import Spool
+from node.states import StudyState
+
+
+@pytest.fixture
+def ingestor(sqlite_db: Database, tmp_path: Path) -> Ingestor:
+    return Ingestor(sqlite_db.sessions, Spool(tmp_path / "spool"))
+
+
+@pytest.fixture
+def send(ingestor: Ingestor, dicom: SimpleNamespace):
+    """send(image, announced=None, transfer_syntax=...): store `image` as a C-STORE announcing `announced`."""
+
+    def store(
+        image: Dataset, announced: Dataset | None = None, transfer_syntax: str = ExplicitVRLittleEndian
+    ):
+        announced = announced or image
+        return ingestor.store(
+            ReceivedInstance(
+                sop_class_uid=announced.SOPClassUID,
+                sop_instance_uid=announced.SOPInstanceUID,
+                transfer_syntax_uid=transfer_syntax,
+                encoded=dicom.part10(image),
+            )
+        )
+
+    return store
+
+
+def count(db: Database, model: type[Base]) -> int:
+    with db.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_a_new_instance_is_written_as_sent_and_recorded(
+    send, sqlite_db: Database, dicom: SimpleNamespace
+) -> None:
+    image = dicom.chest_image(accession="ACC7")
+    result = send(image)
+    assert result.outcome is StoreOutcome.STORED and result.stored
+    with sqlite_db.sessions() as session:
+        instance = session.scalars(select(Instance)).one()
+        study = session.get_one(Study, result.study_id)
+        events = [(e.from_state, e.to_state) for e in study.events]
+    assert Path(instance.path).read_bytes() == dicom.part10(image)
+    assert instance.size == len(dicom.part10(image))
+    assert (instance.transfer_syntax_uid, instance.view_position) == (ExplicitVRLittleEndian, "PA")
+    assert (study.state, study.accession_number, study.modality, study.body_part) == (
+        StudyState.RECEIVED,
+        "ACC7",
+        "CR",
+        "CHEST",
+    )
+    assert events == [(None, StudyState.RECEIVED)]
+    assert image.StudyInstanceUID not in instance.path  # paths are hashed
+
+
+def test_the_same_instance_twice_gives_one_row_and_one_file(
+    send, sqlite_db: Database, dicom: SimpleNamespace
+) -> None:
+    image = dicom.chest_image()
+    first = send(image)
+    image.PatientComments = "sent again"
+    again = send(image)
+    assert (first.outcome, again.outcome) == (StoreOutcome.STORED, StoreOutcome.STORED_AGAIN)
+    assert count(sqlite_db, Instance) == 1 and count(sqlite_db, Study) == 1
+    with sqlite_db.sessions() as session:
+        path = Path(session.scalars(select(Instance.path)).one())
+    assert dcmread(path).PatientComments == "sent again"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_jpeg2000_keeps_its_transfer_syntax_on_disk(
+    send, sqlite_db: Database, dicom: SimpleNamespace
+) -> None:
+    result = send(dicom.as_jpeg2000(dicom.chest_image()), transfer_syntax=JPEG2000Lossless)
+    assert result.outcome is StoreOutcome.STORED
+    with sqlite_db.sessions() as session:
+        instance = session.scalars(select(Instance)).one()
+    assert dcmread(instance.path).file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert instance.transfer_syntax_uid == JPEG2000Lossless
+
+
+def _without(keyword: str):
+    return lambda image: delattr(image, keyword)
+
+
+def _with(keyword: str, value: object):
+    return lambda image: setattr(image, keyword, value)
+
+
+@pytest.mark.parametrize(
+    ("damage", "outcome", "detail"),
+    [
+        (_without("StudyInstanceUID"), StoreOutcome.MISSING_ATTRIBUTE, "StudyInstanceUID is missing"),
+        (_without("SeriesInstanceUID"), StoreOutcome.MISSING_ATTRIBUTE, "SeriesInstanceUID is missing"),
+        (
+            _with("StudyInstanceUID", "1.2.abc"),
+            StoreOutcome.INVALID_ATTRIBUTE,
+            "StudyInstanceUID is not a valid UID",
+        ),
+        (
+            _with("SeriesInstanceUID", "1." * 40),
+            StoreOutcome.INVALID_ATTRIBUTE,
+            "SeriesInstanceUID is not a valid UID",
+        ),
+        (
+            _with("AccessionNumber", "A" * 17),
+            StoreOutcome.INVALID_ATTRIBUTE,
+            "AccessionNumber is longer than 16",
+        ),
+        (_without("Rows"), StoreOutcome.CANNOT_DECODE, "cannot decode data set (AttributeError)"),
+        (
+            lambda image: setattr(image, "PixelData", image.PixelData[:-100]),
+            StoreOutcome.CANNOT_DECODE,
+            "pixel data shorter",
+        ),
+    ],
+)
+def test_malformed_data_sets_are_refused_and_nothing_is_kept(
+    send,
+    sqlite_db: Database,
+    tmp_path: Path,
+    dicom: SimpleNamespace,
+    damage,
+    outcome: StoreOutcome,
+    detail: str,
+) -> None:
+    image = dicom.chest_image()
+    damage(image)
+    result = send(image, announced=dicom.chest_image(sop_uid=image.SOPInstanceUID))
+    assert result.outcome is outcome
+    assert detail in result.detail
+    assert count(sqlite_db, Instance) == 0 and count(sqlite_db, Study) == 0
+    assert not (tmp_path / "spool").exists()
+
+
+def _part10_with_body(transfer_syntax: str, body: bytes) -> bytes:
+    """Valid file meta (as pynetdicom builds it) followed by `body` as the data set."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    stream = io.BytesIO()
+    stream.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(stream, meta)
+    return stream.getvalue() + body
+
+
+@pytest.mark.parametrize(
+    ("transfer_syntax", "outcome", "detail"),
+    [
+        # zlib refuses a corrupt deflate stream: pydicom cannot decode it at all
+        (DeflatedExplicitVRLittleEndian, StoreOutcome.CANNOT_DECODE, "cannot decode data set (error)"),
+        # pydicom reads plain garbage as a few odd elements: what the node needs is not there
+        (ExplicitVRLittleEndian, StoreOutcome.MISSING_ATTRIBUTE, "SOPClassUID is missing"),
+    ],
+)
+def test_garbage_instead_of_a_data_set_is_refused(
+    ingestor: Ingestor, sqlite_db: Database, transfer_syntax: str, outcome: StoreOutcome, detail: str
+) -> None:
+    encoded = _part10_with_body(transfer_syntax, b"this is not a DICOM data set at all " * 3)
+    result = ingestor.store(
+        ReceivedInstance("1.2.840.10008.5.1.4.1.1.1", "1.2.3.4", transfer_syntax, encoded)
+    )
+    assert (result.outcome, result.detail) == (outcome, detail)
+    assert count(sqlite_db, Instance) == 0
+
+
+def test_a_data_set_other_than_the_announced_one_is_refused(send, dicom: SimpleNamespace) -> None:
+    result = send(dicom.chest_image(), announced=dicom.chest_image())
+    assert result.outcome is StoreOutcome.UID_MISMATCH
+    assert result.detail == "SOP Class/Instance UID of the data set differ from the request"
+
+
+def test_disk_full_answers_out_of_resources_and_keeps_the_stored_file(
+    send, sqlite_db: Database, dicom: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = dicom.chest_image()
+    send(image)
+    with sqlite_db.sessions() as session:
+        path = Path(session.scalars(select(Instance.path)).one())
+    before = path.read_bytes()
+
+    def disk_full(descriptor: int) -> None:  # fsync of the temp file fails the way a full disk does
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("node.spool.os.fsync", disk_full)
+    image.PatientComments = "would replace"
+    result = send(image)
+    assert result.outcome is StoreOutcome.DISK_FULL
+    assert result.detail == "cannot write file: No space left on device"
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_other_write_errors_are_out_of_resources_too(
+    send, dicom: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("node.spool.tempfile.mkstemp", denied)
+    result = send(dicom.chest_image())
+    assert result.outcome is StoreOutcome.DISK_ERROR
+    assert result.detail == "cannot write file: Permission denied"
+
+
+def test_a_database_error_answers_out_of_resources_and_keeps_earlier_rows(
+    send,
+    sqlite_db: Database,
+    dicom: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    send(dicom.chest_image())
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT ...", {"PatientID": dicom.PATIENT_ID}, Exception("database is locked"))
+
+    monkeypatch.setattr("node.ingest._upsert_instance", unavailable)
+    with caplog.at_level(logging.DEBUG):
+        result = send(dicom.chest_image())
+    assert result.outcome is StoreOutcome.DATABASE_ERROR
+    assert result.detail == "database error (Exception)"
+    assert count(sqlite_db, Instance) == 1 and count(sqlite_db, Study) == 1  # the new study rolled back
+    assert dicom.PATIENT_ID not in caplog.text
+
+
+def test_logs_carry_no_patient_data(send, dicom: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    image = dicom.chest_image()
+    bad = dicom.chest_image(study_uid=image.StudyInstanceUID)
+    del bad.SeriesInstanceUID
+    with caplog.at_level(logging.DEBUG):
+        send(image)
+        send(bad)
+    assert "ACC0001" in caplog.text and "SeriesInstanceUID is missing" in caplog.text
+    for secret in (dicom.PATIENT_ID, dicom.PATIENT_NAME, image.StudyInstanceUID, image.SOPInstanceUID):
+        assert secret not in caplog.text
+
+
+def test_a_radiograph_decides_the_study_even_after_a_presentation_state(
+    send, sqlite_db: Database, dicom: SimpleNamespace
+) -> None:
+    first = dicom.chest_image(modality="PR", body_part=None)
+    send(first)
+    send(dicom.chest_image(study_uid=first.StudyInstanceUID, modality="DX", body_part="CHEST"))
+    with sqlite_db.sessions() as session:
+        study = session.scalars(select(Study)).one()
+    assert (study.modality, study.body_part) == ("DX", "CHEST")
+
+
+def test_a_late_instance_is_stored_without_reopening_the_study(
+    send, sqlite_db: Database, dicom: SimpleNamespace
+) -> None:
+    image = dicom.chest_image()
+    study_id = send(image).study_id
+    with sqlite_db.sessions.begin() as session:
+        session.get_one(Study, study_id).state = StudyState.QUEUED
+    late = send(dicom.chest_image(study_uid=image.StudyInstanceUID))
+    assert late.outcome is StoreOutcome.STORED
+    with sqlite_db.sessions() as session:
+        assert session.get_one(Study, study_id).state is StudyState.QUEUED
+        assert session.scalar(select(func.count()).select_from(StudyEvent)) == 1
+
+
+def test_read_header_normalises_coded_values(dicom: SimpleNamespace) -> None:
+    header = read_header(dicom.part10(dicom.chest_image(modality="cr", body_part="chest")))
+    assert (header.modality, header.body_part, header.patient_id) == ("CR", "CHEST", dicom.PATIENT_ID)

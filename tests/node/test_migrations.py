@@ -1,0 +1,99 @@
+"""The same Alembic revisions on SQLite and PostgreSQL, over real connections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from node.database import MIGRATIONS_DIR, make_engine, migrate
+from node.models import Base
+
+pytestmark = pytest.mark.integration
+
+TABLES = {
+    "alembic_version",
+    "associations",
+    "deliveries",
+    "instances",
+    "jobs",
+    "model_versions",
+    "reports",
+    "studies",
+    "study_events",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'migrations.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    _drop_everything(engine)  # the PostgreSQL database is shared by the session's tests
+    yield engine
+    _drop_everything(engine)
+    engine.dispose()
+
+
+def _drop_everything(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+
+
+def test_upgrade_builds_exactly_the_models_schema(engine: Engine) -> None:
+    migrate(engine)
+    migrate(engine)  # a second start finds nothing to do
+    assert set(inspect(engine).get_table_names()) == TABLES
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_state_columns_refuse_unknown_values(engine: Engine) -> None:
+    migrate(engine)
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO studies (study_instance_uid, state, first_received_at, last_received_at,"
+                " created_at, updated_at) VALUES ('1.2', 'lost', :t, :t, :t, :t)"
+            ),
+            {"t": "2025-01-01 00:00:00"},
+        )
+
+
+def test_one_inference_attempt_number_per_study(engine: Engine) -> None:
+    migrate(engine)
+    insert_job = text(
+        "INSERT INTO jobs (study_id, kind, attempt, state, started_at) VALUES (1, :kind, 1, 'running', :t)"
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO studies (id, study_instance_uid, state, first_received_at, last_received_at,"
+                " created_at, updated_at) VALUES (1, '1.2', 'queued', :t, :t, :t, :t)"
+            ),
+            {"t": "2025-01-01 00:00:00"},
+        )
+        connection.execute(insert_job, {"kind": "infer", "t": "2025-01-01 00:00:00"})
+        connection.execute(insert_job, {"kind": "deliver", "t": "2025-01-01 00:00:00"})  # other kind: fine
+    with pytest.raises(IntegrityError, match="(?i)unique"), engine.begin() as connection:
+        connection.execute(insert_job, {"kind": "infer", "t": "2025-01-01 00:00:00"})
+
+
+def test_downgrade_removes_every_table(engine: Engine) -> None:
+    migrate(engine)
+    _drop_everything(engine)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}

@@ -1,0 +1,94 @@
+"""Small parts of the node: the worker's environment, the SCP's contexts, the spool, the loops."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from pynetdicom import AllStoragePresentationContexts
+
+from node.embedded_worker import settings_environment
+from node.loops import PeriodicLoop
+from node.runtime import assembly_interval
+from node.scp import TRANSFER_SYNTAXES, build_ae
+from node.settings import Settings, load_settings
+from node.spool import Spool
+
+
+def test_the_embedded_worker_gets_exactly_the_parents_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = load_settings(
+        data_dir=tmp_path,
+        allowed_callers="PACS@10.0.0.1,CR1",
+        quiet_seconds=2.5,
+        pacs="PACS@10.0.0.1:104",
+        ris="ris.local:2575",
+        ris_tls=True,
+        max_associations=3,
+    )
+    for name in list(os.environ):
+        if name.startswith("ECHO_"):
+            monkeypatch.delenv(name)
+    for name, value in settings_environment(parent).items():
+        monkeypatch.setenv(name, value)
+    child = load_settings()
+    assert child.model_dump() == {**parent.model_dump(), "data_dir": tmp_path.resolve(),
+                                  "database_url": parent.effective_database_url,
+                                  "broker_url": parent.effective_broker_url}  # fmt: skip
+    assert (child.effective_database_url, child.effective_broker_url) == (
+        parent.effective_database_url,
+        parent.effective_broker_url,
+    )
+
+
+def test_every_storage_sop_class_is_accepted_with_every_listed_syntax() -> None:
+    ae = build_ae(Settings())
+    supported = {context.abstract_syntax: context.transfer_syntax for context in ae.supported_contexts}
+    assert len(AllStoragePresentationContexts) >= 150
+    for context in AllStoragePresentationContexts:
+        assert supported[context.abstract_syntax] == list(TRANSFER_SYNTAXES)
+    assert "1.2.840.10008.1.1" in supported  # Verification (C-ECHO)
+    assert {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.1.99",
+    } <= set(TRANSFER_SYNTAXES)
+
+
+def test_stale_temp_files_are_removed_and_stored_files_kept(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    stored = spool.path_for("1.2", "1.2.3", "1.2.3.4")
+    spool.write(stored, b"DICM")
+    leftover = stored.parent / ".incoming-abc.part"
+    leftover.write_bytes(b"half")
+    assert spool.remove_stale_temp_files() == 1
+    assert not leftover.exists() and stored.read_bytes() == b"DICM"
+    assert Spool(tmp_path / "missing").remove_stale_temp_files() == 0
+
+
+def test_a_failing_tick_does_not_stop_its_loop() -> None:
+    calls: list[int] = []
+    third = threading.Event()
+
+    def tick() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            third.set()
+        raise RuntimeError("database is locked")
+
+    loop = PeriodicLoop("test", 0.01, tick)
+    loop.start()
+    assert third.wait(5)
+    loop.stop()
+    stopped_at = len(calls)
+    threading.Event().wait(0.05)
+    assert len(calls) == stopped_at
+
+
+@pytest.mark.parametrize(("quiet", "interval"), [(10.0, 1.0), (2.0, 0.5), (0.5, 0.125), (0.0, 0.05)])
+def test_assembly_sweeps_often_enough_for_the_quiet_period(quiet: float, interval: float) -> None:
+    assert assembly_interval(quiet) == interval

@@ -1,0 +1,136 @@
+"""The Celery app's delivery settings, and infer_study through real brokers and a real worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from celery.signals import task_postrun
+from sqlalchemy import select
+
+from node.database import Database
+from node.models import Job, Study
+from node.settings import Settings, load_settings
+from node.states import JobState, StudyState
+from worker.app import INFER_STUDY, EchoCelery, create_app, queue_depths
+from worker.cli import main
+from worker.publish import CeleryPublisher
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def test_delivery_guarantees_and_routes(settings: Settings) -> None:
+    app = create_app(settings)
+    conf = app.conf
+    assert (conf.task_acks_late, conf.task_reject_on_worker_lost, conf.worker_prefetch_multiplier) == (
+        True,
+        True,
+        1,
+    )
+    assert (conf.task_serializer, conf.accept_content, conf.task_ignore_result) == ("json", ["json"], True)
+    assert app.amqp.router.route({}, INFER_STUDY)["queue"].name == "gpu"
+    assert app.amqp.router.route({}, "echo.deliver_report")["queue"].name == "io"
+    assert conf.broker_url == settings.effective_broker_url
+    assert conf.broker_url.startswith("sqla+sqlite:///")
+
+
+def test_the_task_carries_its_own_limits_and_guarantees(settings: Settings) -> None:
+    app = create_app(settings)
+    app.loader.import_default_modules()
+    task = app.tasks[INFER_STUDY]
+    assert (task.acks_late, task.reject_on_worker_lost) == (True, True)
+    assert (task.soft_time_limit, task.time_limit) == (300, 360)
+
+
+def _jobs(database: Database, study_id: int) -> list[JobState]:
+    with database.sessions() as session:
+        return list(session.scalars(select(Job.state).where(Job.study_id == study_id)))
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _round_trip(app: EchoCelery, database: Database, study_id: int) -> None:
+    """Publish twice (a duplicate); a real worker runs both: one job, the duplicate skipped."""
+    results: list[str] = []
+
+    def collect(sender: object = None, retval: object = None, **_: object) -> None:
+        results.append(str(retval))
+
+    task_postrun.connect(collect, weak=False)
+    publisher = CeleryPublisher(app)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=["gpu"], shutdown_timeout=30):
+            publisher.publish_inference(study_id)
+            _wait(lambda: len(results) == 1, 20, "the first task")
+            publisher.publish_inference(study_id)
+            _wait(lambda: len(results) == 2, 20, "the duplicate")
+    finally:
+        task_postrun.disconnect(collect)
+    assert results[0].endswith("succeeded")
+    assert results[1].startswith(f"skipped: study {study_id} was already inferred")
+    assert _jobs(database, study_id) == [JobState.SUCCEEDED]
+    with database.sessions() as session:
+        assert session.get_one(Study, study_id).state is StudyState.QUEUED
+
+
+@pytest.mark.integration
+def test_infer_study_through_redis(
+    settings: Settings, database: Database, add_study, redis_prefix: str
+) -> None:
+    app = create_app(load_settings(data_dir=settings.data_dir, broker_url=REDIS_URL))
+    app.conf.broker_transport_options = {"global_keyprefix": redis_prefix}  # private keys in the shared db
+    _round_trip(app, database, add_study())
+
+
+@pytest.mark.integration
+def test_infer_study_through_the_embedded_sqlite_broker(
+    settings: Settings, database: Database, add_study
+) -> None:
+    app = create_app(settings)
+    assert settings.embedded_broker
+    _round_trip(app, database, add_study())
+    assert (settings.data_dir / "broker.db").is_file()
+
+
+@pytest.mark.integration
+def test_queue_depths_counts_waiting_messages(settings: Settings, add_study, database: Database) -> None:
+    app = create_app(settings)
+    assert queue_depths(app) == {"gpu": 0, "io": 0}
+    CeleryPublisher(app).publish_inference(add_study())
+    assert queue_depths(app) == {"gpu": 1, "io": 0}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--queues", "gpu,cpu"], {}, "--queues 'gpu,cpu': unknown queue(s) cpu; use gpu, io"),
+        (["--loglevel", "LOUD"], {}, "--loglevel 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+        (
+            [],
+            {"ECHO_MAX_ASSOCIATIONS": "lots"},
+            "bad setting ECHO_MAX_ASSOCIATIONS: Input should be a valid integer",
+        ),
+    ],
+)
+def test_worker_cli_refuses_bad_input_in_one_line(
+    args: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ECHO_DATA_DIR", str(tmp_path))
+        for name, value in env.items():
+            patch.setenv(name, value)
+        patch.setattr("sys.argv", ["echo-worker", *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"echo-worker: error: {message}")

@@ -1,0 +1,54 @@
+"""`echo-worker`: a Celery worker (by default on the inference queue "gpu", one process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from echo.errors import UserError, run_cli
+from node.startup import configure_logging, settings_for_cli
+from worker.app import QUEUES, create_app
+
+app = typer.Typer(name="echo-worker", add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def command(
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="worker processes"),
+    queues: str = typer.Option("gpu", "--queues", "-Q", help=f"comma-separated, of: {', '.join(QUEUES)}"),
+    loglevel: str = typer.Option(
+        "", "--loglevel", "-l", help="DEBUG, INFO, WARNING, ERROR (default ECHO_LOG_LEVEL)"
+    ),
+    name: str = typer.Option("echo-worker@%h", "--name", "-n", help="node name, unique per host"),
+    config: Path | None = typer.Option(None, "--config", help="settings TOML file (ECHO_* variables win)"),
+) -> None:
+    """Consume tasks until stopped (Ctrl-C or SIGTERM: finish the current task, then exit)."""
+    settings = settings_for_cli(config)
+    level = (loglevel or settings.log_level).upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise UserError(f"--loglevel {loglevel!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if not chosen or unknown:
+        raise UserError(
+            f"--queues {queues!r}: unknown queue(s) {', '.join(unknown) or '(none given)'}; use {', '.join(QUEUES)}"
+        )
+    configure_logging(level)
+    create_app(settings).worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--queues={','.join(chosen)}",
+            f"--loglevel={level}",
+            f"--hostname={name}",
+        ]
+    )
+
+
+def main() -> None:
+    run_cli(app, "echo-worker")
+
+
+if __name__ == "__main__":
+    main()
