@@ -1,0 +1,123 @@
+"""Generate a synthetic benchmark: N studies of DICOM files plus `manifest.jsonl`.
+
+A study depends only on (seed, index, size), so studies are generated in parallel worker
+processes in any order and the result is identical for any number of workers. The manifest is
+written last and atomically: a folder with a manifest is a complete data set.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from echo.data.case import Case, sample_case
+from echo.data.dicom_writer import ImageRole, build_dataset, write_dataset
+from echo.data.identifiers import make_identifiers
+from echo.data.lateral import draw_lateral
+from echo.data.manifest import MANIFEST_NAME, ManifestRow, assign_split, write_manifest
+from echo.data.phantom import draw_frontal
+from echo.data.reports import write_report
+from echo.data.streams import component_rng
+from echo.report import format_report
+
+MIN_SIZE = 64
+MAX_SIZE = 4096
+STUDIES_DIR = "studies"
+
+
+def study_id(seed: int, index: int) -> str:
+    return f"syn{seed}-{index:06d}"
+
+
+def study_case(seed: int, index: int) -> Case:
+    """The ground truth of one study, without drawing it (cheap: used to pick examples)."""
+    return sample_case(component_rng(seed, index, "case"))
+
+
+def generate_study(seed: int, index: int, out_dir: str | Path, size: int = 512) -> ManifestRow:
+    """Draw, encode and write one study under out_dir/studies/<id>/; return its manifest row."""
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {size}")
+    out_dir = Path(out_dir)
+    case = study_case(seed, index)
+    ids = make_identifiers(
+        seed, index, case.body.sex, case.body.age, component_rng(seed, index, "identifiers")
+    )
+    text = write_report(case, component_rng(seed, index, "report"))
+    name = study_id(seed, index)
+    folder = Path(STUDIES_DIR) / name
+
+    frontal = draw_frontal(case, size, seed, index).pixels
+    roles = [(ImageRole(case.acquisition.view, 1, ids.sop_instance_uids[0]), frontal)]
+    if case.acquisition.lateral:
+        roles.append((ImageRole("LL", 2, ids.sop_instance_uids[1]), draw_lateral(case, size, seed, index)))
+    images = []
+    for role, pixels in roles:
+        dataset = build_dataset(pixels, case, ids, role, component_rng(seed, index, f"encode:{role.view}"))
+        relative = folder / ("frontal.dcm" if role.instance_number == 1 else "lateral.dcm")
+        write_dataset(dataset, out_dir / relative)
+        images.append(relative.as_posix())
+
+    return ManifestRow(
+        id=name,
+        split=assign_split(seed, index),
+        images=tuple(images),
+        frontal=images[0],
+        labels=case.labels,
+        attributes=case.attributes,
+        findings=text.findings,
+        impression=text.impression,
+        report=format_report(text.findings, text.impression),
+        study_instance_uid=ids.study_instance_uid,
+        accession_number=ids.accession_number,
+        view_position=case.acquisition.view,
+    )
+
+
+@dataclass(frozen=True)
+class _Job:
+    seed: int
+    out_dir: str
+    size: int
+
+    def __call__(self, index: int) -> ManifestRow:
+        try:
+            return generate_study(self.seed, index, self.out_dir, self.size)
+        except OSError:
+            raise  # disk full, permissions: the message already says what and where
+        except Exception as error:  # a generator bug: name the study so it can be reproduced alone
+            raise RuntimeError(f"generating study {index} of seed {self.seed} failed: {error!r}") from error
+
+
+def iter_studies(
+    n: int, seed: int, out_dir: str | Path, size: int = 512, workers: int = 1
+) -> Iterator[ManifestRow]:
+    """Rows in index order as studies are written; `workers` > 1 uses a process pool."""
+    job = _Job(seed, str(out_dir), size)
+    if workers <= 1:
+        yield from map(job, range(n))
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a parent holding threads or a terminal
+    with context.Pool(workers) as pool:
+        yield from pool.imap(job, range(n), chunksize=max(1, min(16, n // (workers * 8) or 1)))
+
+
+def generate_dataset(
+    n: int,
+    seed: int,
+    out_dir: str | Path,
+    size: int = 512,
+    workers: int = 1,
+    on_study: Callable[[ManifestRow], None] | None = None,
+) -> Path:
+    """Write n studies and the manifest; returns the manifest's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for row in iter_studies(n, seed, out_dir, size, workers):
+        rows.append(row)
+        if on_study is not None:
+            on_study(row)
+    return write_manifest(out_dir / MANIFEST_NAME, rows)
