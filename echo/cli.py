@@ -40,3 +40,7 @@ for _name, _module in COMMANDS:
 
 def main() -> None:
     run_cli(app, "echo-train")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Options the training commands share, and the one place that turns them into argument objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echo.errors import UserError
+
+Data = Annotated[Path, typer.Option("--data", help="manifest.jsonl (echo-train make-synthetic writes one)")]
+Out = Annotated[
+    Path, typer.Option("--out", help="output directory (checkpoints, metrics.json); resumes if it holds one")
+]
+Steps = Annotated[int, typer.Option(help="optimiser steps")]
+BatchSize = Annotated[int, typer.Option(help="examples per step")]
+Lr = Annotated[float, typer.Option(help="peak learning rate (cosine schedule with warm-up)")]
+Seed = Annotated[int, typer.Option(help="random seed")]
+ValEvery = Annotated[int, typer.Option(help="validate every N steps")]
+CacheDir = Annotated[Path | None, typer.Option(help="cache of preprocessed images (default: OUT/../.cache)")]
+TrainLimit = Annotated[int | None, typer.Option(help="use only the first N training examples")]
+ValLimit = Annotated[int, typer.Option(help="validation examples")]
+
+
+def check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def cache_dir_for(out: Path, cache_dir: Path | None) -> Path:
+    return cache_dir if cache_dir is not None else out.resolve().parent / ".cache"

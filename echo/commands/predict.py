@@ -1,0 +1,62 @@
+"""`echo-train predict`: write one JSON line per study with the generated report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echo.errors import UserError
+
+
+def command(
+    model: Annotated[Path, typer.Option(help="a checkpoint directory (torch) or an exported ONNX directory")],
+    data: Annotated[Path, typer.Option(help="manifest.jsonl")],
+    out: Annotated[Path, typer.Option(help="predictions .jsonl")],
+    decode: Annotated[
+        str | None, typer.Option(help="ar | multistep | onestep (default: what the model serves)")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="multistep: step budget per block (default: block size)")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="multistep: low_confidence_dynamic tau")] = None,
+    split: Annotated[str, typer.Option(help="manifest split to predict ('all' for every row)")] = "test",
+    limit: Annotated[int | None, typer.Option(help="first N studies only")] = None,
+    batch_size: Annotated[int, typer.Option(help="studies per decoding call (1 gives exact timings)")] = 1,
+) -> None:
+    """Generate reports for a manifest's studies."""
+    if batch_size < 1:
+        raise UserError("--batch-size must be positive")
+    if (model / "manifest.json").is_file():
+        from echo.runtime.predict import predict_exported
+
+        count = predict_exported(
+            model,
+            data,
+            out,
+            decode=decode,
+            steps=steps,
+            threshold=threshold,
+            split=None if split == "all" else split,
+            limit=limit,
+            batch_size=batch_size,
+        )
+    else:
+        from echo.training.checkpoint import load_checkpoint
+        from echo.training.examples import load_examples
+        from echo.training.predict import DecodeOptions, predict_rows, write_jsonl
+        from echo.training.stages import preprocess_config_of
+
+        net, tokenizer, spec = load_checkpoint(model)
+        options = DecodeOptions(
+            decode=decode or spec.decode,
+            steps=steps,
+            threshold=spec.threshold if threshold is None else threshold,
+            max_new_tokens=spec.max_new_tokens,
+        )
+        examples = load_examples(
+            data, None if split == "all" else split, preprocess_config_of(net), limit=limit
+        )
+        count = write_jsonl(predict_rows(net, tokenizer, spec.prompt, examples, options, batch_size), out)
+    typer.echo(f"wrote {count} predictions to {out}")

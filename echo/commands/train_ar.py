@@ -1,0 +1,94 @@
+"""`echo-train ar`: stage 1, next-token training of the vision-language model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echo.commands._training_options import (
+    BatchSize,
+    CacheDir,
+    Data,
+    Lr,
+    Out,
+    Seed,
+    Steps,
+    TrainLimit,
+    ValEvery,
+    ValLimit,
+    cache_dir_for,
+    check_positive,
+)
+from echo.errors import UserError
+
+
+def command(
+    data: Data,
+    out: Out,
+    config: Annotated[
+        Path | None, typer.Option(help="model config.json to start from random weights")
+    ] = None,
+    init: Annotated[Path | None, typer.Option(help="checkpoint directory to continue from")] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="directory with tokenizer.json (required with --config)")
+    ] = None,
+    steps: Steps = 2000,
+    batch_size: BatchSize = 16,
+    lr: Lr = 2e-3,
+    seed: Seed = 0,
+    val_every: ValEvery = 250,
+    train_limit: TrainLimit = None,
+    val_limit: ValLimit = 256,
+    cache_dir: CacheDir = None,
+    max_response_tokens: Annotated[
+        int, typer.Option(help="longest response kept (tokens, eos included)")
+    ] = 192,
+) -> None:
+    """Train the autoregressive model (stage 1) from a config or a checkpoint."""
+    import json
+
+    from echo.model import EchoVLConfig, EchoVLM
+    from echo.tokenizer import ReportTokenizer
+    from echo.training.checkpoint import GenerationSpec, load_checkpoint
+    from echo.training.loop import LoopConfig, seed_everything
+    from echo.training.stages import DataArgs, StageArgs, run_ar
+
+    check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every)
+    if (config is None) == (init is None):
+        raise UserError("give exactly one of --config (random start) or --init (a checkpoint)")
+    seed_everything(seed)
+    if init is not None:
+        model, tok, spec = load_checkpoint(init)
+    else:
+        if tokenizer is None:
+            raise UserError("--config needs --tokenizer (train one with `echo-train tokenizer`)")
+        if not config.is_file():
+            raise UserError(f"config {config} does not exist")
+        tok = ReportTokenizer.from_dir(tokenizer)
+        try:
+            model_config = EchoVLConfig.from_hf_dict(json.loads(config.read_text()))
+        except json.JSONDecodeError as error:
+            raise UserError(f"config {config} is not JSON: {error}") from None
+        if model_config.vocab_size < tok.vocab_size:
+            raise UserError(f"config vocab_size {model_config.vocab_size} < tokenizer size {tok.vocab_size}")
+        model = EchoVLM(model_config)
+        spec = GenerationSpec()
+    args = StageArgs(
+        out=out,
+        data=DataArgs(
+            data,
+            cache_dir_for(out, cache_dir),
+            train_limit=train_limit,
+            val_limit=val_limit,
+            max_response_tokens=max_response_tokens,
+        ),
+        loop=LoopConfig(steps=steps, lr=lr, seed=seed, val_every=val_every, checkpoint_every=val_every),
+        batch_size=batch_size,
+        block_size=int(model.config.block_size),
+    )
+    metrics = run_ar(model, tok, args, spec)
+    typer.echo(
+        f"AR: {metrics['steps']} steps, best validation loss {metrics['best_val_loss']:.4f} -> {out / 'best'}"
+    )

@@ -1,0 +1,89 @@
+"""`echo-train dcd`: stage 3, Direct Conditional Distillation of a one-step-per-block student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echo.commands._training_options import (
+    BatchSize,
+    CacheDir,
+    Data,
+    Lr,
+    Out,
+    Seed,
+    Steps,
+    TrainLimit,
+    ValEvery,
+    ValLimit,
+    cache_dir_for,
+    check_positive,
+)
+
+
+def command(
+    teacher: Annotated[Path, typer.Option(help="the RAD teacher checkpoint directory")],
+    data: Data,
+    out: Out,
+    rounds: Annotated[int, typer.Option(help="collection / alignment rounds")] = 3,
+    collect_per_round: Annotated[
+        int, typer.Option(help="training inputs the teacher decodes per round")
+    ] = 512,
+    threshold: Annotated[float, typer.Option(help="teacher's low_confidence_dynamic tau")] = 0.85,
+    target: Annotated[
+        str, typer.Option(help="'stitched' (DCD) or 'factorised' (the mean-field baseline)")
+    ] = "stitched",
+    step_weighting: Annotated[str, typer.Option(help="uniform | decreasing | increasing")] = "decreasing",
+    eos_weight: Annotated[float, typer.Option(help="weight of the cross-entropy term on <eos>")] = 1.0,
+    steps: Steps = 1500,
+    batch_size: BatchSize = 16,
+    lr: Lr = 5e-4,
+    seed: Seed = 0,
+    val_every: ValEvery = 250,
+    train_limit: TrainLimit = None,
+    val_limit: ValLimit = 128,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Distil a student that writes a whole block per forward pass from the teacher's own trajectories."""
+    from echo.training.checkpoint import load_checkpoint
+    from echo.training.dcd_stage import DcdArgs, run_dcd
+    from echo.training.loop import LoopConfig
+    from echo.training.stages import DataArgs
+
+    check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, rounds=rounds)
+    teacher_model, tokenizer, spec = load_checkpoint(teacher)
+    student, _, _ = load_checkpoint(teacher)  # the student starts from the teacher
+    args = DcdArgs(
+        out=out,
+        data=DataArgs(
+            data,
+            cache_dir_for(out, cache_dir),
+            train_limit=train_limit,
+            val_limit=val_limit,
+            max_response_tokens=spec.max_new_tokens,
+        ),
+        loop=LoopConfig(
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            val_every=val_every,
+            checkpoint_every=val_every,
+            warmup_steps=min(50, steps // 10),
+        ),
+        rounds=rounds,
+        collect_per_round=collect_per_round,
+        val_collect=val_limit,
+        batch_size=batch_size,
+        threshold=threshold,
+        target=target,
+        step_weighting=step_weighting,
+        eos_weight=eos_weight,
+    )
+    metrics = run_dcd(teacher_model, student, tokenizer, args, spec)
+    kept = sum(r["kept"] for r in metrics["rounds"])
+    typer.echo(
+        f"DCD ({target}): {metrics['steps']} steps, {kept} trajectories kept, best validation loss "
+        f"{metrics['best_val_loss']:.4f} -> {out / 'best'}"
+    )

@@ -1,0 +1,66 @@
+"""Checkpoint directories: HF-format model files plus the tokenizer and how to generate.
+
+A checkpoint directory holds ``config.json`` + ``model.safetensors`` (Qwen2.5-VL format, see
+`echo.model`), ``tokenizer.json`` and ``echo_generation.json`` — the prompt, the decoding the stage
+was trained for and the response budget — so every consumer (predict, export, the engine) reads one
+place instead of being told twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from echo.errors import UserError
+
+GENERATION_FILE = "echo_generation.json"
+DEFAULT_PROMPT = "Chest radiograph report:"
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    prompt: str = DEFAULT_PROMPT
+    stage: str = "ar"  # ar | rad | dcd: which training stage wrote the checkpoint
+    decode: str = "ar"  # the decoding the stage serves: ar | multistep | onestep
+    max_new_tokens: int = 192
+    threshold: float = 0.85  # low_confidence_dynamic's tau for multistep decoding
+
+    def save(self, directory: Path) -> None:
+        (directory / GENERATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> GenerationSpec:
+        path = directory / GENERATION_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise UserError(f"{path} is not a valid generation spec: {error}") from None
+
+
+def require_checkpoint(directory: Path) -> Path:
+    if not (directory / "config.json").is_file():
+        raise UserError(f"{directory} is not a checkpoint directory (no config.json)")
+    return directory
+
+
+def load_checkpoint(directory: Path):
+    """(model, tokenizer, spec) from a checkpoint directory; errors are one line."""
+    from echo.model import EchoVLM
+    from echo.tokenizer import ReportTokenizer
+
+    require_checkpoint(directory)
+    if not (directory / "tokenizer.json").is_file():
+        raise UserError(f"{directory} has no tokenizer.json")
+    model = EchoVLM.from_pretrained(directory)
+    tokenizer = ReportTokenizer.from_dir(directory)
+    return model, tokenizer, GenerationSpec.load(directory)
+
+
+def save_checkpoint(model, tokenizer, spec: GenerationSpec, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save(directory)
+    spec.save(directory)

@@ -1,0 +1,221 @@
+"""The training loop every stage shares: optimiser, schedule, progress, validation, checkpoints, resume.
+
+A stage supplies two callables: ``train_loss(model, batch) -> Tensor`` and ``val_loss(model, batch)``.
+The loop owns everything else, so AR, RAD and DCD differ only in how a batch becomes a loss.
+
+Checkpoints: ``out/last/`` (model + ``trainer.pt`` with optimiser, schedule, step and RNG states) is
+rewritten every ``checkpoint_every`` steps and at the end; ``out/best/`` holds the weights with the
+lowest validation loss. Starting again with the same ``out`` resumes from ``out/last``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from echo.errors import UserError
+
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    val_every: int = 200
+    checkpoint_every: int = 200
+    seed: int = 0
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    best_val_loss: float = math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cosine_lr(step: int, config: LoopConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    floor = config.lr * config.min_lr_ratio
+    return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class Trainer:
+    """Runs ``train_loss`` for ``config.steps`` steps over an endless batch iterator."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        out_dir: Path,
+        config: LoopConfig,
+        save_model: Callable[[torch.nn.Module, Path], None],
+        description: str,
+    ) -> None:
+        self.model = model
+        self.out_dir = out_dir
+        self.config = config
+        self.save_model = save_model
+        self.description = description
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise UserError("nothing to train: every parameter is frozen")
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+            betas=(0.9, 0.95),
+        )
+        self.state = LoopState()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def last_dir(self) -> Path:
+        return self.out_dir / "last"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.out_dir / "best"
+
+    def _write_checkpoint(self, target: Path, with_trainer: bool) -> None:
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.save_model(self.model, tmp)
+        if with_trainer:
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "state": asdict(self.state),
+                    "rng": _rng_state(),
+                    "config": asdict(self.config),
+                },
+                tmp / "trainer.pt",
+            )
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)  # a crash mid-write leaves the previous checkpoint whole
+
+    def try_resume(self, load_weights: Callable[[Path], None]) -> bool:
+        trainer_file = self.last_dir / "trainer.pt"
+        if not trainer_file.is_file():
+            return False
+        saved = torch.load(trainer_file, weights_only=False)
+        load_weights(self.last_dir)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = LoopState(**saved["state"])
+        _set_rng_state(saved["rng"])
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+    def evaluate(self, val_loss: LossFn, val_batches: list[Any]) -> float:
+        self.model.eval()
+        with torch.no_grad():
+            losses = [float(val_loss(self.model, batch)) for batch in val_batches]
+        self.model.train()
+        return sum(losses) / max(1, len(losses))
+
+    def run(
+        self,
+        batches: Iterator[Any],
+        train_loss: LossFn,
+        val_loss: LossFn,
+        val_batches: list[Any],
+        until: int | None = None,
+    ) -> LoopState:
+        """Train up to step ``until`` (default: ``config.steps``); DCD calls this once per round."""
+        config = self.config
+        stop = config.steps if until is None else min(until, config.steps)
+        self.model.train()
+        columns = (
+            TextColumn(f"[bold]{self.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f} val {task.fields[val]:.4f}"),
+            TimeRemainingColumn(),
+        )
+        last_val = self.state.history[-1]["val_loss"] if self.state.history else math.nan
+        running = math.nan
+        started = time.perf_counter()
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task(
+                "train", total=config.steps, completed=self.state.step, loss=running, val=last_val
+            )
+            while self.state.step < stop:
+                lr = cosine_lr(self.state.step, config)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss = train_loss(self.model, next(batches))
+                if not torch.isfinite(loss):
+                    raise RuntimeError(
+                        f"loss is {float(loss)} at step {self.state.step}: lower the learning rate"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+                self.optimizer.step()
+                self.state.step += 1
+                value = float(loss.detach())
+                running = value if math.isnan(running) else 0.95 * running + 0.05 * value
+                done = self.state.step == stop
+                if self.state.step % config.val_every == 0 or done:
+                    last_val = self.evaluate(val_loss, val_batches)
+                    self.state.history.append(
+                        {"step": self.state.step, "train_loss": running, "val_loss": last_val, "lr": lr}
+                    )
+                    if last_val < self.state.best_val_loss:
+                        self.state.best_val_loss = last_val
+                        self._write_checkpoint(self.best_dir, with_trainer=False)
+                if self.state.step % config.checkpoint_every == 0 or done:
+                    self._write_checkpoint(self.last_dir, with_trainer=True)
+                progress.update(task, completed=self.state.step, loss=running, val=last_val)
+                if not progress.console.is_terminal and self.state.step % config.val_every == 0:
+                    # No live bar in a log file: one line per validation instead.
+                    progress.console.print(
+                        f"{self.description} step {self.state.step}/{config.steps} loss {running:.4f} "
+                        f"val {last_val:.4f} lr {lr:.2e} {time.perf_counter() - started:.0f}s"
+                    )
+        self.seconds = getattr(self, "seconds", 0.0) + time.perf_counter() - started
+        return self.state
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.rename(path)

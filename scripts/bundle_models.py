@@ -1,0 +1,54 @@
+"""Copy trained checkpoints into echo/assets/models and export the served student to ONNX.
+
+Checkpoints are stored in float16 (half the bytes; the bundled models must stay under 30 MB in all)
+and the ONNX student is exported from the stored float16 weights, so a fresh export of the bundled
+checkpoint reproduces the bundled graphs exactly.
+
+    python scripts/bundle_models.py --ar runs/ar/best --teacher runs/rad/best --student runs/dcd/best
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from echo.training.checkpoint import load_checkpoint, save_checkpoint
+
+ASSETS = Path(__file__).resolve().parent.parent / "echo" / "assets" / "models"
+
+
+def store(source: Path, target: Path) -> None:
+    model, tokenizer, spec = load_checkpoint(source)
+    shutil.rmtree(target, ignore_errors=True)
+    save_checkpoint(model.to(torch.float16), tokenizer, spec, target)
+    for extra in ("metrics.json",):
+        if (source.parent / extra).is_file():
+            shutil.copy2(source.parent / extra, target / extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ar", type=Path, required=True)
+    parser.add_argument("--teacher", type=Path, required=True)
+    parser.add_argument("--student", type=Path, required=True)
+    args = parser.parse_args(argv)
+    for name, source in (("ar", args.ar), ("teacher", args.teacher), ("student", args.student)):
+        store(source, ASSETS / name)
+    onnx_dir = ASSETS / "student-onnx"
+    shutil.rmtree(onnx_dir, ignore_errors=True)
+    subprocess.run(
+        [sys.executable, "-m", "echo.cli", "export", "--checkpoint", str(ASSETS / "student"), "--out", str(onnx_dir)],
+        check=True,
+    )
+    total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
+    print(f"bundled models: {total / 2**20:.1f} MiB under {ASSETS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
