@@ -1,0 +1,58 @@
+"""`echo-train export`: a checkpoint directory (AR, teacher or student) to an ONNX model directory
+that the onnxruntime engine (echo.runtime) serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echo.errors import UserError
+
+DEFAULT_OPSET = 18  # echo.export.onnx_files.DEFAULT_OPSET, repeated so --help does not import torch
+
+
+def command(
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint", help="Checkpoint directory (config.json, model.safetensors, tokenizer.json)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the graphs and manifest.json into.")],
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Float16 graphs and embeddings (for GPU providers).")
+    ] = False,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 17 or later.")] = DEFAULT_OPSET,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Model name in the manifest (default: the checkpoint's folder name)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out directory.")] = False,
+) -> None:
+    """Export vision.onnx + decoder.onnx (KV cache in and out, dynamic batch and lengths), the
+    embedding table, the tokenizer and a checksummed manifest; checks the graphs against the model."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not checkpoint.is_dir():
+        raise UserError(f"--checkpoint {checkpoint} is not a directory")
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        from echo.export.exporter import EXPORT_STEPS, export_checkpoint
+
+        task = progress.add_task(f"exporting {checkpoint.name}", total=len(EXPORT_STEPS))
+
+        def finished(step: str) -> None:
+            progress.update(task, advance=1, description=f"exporting {checkpoint.name}: {step} done")
+
+        manifest = export_checkpoint(
+            checkpoint, out, fp16=fp16, opset=opset, name=name, force=force, on_step=finished
+        )
+    size = sum(path.stat().st_size for path in out.iterdir() if path.is_file())
+    console.print(
+        f"wrote {out}: {manifest.name} version {manifest.version}, {manifest.dtype}, opset {manifest.opset}, "
+        f"decode {manifest.generation.decode}, {size / 1e6:.1f} MB"
+    )

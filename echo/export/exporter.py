@@ -1,0 +1,273 @@
+"""Export a checkpoint directory (AR, RAD teacher or DCD student) to an ONNX model directory:
+
+    vision.onnx     pixel_values + grid index tensors -> image features (any grid, any image count)
+    decoder.onnx    inputs_embeds, position_ids, attention_mask, logits_positions, past KV
+                    -> logits, argmax, present KV
+    embeddings.npy  the token embedding table (the engine looks tokens up in numpy)
+    tokenizer.json  the checkpoint's tokenizer, byte for byte
+    manifest.json   how to run it (echo.runtime.manifest), with a sha256 of every file
+
+The directory is assembled beside the target and renamed into place, so a failed or interrupted
+export never leaves a half-written model where the node would load it.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from echo.data.preprocess import PreprocessConfig
+from echo.errors import UserError
+from echo.export.onnx_files import DEFAULT_OPSET, check_opset, export_graph
+from echo.export.parity import TOLERANCE, graph_parity
+from echo.export.wrappers import DecoderGraphModule, VisionGraphModule
+from echo.model.checkpoint import weight_files
+from echo.model.vlm import EchoVLM
+from echo.runtime.manifest import (
+    DECODER_GRAPH,
+    EMBEDDINGS_FILE,
+    MANIFEST_NAME,
+    TOKENIZER_FILE,
+    VISION_GRAPH,
+    VISION_INPUTS,
+    VISION_OUTPUTS,
+    Generation,
+    ModelManifest,
+    TextGeometry,
+    TokenIds,
+    VisionGeometry,
+    content_version,
+    decoder_input_names,
+    decoder_output_names,
+    sha256_of,
+)
+from echo.runtime.vision_inputs import vision_inputs
+from echo.training.checkpoint import load_checkpoint
+
+EXPORT_STEPS: tuple[str, ...] = (
+    "load checkpoint",
+    "vision graph",
+    "decoder graph",
+    "parity check",
+    "embeddings",
+    "manifest",
+)
+# Tracing shapes: every dynamic axis > 1 and distinct, so no size is specialised into the graph.
+_TRACE_GRID = (1, 8, 12)
+_TRACE_BATCH, _TRACE_LENGTH, _TRACE_PAST = 2, 5, 7
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    *,
+    fp16: bool = False,
+    opset: int = DEFAULT_OPSET,
+    name: str | None = None,
+    force: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> ModelManifest:
+    """Export `checkpoint` to `out`; `on_step(step)` is called as each of EXPORT_STEPS finishes.
+    fp16 writes float16 graphs and embeddings (for GPUs), checked against the float32 model."""
+    check_opset(opset)
+    _check_target(out, force)
+    done = on_step or (lambda step: None)
+    dtype = "float16" if fp16 else "float32"
+
+    reference, tokenizer, spec = load_checkpoint(checkpoint)  # float32: the parity reference
+    model = reference if dtype == "float32" else copy.deepcopy(reference).to(TORCH_DTYPES[dtype])
+    config = model.config
+    preprocess = _preprocess_of(config.preprocess, checkpoint)
+    done(EXPORT_STEPS[0])
+
+    work = out.parent / f".{out.name}.exporting"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        export_vision(model, work / VISION_GRAPH, opset)
+        done(EXPORT_STEPS[1])
+        export_decoder(model, work / DECODER_GRAPH, opset)
+        done(EXPORT_STEPS[2])
+        errors = graph_parity(reference, work)
+        worst = max(errors, key=lambda key: errors[key])
+        if errors[worst] > TOLERANCE[dtype]:
+            raise UserError(
+                f"the exported {worst} graph disagrees with the checkpoint (relative error "
+                f"{errors[worst]:.2e} > {TOLERANCE[dtype]:.0e}); the model uses an operator the exporter mistranslates"
+            )
+        done(EXPORT_STEPS[3])
+        table = model.model.embed_tokens.weight.detach().cpu().numpy()
+        np.save(work / EMBEDDINGS_FILE, np.ascontiguousarray(table))
+        shutil.copyfile(checkpoint / TOKENIZER_FILE, work / TOKENIZER_FILE)
+        done(EXPORT_STEPS[4])
+
+        files = {path.name: sha256_of(path) for path in sorted(work.iterdir()) if path.is_file()}
+        tokens = TokenIds(
+            mask=config.mask_token_id,
+            eos=config.eos_token_id,
+            pad=config.pad_token_id,
+            image=config.image_token_id,
+            vision_start=config.vision_start_token_id,
+            vision_end=config.vision_end_token_id,
+        )
+        generation = Generation(
+            decode=spec.decode,
+            prompt=spec.prompt,
+            prompt_ids=tuple(tokenizer.encode(spec.prompt)),
+            max_new_tokens=spec.max_new_tokens,
+            threshold=spec.threshold,
+            block_size=config.block_size,
+            prompt_attention=config.prompt_attention,
+            stage=spec.stage,
+        )
+        vision = VisionGeometry(
+            patch_size=config.vision.patch_size,
+            temporal_patch_size=config.vision.temporal_patch_size,
+            merge_size=config.vision.spatial_merge_size,
+            window_patches=config.vision.window_size // config.vision.patch_size,
+            patch_dim=config.vision.patch_dim,
+        )
+        text = TextGeometry(
+            hidden_size=config.hidden_size,
+            num_layers=config.num_hidden_layers,
+            num_kv_heads=config.num_key_value_heads,
+            head_dim=config.head_dim,
+            vocab_size=config.vocab_size,
+        )
+        described: dict[str, Any] = {
+            "dtype": dtype,
+            "tokens": asdict(tokens),
+            "generation": asdict(generation),
+            "preprocess": preprocess.to_dict(),
+        }
+        manifest = ModelManifest(
+            name=name or checkpoint.resolve().name,
+            version=content_version(files, described),
+            dtype=dtype,
+            opset=opset,
+            tokens=tokens,
+            generation=generation,
+            vision=vision,
+            text=text,
+            preprocess=preprocess.to_dict(),
+            files=files,
+            source=_source(checkpoint),
+        )
+        manifest.check(str(work / MANIFEST_NAME))
+        (work / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        _move_into_place(work, out)
+        done(EXPORT_STEPS[5])
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def export_vision(model: EchoVLM, path: Path, opset: int) -> None:
+    geometry = model.config.vision
+    grid = [_TRACE_GRID]
+    index = vision_inputs(grid, geometry.spatial_merge_size, geometry.window_size // geometry.patch_size)
+    n = int(np.prod(_TRACE_GRID))
+    pixels = torch.randn(n, geometry.patch_dim, dtype=model.dtype)
+    args = (pixels, *(torch.from_numpy(index.feeds()[name]) for name in VISION_INPUTS[1:]))
+    dynamic = torch.export.Dim.DYNAMIC
+    axes = {
+        "pixel_values": {0: "patches"},
+        "patch_positions": {0: "patches"},
+        "window_index": {0: "image_tokens"},
+        "restore_index": {0: "image_tokens"},
+        "window_segments": {0: "patches"},
+        "frame_segments": {0: "patches"},
+    }
+    export_graph(
+        VisionGraphModule(model.visual).eval(),
+        args,
+        tuple({0: dynamic} for _ in VISION_INPUTS),
+        VISION_INPUTS,
+        VISION_OUTPUTS,
+        axes,
+        path,
+        opset,
+    )
+
+
+def export_decoder(model: EchoVLM, path: Path, opset: int) -> None:
+    config = model.config
+    layers = config.num_hidden_layers
+    b, t, p = _TRACE_BATCH, _TRACE_LENGTH, _TRACE_PAST
+    kv_shape = (b, config.num_key_value_heads, p, config.head_dim)
+    past = tuple(torch.randn(kv_shape, dtype=model.dtype) for _ in range(2 * layers))
+    args = (
+        torch.randn(b, t, config.hidden_size, dtype=model.dtype),
+        (torch.arange(t) + p).expand(3, b, t).contiguous(),
+        torch.ones(b, t, p + t, dtype=torch.bool),
+        torch.tensor([1, 2, 4]),  # K = 3: distinct from the other traced sizes
+        *past,
+    )
+    dynamic = torch.export.Dim.DYNAMIC
+    shapes = (
+        {0: dynamic, 1: dynamic},
+        {1: dynamic, 2: dynamic},
+        {0: dynamic, 1: dynamic, 2: dynamic},
+        {0: dynamic},
+        tuple({0: dynamic, 2: dynamic} for _ in range(2 * layers)),
+    )
+    axes: dict[str, dict[int, str]] = {
+        "inputs_embeds": {0: "batch", 1: "sequence"},
+        "position_ids": {1: "batch", 2: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence", 2: "total_sequence"},
+        "logits_positions": {0: "logits_sequence"},
+    }
+    for name in decoder_input_names(layers)[4:]:
+        axes[name] = {0: "batch", 2: "past_sequence"}
+    export_graph(
+        DecoderGraphModule(model).eval(),
+        args,
+        shapes,
+        decoder_input_names(layers),
+        decoder_output_names(layers),
+        axes,
+        path,
+        opset,
+    )
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"--out {out} is not empty; pass --force to replace it")
+
+
+def _preprocess_of(raw: dict[str, Any], checkpoint: Path) -> PreprocessConfig:
+    if not raw:
+        raise UserError(f"{checkpoint}/config.json has no 'preprocess' section (min_pixels, max_pixels, ...)")
+    return PreprocessConfig.from_dict(raw)
+
+
+def _source(checkpoint: Path) -> dict[str, Any]:
+    return {
+        "checkpoint": str(checkpoint.resolve()),
+        "weights_sha256": {path.name: sha256_of(path) for path in weight_files(checkpoint)},
+        "config_sha256": sha256_of(checkpoint / "config.json"),
+        "exporter": f"torch {torch.__version__.split('+')[0]} (dynamo), onnx {onnx.__version__}",
+    }
+
+
+def _move_into_place(work: Path, out: Path) -> None:
+    """Replace `out` by `work` with renames only (the old model stays until the new one is whole)."""
+    old = out.parent / f".{out.name}.replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

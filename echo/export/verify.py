@@ -1,0 +1,87 @@
+"""Does an exported model directory still match its checkpoint? (The bundled model's guard.)
+
+Export the checkpoint afresh with the same settings and compare: the manifests (all but where the
+checkpoint lay) and every file's sha256. The export is deterministic, so equal bytes are the
+expected case; graphs whose bytes differ (another torch or onnx version) count as matching when
+their outputs agree on random inputs within the parity tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from echo.errors import UserError
+from echo.export.exporter import export_checkpoint
+from echo.export.parity import TOLERANCE, DecoderCase, cpu_session, decoder_error, vision_error
+from echo.runtime.manifest import DECODER_GRAPH, MANIFEST_NAME, VISION_GRAPH, load_manifest
+from echo.training.checkpoint import load_checkpoint
+
+# Manifest fields that legitimately differ between exports of one checkpoint.
+_UNCOMPARED = ("files", "version", "source")
+
+
+def fresh_export_differences(model_dir: Path, checkpoint: Path, scratch: Path) -> list[str]:
+    """What differs between `model_dir` and a fresh export of `checkpoint` (empty: they match).
+    `scratch` is a directory the fresh export may be written into (it is removed afterwards)."""
+    existing = load_manifest(model_dir)
+    target = scratch / "fresh-export"
+    try:
+        export_checkpoint(
+            checkpoint,
+            target,
+            fp16=existing.dtype == "float16",
+            opset=existing.opset,
+            name=existing.name,
+            force=True,
+        )
+        return compare_exports(model_dir, target, checkpoint)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def compare_exports(model_dir: Path, fresh_dir: Path, checkpoint: Path) -> list[str]:
+    """Differences between two exports of `checkpoint`: manifest fields (bar files, version and
+    source) and files; a graph whose bytes differ counts only if its outputs disagree with the
+    checkpoint beyond the parity tolerance."""
+    existing, fresh = load_manifest(model_dir), load_manifest(fresh_dir)
+    differences = _manifest_differences(_read(model_dir), _read(fresh_dir))
+    for name in sorted(set(existing.files) | set(fresh.files)):
+        if existing.files.get(name) == fresh.files.get(name):
+            continue
+        if name in (VISION_GRAPH, DECODER_GRAPH) and name in existing.files and name in fresh.files:
+            error = _graph_error(model_dir / name, checkpoint, name)
+            if error > TOLERANCE[existing.dtype]:
+                differences.append(f"{name}: outputs differ from a fresh export (relative error {error:.2e})")
+        elif name not in existing.files:
+            differences.append(f"{name}: missing (a fresh export has it)")
+        elif name not in fresh.files:
+            differences.append(f"{name}: not in a fresh export")
+        else:
+            differences.append(f"{name}: differs from a fresh export")
+    return differences
+
+
+def _graph_error(path: Path, checkpoint: Path, name: str) -> float:
+    model, _, _ = load_checkpoint(checkpoint)
+    session = cpu_session(path)
+    if name == VISION_GRAPH:
+        return vision_error(model, session, [(1, 6, 8)], seed=11)
+    return decoder_error(model, session, DecoderCase(batch=2, length=9, past=5), seed=12)
+
+
+def _read(directory: Path) -> dict[str, Any]:
+    try:
+        return json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{directory / MANIFEST_NAME}: cannot read ({error})") from None
+
+
+def _manifest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key not in _UNCOMPARED and old.get(key) != new.get(key):
+            out.append(f"manifest {key}: {old.get(key)!r} != fresh {new.get(key)!r}")
+    return out

@@ -1,0 +1,75 @@
+"""Export-friendly views of EchoVLM: modules whose forward takes and returns plain tensors only.
+
+`VisionGraphModule` is VisionTower.forward with its grid loops lifted out: the window permutation,
+its inverse, the patch positions and the attention segments arrive as inputs (computed by
+echo.runtime.vision_inputs), so the graph has no shape-dependent Python and one graph serves any
+grid. `DecoderGraphModule` is EchoVLM.forward with the KV cache flattened into per-layer inputs
+and outputs, the LM head applied only at the positions asked for, plus the greedy head decoding
+reads (argmax and its probability, mask excluded).
+Both reuse the model's own submodules, so the numerics are the model's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from echo.model.rope import vision_cos_sin
+from echo.model.vision import VisionTower
+from echo.model.vlm import EchoVLM
+
+
+class VisionGraphModule(nn.Module):
+    def __init__(self, tower: VisionTower) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,  # (N, patch_dim), processor order
+        patch_positions: torch.Tensor,  # (N, 2) int64 row / column, processor order
+        window_index: torch.Tensor,  # (M,) int64, M = N / merge_unit: merged tokens window by window
+        restore_index: torch.Tensor,  # (M,) int64: inverse of window_index
+        window_segments: torch.Tensor,  # (N,) int64: window of each patch, window order
+        frame_segments: torch.Tensor,  # (N,) int64: frame of each patch
+    ) -> torch.Tensor:
+        cfg = self.tower.config
+        unit = cfg.merge_unit
+        n = pixel_values.shape[0]
+        x = self.tower.patch_embed(pixel_values)  # (N, D)
+        x = x.view(n // unit, unit, -1)[window_index].view(n, -1)  # window by window
+        cos, sin = vision_cos_sin(patch_positions, cfg.head_dim, cfg.rope_theta)  # (N, head_dim) float32
+        cos = cos.view(n // unit, unit, -1)[window_index].view(n, -1)
+        sin = sin.view(n // unit, unit, -1)[window_index].view(n, -1)
+        full = frame_segments[:, None] == frame_segments[None, :]  # (N, N) block-diagonal per frame
+        windowed = window_segments[:, None] == window_segments[None, :]  # (N, N) per window
+        for index, block in enumerate(self.tower.blocks):
+            x = block(x, cos, sin, full if index in cfg.fullatt_block_indexes else windowed)
+        return self.tower.merger(x)[restore_index]  # (M, out_hidden), processor order
+
+
+class DecoderGraphModule(nn.Module):
+    def __init__(self, model: EchoVLM) -> None:
+        super().__init__()
+        self.model = model
+        self.num_layers = model.config.num_hidden_layers
+        exclude = torch.zeros(model.config.vocab_size)
+        if model.config.mask_token_id is not None:
+            exclude[model.config.mask_token_id] = float("-inf")  # a committed token is never the mask
+        self.register_buffer("exclude", exclude, persistent=False)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,  # (B, T, H)
+        position_ids: torch.Tensor,  # (3, B, T) int64
+        attention_mask: torch.Tensor,  # (B, T, P + T) bool, True = may attend
+        logits_positions: torch.Tensor,  # (K,) int64: positions (< T) that get logits
+        *past: torch.Tensor,  # past_key_0, past_value_0, ... each (B, n_kv_heads, P, head_dim)
+    ) -> tuple[torch.Tensor, ...]:
+        cache = [(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
+        hidden, present = self.model.hidden_states(inputs_embeds, position_ids, attention_mask, cache)
+        logits = self.model.lm_head(hidden[:, logits_positions])  # (B, K, V)
+        probs = (logits.float() + self.exclude).softmax(dim=-1)  # (B, T, V) float32
+        top_probs, top_ids = probs.max(dim=-1)  # (B, K) each
+        flat = [tensor for kv in present for tensor in kv]
+        return (logits, top_ids, top_probs, *flat)

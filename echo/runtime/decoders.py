@@ -1,0 +1,257 @@
+"""The three decoders on onnxruntime, step for step the same as echo.decoding (greedy AR,
+multi-step block diffusion, one step per block with the fused block KV cache), so the engine
+writes the same tokens as the torch model. Tokenizer-free: ids in, ids out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from echo.errors import UserError
+from echo.runtime.graphs import DecoderGraph
+from echo.runtime.masks import block_causal_mask, causal_mask
+from echo.runtime.remasking import (
+    Strategy,
+    commit_low_confidence_static,
+    num_transfer_tokens,
+    remasking_strategy,
+)
+from echo.runtime.session import DecodeSession, PreparedContext
+
+
+@dataclass
+class DecodeOutput:
+    tokens: list[list[int]]  # per row: response ids, eos and everything after it dropped
+    forwards: int  # decoder forward passes (a batched pass counts once)
+    seconds: float  # decoding, prefill included (vision encoding excluded: the caller times it)
+    prefill_seconds: float  # the first forward (context prefill, fused with block 0 when diffusing)
+    steps_per_block: list[list[int]]  # per row, per block: denoising steps (AR: 1 per token)
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """Where the generated windows sit in the sequence (echo.decoding.blocks.BlockLayout)."""
+
+    context_len: int
+    block_size: int
+    first_start: int  # absolute index of window 0
+    n_windows: int
+    offset: int  # where block counting starts (block_causal_mask's offset)
+
+    @classmethod
+    def plan(
+        cls, context_len: int, block_size: int, max_new_tokens: int, prompt_attention: str
+    ) -> BlockLayout:
+        if prompt_attention == "block_causal":
+            first_start, offset = context_len - context_len % block_size, 0
+        else:
+            first_start, offset = context_len, context_len
+        prefix = context_len - first_start
+        n_windows = -(-(max_new_tokens + prefix) // block_size)
+        return cls(context_len, block_size, first_start, n_windows, offset)
+
+    def start(self, window: int) -> int:
+        return self.first_start + window * self.block_size
+
+    def prefix_len(self, window: int) -> int:
+        return max(0, self.context_len - self.start(window))
+
+    @property
+    def new_positions(self) -> int:
+        return self.start(self.n_windows) - self.context_len
+
+
+def check_decoding_args(block_size: int, max_new_tokens: int) -> None:
+    if block_size < 1:
+        raise UserError(f"block size must be >= 1, got {block_size}")
+    if max_new_tokens < 1:
+        raise UserError(f"max new tokens must be >= 1, got {max_new_tokens}")
+
+
+def decode_ar(
+    decoder: DecoderGraph, embeddings: np.ndarray, context: PreparedContext, max_new_tokens: int, eos_id: int
+) -> DecodeOutput:
+    """One token per forward, causal attention; the prefill's last position gives the first token.
+    Stops at eos (dropped) or after max_new_tokens."""
+    check_decoding_args(1, max_new_tokens)
+    tokens: list[list[int]] = [[] for _ in range(context.batch_size)]
+    session = DecodeSession(decoder, embeddings, context, max_new_tokens, causal_mask)
+    prefill = session.forward(
+        session.context_ids, keep=session.context_len, logits_from=session.context_len - 1
+    )
+    next_ids = prefill.top_ids[:, -1]
+    for i in range(max_new_tokens):
+        live = []
+        for j, (row, token) in enumerate(zip(session.rows, next_ids.tolist(), strict=True)):
+            if token == eos_id:
+                continue
+            tokens[row].append(token)
+            live.append(j)
+        if not live or i == max_new_tokens - 1:
+            break
+        if len(live) < len(session.rows):
+            session.keep_rows(live)
+            next_ids = next_ids[live]
+        next_ids = session.forward(next_ids[:, None], keep=1).top_ids[:, -1]
+    return DecodeOutput(
+        tokens=tokens,
+        forwards=session.forwards,
+        seconds=session.elapsed(),
+        prefill_seconds=session.prefill_seconds,
+        steps_per_block=[[1] * (len(row) + (len(row) < max_new_tokens)) for row in tokens],
+    )
+
+
+def decode_multistep(
+    decoder: DecoderGraph,
+    embeddings: np.ndarray,
+    context: PreparedContext,
+    *,
+    block_size: int,
+    max_new_tokens: int,
+    mask_id: int,
+    eos_id: int,
+    prompt_attention: str,
+    remasking: str = "low_confidence_dynamic",
+    steps_per_block: int | None = None,
+    threshold: float = 0.85,
+) -> DecodeOutput:
+    """The RAD teacher's decoder: each block starts as masks and takes at most `steps_per_block`
+    steps (default: block_size), each committing what the remasking strategy picks."""
+    strategy = remasking_strategy(remasking)
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"threshold must be within [0, 1], got {threshold}")
+    return decode_blocks(
+        decoder,
+        embeddings,
+        context,
+        block_size=block_size,
+        max_new_tokens=max_new_tokens,
+        mask_id=mask_id,
+        eos_id=eos_id,
+        prompt_attention=prompt_attention,
+        strategy=strategy,
+        steps_per_block=block_size if steps_per_block is None else steps_per_block,
+        threshold=threshold,
+    )
+
+
+def decode_onestep(
+    decoder: DecoderGraph,
+    embeddings: np.ndarray,
+    context: PreparedContext,
+    *,
+    block_size: int,
+    max_new_tokens: int,
+    mask_id: int,
+    eos_id: int,
+    prompt_attention: str,
+) -> DecodeOutput:
+    """The DCD student's decoder: every mask of a block takes its argmax in one forward whose input
+    is [previous block, clean ; block_size masks]; N blocks cost N forwards."""
+    return decode_blocks(
+        decoder,
+        embeddings,
+        context,
+        block_size=block_size,
+        max_new_tokens=max_new_tokens,
+        mask_id=mask_id,
+        eos_id=eos_id,
+        prompt_attention=prompt_attention,
+        strategy=commit_low_confidence_static,
+        steps_per_block=1,
+        threshold=1.0,
+    )
+
+
+def decode_blocks(
+    decoder: DecoderGraph,
+    embeddings: np.ndarray,
+    context: PreparedContext,
+    *,
+    block_size: int,
+    max_new_tokens: int,
+    mask_id: int,
+    eos_id: int,
+    prompt_attention: str,
+    strategy: Strategy,
+    steps_per_block: int,
+    threshold: float,
+) -> DecodeOutput:
+    """The block loop of echo.decoding.blocks.decode_blocks (fused), on numpy arrays."""
+    check_decoding_args(block_size, max_new_tokens)
+    if steps_per_block < 1:
+        raise UserError(f"steps per block must be >= 1, got {steps_per_block}")
+    layout = BlockLayout.plan(context.length, block_size, max_new_tokens, prompt_attention)
+    tokens: list[list[int]] = [[] for _ in range(context.batch_size)]
+    steps: list[list[int]] = [[] for _ in range(context.batch_size)]
+    session = DecodeSession(
+        decoder,
+        embeddings,
+        context,
+        layout.new_positions,
+        lambda q, past: block_causal_mask(q, block_size, past, layout.offset),
+    )
+    unwritten = session.context_ids[:, : layout.first_start]  # committed, KV not cached yet
+    for window in range(layout.n_windows):
+        start, prefix = layout.start(window), layout.prefix_len(window)
+        n_live = len(session.rows)
+        state = np.full((n_live, block_size), mask_id, dtype=np.int64)
+        state[:, :prefix] = session.context_ids[:, start : start + prefix]
+        masked = np.broadcast_to(np.arange(block_size) >= prefix, (n_live, block_size)).copy()
+        budget = min(steps_per_block, block_size - prefix)
+        row_steps = np.zeros(n_live, dtype=np.int64)
+        step = 0
+        while bool(masked.any()):
+            out = _window_output(session, unwritten if step == 0 else None, state)
+            remaining = masked.sum(axis=1)
+            commit = strategy(out.top_probs, masked, num_transfer_tokens(remaining, budget - step), threshold)
+            state = np.where(commit, out.top_ids, state)
+            masked &= ~commit
+            row_steps += remaining > 0
+            step += 1
+            assert step <= budget or not bool(masked.any()), "a block overran its step budget"
+
+        live: list[int] = []
+        for i, row in enumerate(session.rows):
+            generated = state[i, prefix:].tolist()
+            steps[row].append(int(row_steps[i]))
+            if eos_id in generated:
+                tokens[row].extend(generated[: generated.index(eos_id)])
+            else:
+                tokens[row].extend(generated)
+                live.append(i)
+        if not live or window == layout.n_windows - 1:
+            break
+        if len(live) < n_live:
+            session.keep_rows(live)
+            state = state[live]
+        unwritten = state
+    return DecodeOutput(
+        tokens=[row[:max_new_tokens] for row in tokens],
+        forwards=session.forwards,
+        seconds=session.elapsed(),
+        prefill_seconds=session.prefill_seconds,
+        steps_per_block=steps,
+    )
+
+
+@dataclass(frozen=True)
+class _Window:
+    top_ids: np.ndarray  # (n_live, block_size)
+    top_probs: np.ndarray
+
+
+def _window_output(session: DecodeSession, unwritten: np.ndarray | None, state: np.ndarray) -> _Window:
+    """The window's predictions; the KV of `unwritten` (committed tokens between the cache and the
+    window) is written in the same forward (fused)."""
+    n_unwritten = 0 if unwritten is None else unwritten.shape[1]
+    if n_unwritten:
+        assert unwritten is not None
+        out = session.forward(
+            np.concatenate([unwritten, state], axis=1), keep=n_unwritten, logits_from=n_unwritten
+        )
+        return _Window(out.top_ids, out.top_probs)
+    out = session.forward(state, keep=0)
+    return _Window(out.top_ids, out.top_probs)

@@ -1,0 +1,351 @@
+"""The onnxruntime engine: an exported model directory in, draft reports out. No torch.
+
+    engine = Engine.load(model_dir)               # checksums, sessions, warm-up: once per process
+    report = engine.generate("study/frontal.dcm") # findings, impression, counts, timings
+
+Sessions are created once and reused; the provider is the best available (TensorRT, CUDA, CPU)
+unless the caller names one; on GPU providers decoder steps use IO binding. The same engine runs
+the AR model ("ar"), the multi-step teacher ("multistep") and the one-step student ("onestep");
+each model's manifest says which it serves, and a call may ask for another for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from echo.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess
+from echo.errors import UserError
+from echo.report import split_report
+from echo.runtime.decoders import DecodeOutput, decode_ar, decode_multistep, decode_onestep
+from echo.runtime.graphs import (
+    DecoderGraph,
+    VisionGraph,
+    open_session,
+    provider_entries,
+    session_options,
+)
+from echo.runtime.images import ImageSource, display_pixels
+from echo.runtime.manifest import (
+    DECODER_GRAPH,
+    DECODES,
+    EMBEDDINGS_FILE,
+    TOKENIZER_FILE,
+    VISION_GRAPH,
+    VISION_INPUTS,
+    VISION_OUTPUTS,
+    ModelManifest,
+    decoder_input_names,
+    decoder_output_names,
+    load_manifest,
+)
+from echo.runtime.positions import rope_index
+from echo.runtime.providers import GPU_PROVIDERS, choose_providers
+from echo.runtime.remasking import remasking_strategy
+from echo.runtime.result import GeneratedReport
+from echo.runtime.session import PreparedContext
+from echo.runtime.tensorrt import decoder_profile, vision_profile
+from echo.runtime.vision_inputs import vision_inputs
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode; None fields take the manifest's values."""
+
+    decode: str | None = None
+    max_new_tokens: int | None = None
+    steps: int | None = None  # multistep: step budget per block (default: block size)
+    threshold: float | None = None  # multistep: low_confidence_dynamic tau
+    remasking: str = "low_confidence_dynamic"
+
+
+class Engine:
+    def __init__(
+        self,
+        model_dir: Path,
+        manifest: ModelManifest,
+        vision: VisionGraph,
+        decoder: DecoderGraph,
+        embeddings: np.ndarray,
+        tokenizer: Tokenizer,
+        providers: list[str],
+        max_batch: int = 8,
+    ) -> None:
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.vision = vision
+        self.decoder = decoder
+        self.embeddings = embeddings
+        self.tokenizer = tokenizer
+        self.providers = providers
+        self.max_batch = max_batch
+        self.preprocess_config = PreprocessConfig.from_dict(manifest.preprocess)
+        self.start_seconds = 0.0  # load + warm-up, set by load()
+
+    # ---- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        providers: Sequence[str] | str | None = None,
+        threads: int | None = None,
+        *,
+        io_binding: bool | None = None,
+        warm_up: bool = True,
+        verify: bool = True,
+        cache_dir: Path | None = None,
+        max_batch: int = 8,
+    ) -> Engine:
+        """Open an exported model directory.
+
+        providers: None for the best available, or names ("cuda,cpu", ["tensorrt", "cuda"]).
+        threads: CPU threads per session (None: onnxruntime's default, the physical cores).
+        io_binding: None to use it exactly when a GPU provider leads. verify: check sha256s.
+        cache_dir: where TensorRT may cache built engines; max_batch: the most studies one
+        generate_batch call decodes together (TensorRT builds its shape profile for it)."""
+        started = time.perf_counter()
+        directory = Path(model_dir)
+        manifest = load_manifest(directory, verify=verify)
+        if threads is not None and threads < 0:
+            raise UserError(f"threads must be >= 0, got {threads}")
+        if max_batch < 1:
+            raise UserError(f"max_batch must be >= 1, got {max_batch}")
+        chosen = choose_providers(providers, ort.get_available_providers())
+        options = session_options(threads)
+        layers = manifest.text.num_layers
+        vision_session = open_session(
+            directory / VISION_GRAPH,
+            options,
+            provider_entries(chosen, manifest.dtype, cache_dir, vision_profile(manifest, max_batch)),
+            list(VISION_INPUTS),
+            list(VISION_OUTPUTS),
+        )
+        decoder_session = open_session(
+            directory / DECODER_GRAPH,
+            options,
+            provider_entries(chosen, manifest.dtype, cache_dir, decoder_profile(manifest, max_batch)),
+            decoder_input_names(layers),
+            decoder_output_names(layers),
+        )
+        bind = chosen[0] in GPU_PROVIDERS if io_binding is None else io_binding
+        engine = cls(
+            directory,
+            manifest,
+            VisionGraph(vision_session, manifest.dtype),
+            DecoderGraph(decoder_session, manifest, bind),
+            _load_embeddings(directory / EMBEDDINGS_FILE, manifest),
+            _load_tokenizer(directory / TOKENIZER_FILE),
+            decoder_session.get_providers(),
+            max_batch,
+        )
+        if warm_up:
+            engine.warm_up()
+        engine.start_seconds = time.perf_counter() - started
+        return engine
+
+    def warm_up(self) -> None:
+        """One short generation, so the first study does not pay for allocation and kernel choice."""
+        side = 2 * self.preprocess_config.factor
+        image = np.full((side, side), 0.5, dtype=np.float32)
+        self.generate(image, max_new_tokens=self.manifest.generation.block_size)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    # ---- generation -----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        image: ImageSource,
+        *,
+        decode: str | None = None,
+        max_new_tokens: int | None = None,
+        steps: int | None = None,
+        threshold: float | None = None,
+        remasking: str = "low_confidence_dynamic",
+    ) -> GeneratedReport:
+        """Draft the report for one image (a path, a pydicom Dataset or a 2-D array)."""
+        options = DecodeOptions(decode, max_new_tokens, steps, threshold, remasking)
+        return self.generate_batch([image], options=options)[0]
+
+    def generate_batch(
+        self, images: Sequence[ImageSource], *, options: DecodeOptions | None = None
+    ) -> list[GeneratedReport]:
+        """Reports for several studies, in order. Images whose preprocessed grids agree are decoded
+        together, up to max_batch at a time (one decoder pass per step for all of them)."""
+        options = options or DecodeOptions()
+        self.check_options(options)
+        if not images:
+            return []
+        started = time.perf_counter()
+        processed = [preprocess(display_pixels(image), self.preprocess_config) for image in images]
+        preprocess_seconds = (time.perf_counter() - started) / len(images)
+        by_grid: dict[tuple[int, int, int], list[int]] = {}
+        for index, item in enumerate(processed):
+            by_grid.setdefault(item.grid_thw, []).append(index)
+        groups = {
+            (grid, start): indices[start : start + self.max_batch]
+            for grid, indices in by_grid.items()
+            for start in range(0, len(indices), self.max_batch)
+        }
+        reports: list[GeneratedReport | None] = [None] * len(images)
+        for indices in groups.values():
+            group_started = time.perf_counter()
+            output, vision_seconds = self._decode([processed[i] for i in indices], options)
+            seconds = time.perf_counter() - group_started + preprocess_seconds * len(indices)
+            timings = {
+                "preprocess": preprocess_seconds * len(indices),
+                "vision": vision_seconds,
+                "prefill": output.prefill_seconds,
+                "decode": output.seconds - output.prefill_seconds,
+                "total": seconds,
+            }
+            for row, index in enumerate(indices):
+                reports[index] = self._report(output, row, seconds, timings, options, len(indices))
+        return [report for report in reports if report is not None]
+
+    def decode_processed(
+        self, images: Sequence[PreprocessedImage], options: DecodeOptions | None = None
+    ) -> DecodeOutput:
+        """Token ids for preprocessed images of one grid (the parity tests' entry point)."""
+        options = options or DecodeOptions()
+        self.check_options(options)
+        return self._decode(images, options)[0]
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _decode(
+        self, images: Sequence[PreprocessedImage], options: DecodeOptions
+    ) -> tuple[DecodeOutput, float]:
+        gen, tokens = self.manifest.generation, self.manifest.tokens
+        started = time.perf_counter()
+        context = self._prepare(images)
+        vision_seconds = time.perf_counter() - started
+        decode = options.decode or gen.decode
+        max_new = options.max_new_tokens or gen.max_new_tokens
+        if decode == "ar":
+            output = decode_ar(self.decoder, self.embeddings, context, max_new, tokens.eos)
+        elif decode == "onestep":
+            assert tokens.mask is not None
+            output = decode_onestep(
+                self.decoder,
+                self.embeddings,
+                context,
+                block_size=gen.block_size,
+                max_new_tokens=max_new,
+                mask_id=tokens.mask,
+                eos_id=tokens.eos,
+                prompt_attention=gen.prompt_attention,
+            )
+        else:
+            assert tokens.mask is not None
+            output = decode_multistep(
+                self.decoder,
+                self.embeddings,
+                context,
+                block_size=gen.block_size,
+                max_new_tokens=max_new,
+                mask_id=tokens.mask,
+                eos_id=tokens.eos,
+                prompt_attention=gen.prompt_attention,
+                remasking=options.remasking,
+                steps_per_block=options.steps,
+                threshold=gen.threshold if options.threshold is None else options.threshold,
+            )
+        return output, vision_seconds
+
+    def _prepare(self, images: Sequence[PreprocessedImage]) -> PreparedContext:
+        """Vision features placed into the embedded context rows, and their M-RoPE positions."""
+        grids = [image.grid_thw for image in images]
+        if len(set(grids)) != 1:
+            raise ValueError(f"one decoding batch needs one image grid, got {sorted(set(grids))}")
+        geometry, tokens = self.manifest.vision, self.manifest.tokens
+        index = vision_inputs(grids, geometry.merge_size, geometry.window_patches)
+        pixels = np.concatenate([image.pixel_values for image in images])
+        features = self.vision.run(pixels, index.feeds())  # (rows * n_image, H)
+        t, h, w = grids[0]
+        n_image = t * h * w // geometry.merge_size**2
+        row = [
+            tokens.vision_start,
+            *([tokens.image] * n_image),
+            tokens.vision_end,
+            *self.manifest.generation.prompt_ids,
+        ]
+        ids = np.asarray([row] * len(images), dtype=np.int64)  # (B, C)
+        embeds = self.embeddings[ids]  # (B, C, H)
+        embeds[ids == tokens.image] = features.astype(embeds.dtype)  # row-major: image i's rows in order
+        positions = rope_index(ids, grids, tokens.image, geometry.merge_size)
+        return PreparedContext(ids, embeds, positions)
+
+    def check_options(self, options: DecodeOptions) -> None:
+        """Refuse options this model cannot decode with, before any image is read."""
+        decode = options.decode or self.manifest.generation.decode
+        if decode not in DECODES:
+            raise UserError(f"decode must be one of {', '.join(DECODES)}, not {decode!r}")
+        if decode != "ar" and self.manifest.tokens.mask is None:
+            raise UserError(
+                f"{self.manifest.name} has no mask token, so it can decode only 'ar', not {decode!r}"
+            )
+        if options.max_new_tokens is not None and options.max_new_tokens < 1:
+            raise UserError(f"max new tokens must be >= 1, got {options.max_new_tokens}")
+        if options.steps is not None and options.steps < 1:
+            raise UserError(f"steps per block must be >= 1, got {options.steps}")
+        if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+            raise UserError(f"threshold must be within [0, 1], got {options.threshold}")
+        if decode == "multistep":
+            remasking_strategy(options.remasking)
+
+    def _report(
+        self,
+        output: DecodeOutput,
+        row: int,
+        seconds: float,
+        timings: dict[str, float],
+        options: DecodeOptions,
+        batch_size: int,
+    ) -> GeneratedReport:
+        ids = output.tokens[row]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        sections = split_report(text)
+        return GeneratedReport(
+            findings=sections.findings,
+            impression=sections.impression,
+            text=text,
+            tokens=len(ids),
+            token_ids=tuple(ids),
+            forwards=output.forwards,
+            seconds=seconds,
+            timings=dict(timings),
+            model_version=self.manifest.version,
+            decode=options.decode or self.manifest.generation.decode,
+            batch_size=batch_size,
+        )
+
+
+def _load_embeddings(path: Path, manifest: ModelManifest) -> np.ndarray:
+    """The (vocab, hidden) table, memory-mapped: pages are read as tokens are looked up."""
+    try:
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a numpy array file ({error})") from None
+    expected = (manifest.text.vocab_size, manifest.text.hidden_size)
+    if table.shape != expected or table.dtype != np.dtype(manifest.dtype):
+        raise UserError(
+            f"{path}: holds {table.dtype} {table.shape}, the manifest says {manifest.dtype} {expected}"
+        )
+    return table
+
+
+def _load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception on bad JSON
+        raise UserError(f"{path} is not a tokenizer.json: {str(error).splitlines()[0]}") from None

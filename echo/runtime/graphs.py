@@ -1,0 +1,156 @@
+"""The two onnxruntime sessions of an exported model, created once, and how to call them.
+
+The decoder step fetches only what decoding needs (argmax ids and their probabilities at the
+positions decoding reads, and the key/value tensors), never the (B, K, vocab) logits. With
+IO binding (GPU providers) the logits are left on the device instead of being copied back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from echo.errors import UserError
+from echo.runtime.manifest import (
+    DECODER_HEAD_OUTPUTS,
+    VISION_OUTPUTS,
+    ModelManifest,
+    decoder_input_names,
+    decoder_output_names,
+)
+from echo.runtime.providers import CPU, TENSORRT
+from echo.runtime.tensorrt import Profile
+
+KVCache = list[tuple[np.ndarray, np.ndarray]]
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    top_ids: np.ndarray  # (B, K) int64 at the asked positions: argmax, the mask token excluded
+    top_probs: np.ndarray  # (B, K) float32: its softmax probability
+    present: KVCache  # per layer (k, v), each (B, n_kv_heads, past + T, head_dim)
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """One request at a time per process: parallelism inside operators, none between them."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, the physical cores
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the node's log is not the place for optimizer notes
+    return options
+
+
+def provider_entries(
+    providers: list[str], dtype: str, cache_dir: Path | None, profile: Profile
+) -> list[str | tuple[str, dict]]:
+    """Provider names with their options: TensorRT gets the graph's shape profile, builds fp16
+    engines only for fp16 graphs (an fp32 export keeps fp32 numerics) and caches built engines
+    when given a directory."""
+    entries: list[str | tuple[str, dict]] = []
+    for name in providers:
+        if name == TENSORRT:
+            options: dict[str, object] = {"trt_fp16_enable": dtype == "float16", **profile.provider_options()}
+            if cache_dir is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+            entries.append((name, options))
+        else:
+            entries.append(name)
+    return entries
+
+
+def open_session(
+    path: Path,
+    options: ort.SessionOptions,
+    providers: list[str | tuple[str, dict]],
+    inputs: list[str],
+    outputs: list[str],
+) -> ort.InferenceSession:
+    """A session on `path` whose graph has exactly these inputs and outputs."""
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: onnxruntime cannot load this graph ({reason})") from None
+    for kind, expected, found in (
+        ("inputs", inputs, [i.name for i in session.get_inputs()]),
+        ("outputs", outputs, [o.name for o in session.get_outputs()]),
+    ):
+        if found != expected:
+            raise UserError(
+                f"{path}: graph {kind} {found} are not the expected {expected}; re-export the model"
+            )
+    return session
+
+
+class VisionGraph:
+    def __init__(self, session: ort.InferenceSession, dtype: str) -> None:
+        self.session = session
+        self.dtype = NUMPY_DTYPES[dtype]
+
+    def run(self, pixel_values: np.ndarray, index_inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, patch_dim) patches + the grid's index inputs -> (N / merge_unit, hidden) features."""
+        feeds = {"pixel_values": np.ascontiguousarray(pixel_values, dtype=self.dtype), **index_inputs}
+        return self.session.run(list(VISION_OUTPUTS), feeds)[0]
+
+
+class DecoderGraph:
+    def __init__(self, session: ort.InferenceSession, manifest: ModelManifest, io_binding: bool) -> None:
+        self.session = session
+        self.num_layers = manifest.text.num_layers
+        self.kv_shape = (manifest.text.num_kv_heads, manifest.text.head_dim)
+        self.dtype = NUMPY_DTYPES[manifest.dtype]
+        self.input_names = decoder_input_names(self.num_layers)
+        self.present_names = decoder_output_names(self.num_layers)[len(DECODER_HEAD_OUTPUTS) :]
+        self.io_binding = io_binding
+        providers = session.get_providers()
+        self.device_type = "cpu" if providers[0] == CPU else "cuda"
+
+    def empty_cache(self, batch: int) -> KVCache:
+        empty = np.zeros((batch, self.kv_shape[0], 0, self.kv_shape[1]), dtype=self.dtype)
+        return [(empty, empty)] * self.num_layers
+
+    def run(
+        self,
+        inputs_embeds: np.ndarray,
+        position_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        past: KVCache | None,
+        logits_from: int = 0,
+    ) -> StepOutput:
+        """inputs_embeds (B, T, H), position_ids (3, B, T), attention_mask (B, T, past + T) bool;
+        predictions for positions logits_from..T-1 only."""
+        batch, length = inputs_embeds.shape[:2]
+        cache = past if past is not None else self.empty_cache(batch)
+        arrays = [
+            np.ascontiguousarray(inputs_embeds, dtype=self.dtype),
+            np.ascontiguousarray(position_ids, dtype=np.int64),
+            np.ascontiguousarray(attention_mask, dtype=np.bool_),
+            np.arange(logits_from, length, dtype=np.int64),
+        ]
+        for k, v in cache:
+            arrays += [np.ascontiguousarray(k), np.ascontiguousarray(v)]
+        feeds = dict(zip(self.input_names, arrays, strict=True))
+        wanted = ["top_ids", "top_probs", *self.present_names]
+        values = self._run_bound(feeds, wanted) if self.io_binding else self.session.run(wanted, feeds)
+        top_ids, top_probs, *presents = values
+        present = [(presents[2 * i], presents[2 * i + 1]) for i in range(self.num_layers)]
+        return StepOutput(top_ids, top_probs, present)
+
+    def _run_bound(self, feeds: dict[str, np.ndarray], wanted: list[str]) -> list[np.ndarray]:
+        """IO binding: inputs copied to the device once, the outputs decoding reads bound to host
+        memory, the (B, K, vocab) logits left on the device where the provider wrote them."""
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        binding.bind_output("logits", self.device_type)
+        for name in wanted:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return [value.numpy() for value in binding.get_outputs()[1:]]  # [0] is the logits

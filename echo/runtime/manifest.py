@@ -1,0 +1,214 @@
+"""`manifest.json`: what an exported model directory holds and how to run it.
+
+The exporter writes it beside the graphs; the engine reads nothing else to know the model. Every
+file it names carries a sha256, checked on load, so a truncated copy or a graph from another
+export is refused with a message instead of producing a wrong report. The model version is a
+content hash (files + how to generate), so the same export always has the same version and any
+change gives a new one: reports are traceable to the exact model that wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echo.errors import UserError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "echo-onnx/1"  # bump when the graphs' interface changes
+VISION_GRAPH = "vision.onnx"
+DECODER_GRAPH = "decoder.onnx"
+EMBEDDINGS_FILE = "embeddings.npy"
+TOKENIZER_FILE = "tokenizer.json"
+DECODES: tuple[str, ...] = ("ar", "multistep", "onestep")
+DTYPES: tuple[str, ...] = ("float32", "float16")
+
+VISION_INPUTS: tuple[str, ...] = (
+    "pixel_values",
+    "patch_positions",
+    "window_index",
+    "restore_index",
+    "window_segments",
+    "frame_segments",
+)
+VISION_OUTPUTS: tuple[str, ...] = ("image_features",)
+# logits (B, K, V) at logits_positions; top_ids / top_probs (B, K): argmax and its softmax probability with the mask token excluded, computed in
+# the graph so a decoding step never copies (B, T, vocab) logits off the device.
+DECODER_HEAD_OUTPUTS: tuple[str, ...] = ("logits", "top_ids", "top_probs")
+
+
+def decoder_input_names(num_layers: int) -> list[str]:
+    # logits_positions (K,) int64: the positions whose logits / argmax are computed (decoding reads
+    # only the window or the last position; the head over a whole prefill would be wasted work).
+    names = ["inputs_embeds", "position_ids", "attention_mask", "logits_positions"]
+    for i in range(num_layers):
+        names += [f"past_key_{i}", f"past_value_{i}"]
+    return names
+
+
+def decoder_output_names(num_layers: int) -> list[str]:
+    names = list(DECODER_HEAD_OUTPUTS)
+    for i in range(num_layers):
+        names += [f"present_key_{i}", f"present_value_{i}"]
+    return names
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    mask: int | None  # None: an AR model without a mask token (it can only decode "ar")
+    eos: int
+    pad: int | None
+    image: int
+    vision_start: int
+    vision_end: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    decode: str  # the decoding the model serves: ar | multistep | onestep
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int
+    threshold: float  # multistep low_confidence_dynamic tau
+    block_size: int
+    prompt_attention: str  # causal | block_causal (where response blocks start counting)
+    stage: str  # ar | rad | dcd: the training stage that wrote the checkpoint
+
+
+@dataclass(frozen=True)
+class VisionGeometry:
+    patch_size: int
+    temporal_patch_size: int
+    merge_size: int
+    window_patches: int  # window side in patches (window_size // patch_size)
+    patch_dim: int  # length of a pixel_values row
+
+
+@dataclass(frozen=True)
+class TextGeometry:
+    hidden_size: int
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    name: str
+    version: str
+    dtype: str  # float32 | float16: the graphs' floating-point inputs and outputs
+    opset: int
+    tokens: TokenIds
+    generation: Generation
+    vision: VisionGeometry
+    text: TextGeometry
+    preprocess: dict[str, Any]  # echo.data.preprocess.PreprocessConfig as a dict
+    files: dict[
+        str, str
+    ]  # file name in the directory -> sha256 (graphs, external data, embeddings, tokenizer)
+    source: dict[str, Any] = field(
+        default_factory=dict
+    )  # checkpoint path, its weights' sha256, exporter versions
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str) -> ModelManifest:
+        try:
+            if data.get("format") != FORMAT:
+                raise UserError(f"{origin}: format {data.get('format')!r} is not {FORMAT!r}")
+            generation = dict(data["generation"])
+            generation["prompt_ids"] = tuple(int(i) for i in generation["prompt_ids"])
+            manifest = cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                dtype=str(data["dtype"]),
+                opset=int(data["opset"]),
+                tokens=TokenIds(**data["tokens"]),
+                generation=Generation(**generation),
+                vision=VisionGeometry(**data["vision"]),
+                text=TextGeometry(**data["text"]),
+                preprocess=dict(data["preprocess"]),
+                files={str(k): str(v) for k, v in data["files"].items()},
+                source=dict(data.get("source") or {}),
+            )
+        except KeyError as error:
+            raise UserError(f"{origin}: missing field {error}") from None
+        except (TypeError, ValueError, AttributeError) as error:
+            raise UserError(f"{origin}: malformed ({error})") from None
+        manifest.check(origin)
+        return manifest
+
+    def check(self, origin: str) -> None:
+        """Values the engine relies on; a hand-edited manifest fails here, not mid-report."""
+        problems = []
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.generation.decode not in DECODES:
+            problems.append(f"decode {self.generation.decode!r} is not one of {', '.join(DECODES)}")
+        if self.generation.decode != "ar" and self.tokens.mask is None:
+            problems.append(f"decode {self.generation.decode!r} needs a mask token id")
+        if self.generation.block_size < 1 or self.generation.max_new_tokens < 1:
+            problems.append("block_size and max_new_tokens must be >= 1")
+        if not 0.0 <= self.generation.threshold <= 1.0:
+            problems.append(f"threshold {self.generation.threshold} is outside [0, 1]")
+        if self.generation.prompt_attention not in ("causal", "block_causal"):
+            problems.append(
+                f"prompt_attention {self.generation.prompt_attention!r} is not causal or block_causal"
+            )
+        for required in (VISION_GRAPH, DECODER_GRAPH, EMBEDDINGS_FILE, TOKENIZER_FILE):
+            if required not in self.files:
+                problems.append(f"files does not list {required}")
+        if problems:
+            raise UserError(f"{origin}: {'; '.join(problems)}")
+
+
+def content_version(files: dict[str, str], described: dict[str, Any]) -> str:
+    """16 hex digits of sha256 over the files' checksums and the generation settings."""
+    payload = json.dumps({"files": files, "described": described}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(model_dir: str | Path, verify: bool = True) -> ModelManifest:
+    """Read DIR/manifest.json; with `verify`, every listed file must exist with its sha256."""
+    directory = Path(model_dir)
+    if not directory.is_dir():
+        raise UserError(f"model directory {directory} does not exist")
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(
+            f"{directory} is not an exported model directory (no {MANIFEST_NAME}); run `echo-train export`"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: cannot read JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    manifest = ModelManifest.from_dict(data, str(path))
+    missing = sorted(name for name in manifest.files if not (directory / name).is_file())
+    if missing:
+        raise UserError(
+            f"{directory}: missing {', '.join(missing)} (listed in {MANIFEST_NAME}); re-export the model"
+        )
+    if verify:
+        for name, expected in sorted(manifest.files.items()):
+            if sha256_of(directory / name) != expected:
+                raise UserError(
+                    f"{directory / name}: checksum mismatch (the file differs from the exported one); re-export the model"
+                )
+    return manifest

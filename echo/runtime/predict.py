@@ -1,0 +1,59 @@
+"""`echo-train predict` on an exported model: one JSON line per study, as the torch path writes
+(``{"id", "report", "tokens", "forwards", "seconds"}``), so `echo-train evaluate` compares them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.progress import Progress
+
+from echo.data.preprocess import PreprocessConfig
+from echo.runtime.engine import DecodeOptions, Engine
+from echo.training.examples import load_examples
+
+
+def predict_exported(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    *,
+    decode: str | None = None,
+    steps: int | None = None,
+    threshold: float | None = None,
+    split: str | None = "test",
+    limit: int | None = None,
+    batch_size: int = 1,
+    providers: str | None = None,
+    threads: int | None = None,
+) -> int:
+    """Generate for a manifest's studies (`split` None: all); returns the number of rows written.
+    Images are read as the torch path reads them (echo.training.examples), so both see one input."""
+    engine = Engine.load(model_dir, providers=providers, threads=threads)
+    options = DecodeOptions(decode=decode, steps=steps, threshold=threshold)
+    engine.check_options(options)
+    config = PreprocessConfig.from_dict(engine.manifest.preprocess)
+    examples = load_examples(data, split, config, limit=limit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    count = 0
+    with tmp.open("w", encoding="utf-8") as handle, Progress(transient=True) as progress:
+        task = progress.add_task(
+            f"predict ({decode or engine.manifest.generation.decode}, onnxruntime)", total=len(examples)
+        )
+        for start in range(0, len(examples), batch_size):
+            stop = min(start + batch_size, len(examples))
+            reports = engine.generate_batch(list(examples.images[start:stop]), options=options)
+            for offset, report in enumerate(reports):
+                row = {
+                    "id": examples.ids[start + offset],
+                    "report": report.text,
+                    "tokens": report.tokens,
+                    "forwards": report.forwards,
+                    "seconds": report.seconds / report.batch_size,
+                }
+                handle.write(json.dumps(row) + "\n")
+                count += 1
+            progress.advance(task, stop - start)
+    tmp.replace(out)
+    return count

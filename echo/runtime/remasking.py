@@ -1,0 +1,72 @@
+"""Which masked positions of a block to commit at a denoising step (a numpy port of
+echo.decoding.remasking, with the same tie-breaking, so the engine commits the same tokens).
+
+    strategy(confidence (B, L), masked (B, L) bool, quota (B,), threshold) -> commit (B, L) bool
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from echo.errors import UserError
+
+Strategy = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
+
+
+def num_transfer_tokens(remaining: np.ndarray, steps_left: int) -> np.ndarray:
+    """ceil(remaining / steps_left) per row (8 masks in 3 steps: 3, 3, 2)."""
+    if steps_left < 1:
+        raise ValueError(f"steps_left must be >= 1, got {steps_left}")
+    return (remaining + steps_left - 1) // steps_left
+
+
+def commit_sequential(
+    confidence: np.ndarray, masked: np.ndarray, quota: np.ndarray, threshold: float
+) -> np.ndarray:
+    """The leftmost `quota` masked positions, whatever the model's confidence."""
+    order = np.cumsum(masked, axis=1)
+    return masked & (order <= quota[:, None])
+
+
+def commit_low_confidence_static(
+    confidence: np.ndarray, masked: np.ndarray, quota: np.ndarray, threshold: float
+) -> np.ndarray:
+    """The `quota` most confident masked positions."""
+    return masked & (_confidence_rank(confidence, masked) < quota[:, None])
+
+
+def commit_low_confidence_dynamic(
+    confidence: np.ndarray, masked: np.ndarray, quota: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Every masked position with confidence >= threshold, and at least `quota` of them."""
+    confident = (masked & (confidence >= threshold)).sum(axis=1)
+    count = np.maximum(confident, quota)
+    return masked & (_confidence_rank(confidence, masked) < count[:, None])
+
+
+REMASKING_STRATEGIES: dict[str, Strategy] = {
+    "sequential": commit_sequential,
+    "low_confidence_static": commit_low_confidence_static,
+    "low_confidence_dynamic": commit_low_confidence_dynamic,
+}
+
+
+def remasking_strategy(name: str) -> Strategy:
+    try:
+        return REMASKING_STRATEGIES[name]
+    except KeyError:
+        raise UserError(
+            f"unknown remasking strategy {name!r} (choose from {', '.join(REMASKING_STRATEGIES)})"
+        ) from None
+
+
+def _confidence_rank(confidence: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """0-based rank of each masked position by descending confidence (ties: leftmost first);
+    unmasked positions rank after all masked ones."""
+    scores = np.where(masked, confidence.astype(np.float32), -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
+    return rank

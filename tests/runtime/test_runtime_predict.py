@@ -1,0 +1,49 @@
+"""`echo-train predict` on an exported model writes what the torch checkpoint writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from echo.data.manifest import write_manifest
+from echo.data.synthetic import generate_study
+from echo.errors import UserError
+from echo.runtime.predict import predict_exported
+from echo.training.examples import load_examples
+from echo.training.predict import DecodeOptions, predict_rows
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    rows = [generate_study(seed=5, index=index, out_dir=root, size=64) for index in range(3)]
+    path = root / "manifest.jsonl"
+    write_manifest(path, rows)
+    return path
+
+
+def test_predictions_equal_the_torch_checkpoints(tiny, manifest, tmp_path) -> None:
+    out = tmp_path / "pred.jsonl"
+    count = predict_exported(tiny.export, manifest, out, split=None, batch_size=2, threads=1)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert count == len(rows) == 3
+    examples = load_examples(manifest, None, tiny.preprocess_config)
+    options = DecodeOptions(decode="onestep", max_new_tokens=tiny.spec.max_new_tokens)
+    want = list(predict_rows(tiny.model, tiny.tokenizer, tiny.spec.prompt, examples, options, batch_size=2))
+    assert [row["id"] for row in rows] == [row["id"] for row in want]
+    assert [row["report"] for row in rows] == [row["report"] for row in want]
+    assert [row["forwards"] for row in rows] == [row["forwards"] for row in want]
+    assert all(row["seconds"] > 0 for row in rows)
+
+
+def test_predict_overrides_and_errors(tiny, manifest, tmp_path) -> None:
+    out = tmp_path / "pred.jsonl"
+    predict_exported(tiny.export, manifest, out, decode="ar", split=None, limit=1, threads=1)
+    row = json.loads(out.read_text())
+    assert row["forwards"] == row["tokens"] == tiny.spec.max_new_tokens
+    with pytest.raises(UserError, match="has no rows in split 'nonexistent'"):
+        predict_exported(tiny.export, manifest, tmp_path / "none.jsonl", split="nonexistent")
+    assert not (tmp_path / "none.jsonl").exists()
+    with pytest.raises(UserError, match="decode must be one of ar, multistep, onestep, not 'beam'"):
+        predict_exported(tiny.export, tmp_path / "unread.jsonl", tmp_path / "x.jsonl", decode="beam")
