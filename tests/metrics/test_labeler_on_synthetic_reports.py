@@ -1,20 +1,19 @@
 """The labeler reads back the labels the synthetic generator wrote its reports from (issue 3).
 
-Uses the generator's own case sampler and report writer (echo/data, another engineer's part), so
-a change of vocabulary there shows up here; skipped while that package is absent.
+Uses the generator's own case sampler and report writer (echo/data), so a change of vocabulary
+there shows up here.
 """
 
+import numpy as np
 import pytest
 
+import echo.data.case as case_module
+import echo.data.reports as reports_module
 from echo.findings import FINDINGS
 from echo.metrics.attributes import attributes_of
 from echo.metrics.findings_f1 import f1_from_labels
 from echo.metrics.labeler import analyse
 from echo.report import format_report
-
-np = pytest.importorskip("numpy")
-case_module = pytest.importorskip("echo.data.case")
-reports_module = pytest.importorskip("echo.data.reports")
 
 STUDIES = 600
 
