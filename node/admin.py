@@ -13,6 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from echo.errors import UserError, run_cli
 from node.database import Database, open_database, safe_url
+from node.model_versions import list_model_versions
+from node.models import utcnow
 from node.overview import counts_by_state, last_association, open_associations, recent_studies
 from node.settings import Settings
 from node.startup import settings_for_cli
@@ -21,7 +23,7 @@ from node.uids import short_uid
 
 app = typer.Typer(
     name="echo-admin",
-    help="Operate an ECHO node: status and studies.",
+    help="Operate an ECHO node: status, studies, resend, models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -141,6 +143,71 @@ def studies(
             row.skip_reason or "",
         )
     Console().print(table)
+
+
+@app.command()
+def resend(
+    study: str = typer.Argument(..., help="study id, Study Instance UID or accession number"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Send a study's report again to the PACS and RIS configured now (failed deliveries included)."""
+    from node.resend import ResendError, resend_report  # hl7apy and pydicom: not for --help
+
+    settings = settings_for_cli(config)
+    database = _database(settings)
+    try:
+        with database.sessions.begin() as session:
+            result = resend_report(session, settings, study, utcnow())
+    except ResendError as error:
+        raise UserError(str(error)) from None
+    except SQLAlchemyError as error:
+        raise _database_error(settings, error) from None
+    finally:
+        database.dispose()
+    console = Console()
+    for line in result.reset:
+        console.print(f"reset: {line}")
+    for line in result.created:
+        console.print(f"new: {line}")
+    for line in result.untouched:
+        console.print(f"left as is (not configured now): {line}")
+    console.print(
+        f"study {result.study_id}, report {result.report_id}: {result.state}; "
+        "the node's delivery loop sends it within seconds"
+    )
+
+
+@app.command()
+def models(config: Path | None = ConfigOption) -> None:
+    """Model versions that wrote reports here; the active one is what the workers serve now."""
+    settings = settings_for_cli(config)
+    database = _database(settings)
+    try:
+        with database.sessions() as session:
+            rows = list_model_versions(session)
+    except SQLAlchemyError as error:
+        raise _database_error(settings, error) from None
+    finally:
+        database.dispose()
+    console = Console()
+    if not rows:
+        console.print("no model versions yet: a worker registers its model with the first study it reports")
+        return
+    table = Table(title="Model versions")
+    for column in ("id", "name", "version", "block", "reports", "registered", "active", "path"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.name,
+            row.version,
+            str(row.block_size),
+            str(row.reports),
+            _time(row.created_at),
+            "yes" if row.active else "",
+            row.path,
+        )
+    console.print(table)
 
 
 def main() -> None:

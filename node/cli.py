@@ -1,4 +1,4 @@
-"""`echo-node`: run the node (`serve`)."""
+"""`echo-node`: run the node (`serve`), or try a running one with the bundled study (`demo`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ app = typer.Typer(
 
 @app.callback()
 def _main() -> None:
-    """Keeps `serve` a subcommand (more join it later)."""
+    """Keeps `serve` and `demo` subcommands."""
 
 
 @app.command()
@@ -56,6 +56,30 @@ def serve(
         raise UserError(str(error)) from None
     finally:
         node.stop()
+
+
+@app.command()
+def demo(
+    host: str = typer.Option("127.0.0.1", "--host", help="the node's address"),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="the node's DICOM port (default ECHO_PORT)"
+    ),
+    called_ae: str | None = typer.Option(
+        None, "--called-ae", help="the node's AE title (default ECHO_AE_TITLE)"
+    ),
+    calling_ae: str = typer.Option("ECHODEMO", "--calling-ae", help="our AE title; the node must allow it"),
+    timeout: float = typer.Option(120.0, "--timeout", min=1.0, help="seconds to wait for the report"),
+    config: Path | None = typer.Option(None, "--config", help="the node's settings TOML file"),
+) -> None:
+    """Send the bundled synthetic chest study to a running node and print the report it drafts.
+
+    Reads the answer from the node's database, so run it on the node's machine with the node's
+    settings.
+    """
+    from node.demo_command import run_demo  # pynetdicom, SQLAlchemy: not for --help
+
+    settings = settings_for_cli(config)
+    run_demo(settings, host, port or settings.port, called_ae or settings.ae_title, calling_ae, timeout)
 
 
 def main() -> None:

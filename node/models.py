@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -200,6 +201,10 @@ class Report(Base):
     forwards: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The image the model read: the SR's evidence and the ORU's patient/order header (revision 0002).
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"))
+    view_reason: Mapped[str | None] = mapped_column(Text)  # why that image was the one read
+    timings: Mapped[dict[str, float] | None] = mapped_column(JSON)  # seconds per stage, from the engine
 
 
 class Delivery(Base):

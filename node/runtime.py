@@ -1,8 +1,8 @@
 """A running node: database (migrated), SCP, background loops and, with the embedded broker, a worker.
 
 Each role can also run alone (`echo-worker` on a GPU host); this class puts together the ones
-that belong to the node host. Background work is a list of `PeriodicLoop`s; the delivery loop
-joins that list in `_loops`.
+that belong to the node host. Background work is a list of `PeriodicLoop`s: study assembly, the
+delivery loop (the outbox: SRs to the PACS, ORUs to the RIS) and, embedded, the worker's watch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from node.database import Database, migrate, open_database, safe_url
 from node.embedded_worker import EmbeddedWorker
 from node.ingest import Ingestor
 from node.loops import PeriodicLoop
+from node.outbox import Outbox
 from node.scp import start_scp
 from node.settings import Settings
 from node.spool import Spool
@@ -28,6 +29,11 @@ WORKER_WATCH_INTERVAL_S = 5.0
 
 class NodeStartError(RuntimeError):
     """The node cannot start for a reason the operator can fix (port taken, database unreachable)."""
+
+
+def delivery_interval(backoff_seconds: float) -> float:
+    """Look for due deliveries at least every second, more often when the backoff is shorter."""
+    return max(0.1, min(1.0, backoff_seconds / 2))
 
 
 def assembly_interval(quiet_seconds: float) -> float:
@@ -53,6 +59,7 @@ class Node:
         self.worker: EmbeddedWorker | None = None
         self.associations: AssociationLog | None = None
         self.assembler: StudyAssembler | None = None
+        self.outbox: Outbox | None = None
         self._loops: list[PeriodicLoop] = []
 
     def start(self) -> None:
@@ -98,8 +105,12 @@ class Node:
             settings.port,
             settings.data_dir,
         )
+        self.outbox = Outbox(database.sessions, settings)
         self._loops = [
-            PeriodicLoop("assembly", assembly_interval(settings.quiet_seconds), self._assembly_tick)
+            PeriodicLoop("assembly", assembly_interval(settings.quiet_seconds), self._assembly_tick),
+            PeriodicLoop(
+                "delivery", delivery_interval(settings.delivery_backoff_seconds), self.outbox.run_due
+            ),
         ]
         if self._run_worker:
             self.worker = EmbeddedWorker(settings)

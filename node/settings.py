@@ -61,7 +61,9 @@ class MllpPeer:
 def _check_ae_title(value: str, what: str) -> str:
     value = value.strip()
     if not _AE_TITLE.match(value) or not value:
-        raise ValueError(f"{what} {value!r} is not a DICOM AE title (1-16 printable characters, no backslash)")
+        raise ValueError(
+            f"{what} {value!r} is not a DICOM AE title (1-16 printable characters, no backslash)"
+        )
     return value
 
 

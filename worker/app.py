@@ -18,7 +18,8 @@ DELIVERY_QUEUE = "io"
 QUEUES = (INFERENCE_QUEUE, DELIVERY_QUEUE)
 
 INFER_STUDY = "echo.infer_study"
-DELIVERY_TASKS = "echo.deliver_*"  # the delivery issue's tasks are named under this prefix
+DELIVER_REPORT = "echo.deliver_report"
+DELIVERY_TASKS = "echo.deliver_*"  # every delivery task is named under this prefix
 
 
 class EchoCelery(Celery):
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> EchoCelery:
     )
     if settings.embedded_broker:
         # kombu's SQL transport hands these to create_engine: wait for SQLite's lock, never fail on it.
+        # (It hands over every option, so its 1 s polling interval cannot be set here.)
         app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
     return app
 

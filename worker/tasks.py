@@ -1,8 +1,14 @@
 """The tasks. Each takes ids only, re-reads the database, and is safe to run twice for one message.
 
-`infer_study` claims an attempt (`node.jobs.claim_inference`) and records it. Running the model
-and storing the report come with the inference issue, between the claim and `finish_job`; the
-study stays "queued" until then, so that issue needs no migration.
+- `infer_study` (queue "gpu"): `worker.inference.StudyInference` does the work; transient errors are
+  retried with exponential backoff and jitter, the last failure is dead-lettered in the database
+  (`InferenceTask.on_failure`), and a committed report is handed to the outbox.
+- `deliver_report` (queue "io"): one outbox tick for one report, right after it was stored (Redis
+  installs); the node's delivery loop runs the same code (`node.outbox`) for everything that is due.
+
+Per-process resources (database engine, model) are lazy properties of the base classes: created in
+the pool process on first use, never at import or fork, so a slow model load cannot trip
+Celery's process-init timeout, and a load that fails is tried again by the next task.
 """
 
 from __future__ import annotations
@@ -10,50 +16,183 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from functools import cached_property
-from typing import cast
+from typing import Any, cast
 
+from billiard.einfo import ExceptionInfo
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure
+from sqlalchemy.exc import OperationalError
 
 from node.database import Database, open_database
-from node.jobs import claim_inference, finish_job
 from node.models import utcnow
-from node.states import JobState
-from worker.app import INFER_STUDY, EchoCelery
+from node.outbox import Outbox
+from node.settings import Settings
+from worker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery
+from worker.dead_letter import record_dead_letter
+from worker.inference import (
+    EngineUnavailable,
+    ReportEngine,
+    StudyInference,
+    TransientInferenceError,
+    model_facts,
+    register_model,
+)
+from worker.publish import CeleryPublisher
 
 log = logging.getLogger(__name__)
 
 INFER_SOFT_TIME_LIMIT_S = 300  # SoftTimeLimitExceeded raised inside the task: it can record the failure
 INFER_TIME_LIMIT_S = 360  # the pool kills the process; a claim older than this is dead
+INFER_MAX_RETRIES = 5
+INFER_RETRY_BACKOFF_S = 5  # first wait; doubles per retry (full jitter), capped below
+INFER_RETRY_BACKOFF_MAX_S = 300
+DELIVER_SOFT_TIME_LIMIT_S = 300
+DELIVER_TIME_LIMIT_S = 330
+TRANSIENT_ERRORS = (TransientInferenceError, OperationalError, SoftTimeLimitExceeded)
 
 
 class EchoTask(Task):
     """Per-process resources, created on first use in the worker process (never at import or fork)."""
 
+    @property
+    def settings(self) -> Settings:
+        return cast(EchoCelery, self.app).echo_settings
+
     @cached_property
     def database(self) -> Database:
-        return open_database(cast(EchoCelery, self.app).echo_settings)
+        return open_database(self.settings)
+
+
+class InferenceTask(EchoTask):
+    """Adds the engine (loaded once per process) and the dead-letter record after the last try."""
+
+    @cached_property
+    def engine(self) -> ReportEngine:
+        from echo.errors import UserError
+        from echo.runtime import Engine  # onnxruntime: only in processes that run inference
+
+        model_dir = self.settings.effective_model_dir
+        try:
+            engine = Engine.load(model_dir)
+        except (
+            Exception
+        ) as error:  # missing files, bad checksum, provider failure: maybe fixed by the next try
+            why = str(error) if isinstance(error, UserError) else _one_line(error)  # UserError: already plain
+            raise EngineUnavailable(f"cannot load the model at {model_dir}: {why}") from error
+        log.info(
+            "model %s %s loaded in %.1f s on %s",
+            engine.manifest.name,
+            engine.manifest.version,
+            engine.start_seconds,
+            engine.providers[0],
+        )
+        return engine
+
+    @cached_property
+    def _model_version_ids(self) -> dict[tuple[str, str], int]:
+        return {}
+
+    def model_version_id(self, engine: ReportEngine) -> int:
+        """The engine's model_versions row (registered and made active once per process)."""
+        key = (engine.manifest.name, engine.manifest.version)
+        if key not in self._model_version_ids:
+            self._model_version_ids[key] = register_model(self.database.sessions, model_facts(engine))
+        return self._model_version_ids[key]
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """The task gave up (retries spent, or an error that is not retried): write the dead letter."""
+        study_id = args[0] if args else kwargs.get("study_id")
+        tries = (getattr(self.request, "retries", 0) or 0) + 1
+        self.dead_letter(
+            study_id, task_id, f"{_one_line(exc)} (after {tries} {'try' if tries == 1 else 'tries'})"
+        )
+
+    def dead_letter(self, study_id: object, task_id: str | None, reason: str) -> None:
+        if not isinstance(study_id, int):
+            return
+        try:
+            record_dead_letter(self.database.sessions, study_id, task_id, reason, utcnow())
+        except Exception:  # the database itself is down: the log is all that is left
+            log.exception("could not write the dead letter for study %d (%s)", study_id, reason)
 
 
 @shared_task(
     bind=True,
-    base=EchoTask,
+    base=InferenceTask,
     name=INFER_STUDY,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=INFER_SOFT_TIME_LIMIT_S,
     time_limit=INFER_TIME_LIMIT_S,
     ignore_result=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    max_retries=INFER_MAX_RETRIES,
+    retry_backoff=INFER_RETRY_BACKOFF_S,
+    retry_backoff_max=INFER_RETRY_BACKOFF_MAX_S,
+    retry_jitter=True,
 )
-def infer_study(self: EchoTask, study_id: int) -> str:
+def infer_study(self: InferenceTask, study_id: int) -> str:
     """Draft the report for one study; returns what it did (for the worker log)."""
-    with self.database.sessions.begin() as session:
-        claim = claim_inference(
-            session, study_id, self.request.id, utcnow(), timedelta(seconds=INFER_TIME_LIMIT_S)
-        )
-    if claim.job_id is None:
-        log.info("infer_study(%d) skipped: %s", study_id, claim.reason)
-        return f"skipped: {claim.reason}"
-    with self.database.sessions.begin() as session:
-        finish_job(session, claim.job_id, JobState.SUCCEEDED, utcnow())
-    log.info("infer_study(%d) recorded job %d (%s)", study_id, claim.job_id, claim.reason)
-    return f"job {claim.job_id} succeeded"
+    inference = StudyInference(
+        self.database.sessions,
+        self.settings,
+        lambda: self.engine,
+        self.model_version_id,
+        stale_after=timedelta(seconds=INFER_TIME_LIMIT_S),
+    )
+    result = inference.run(study_id, self.request.id)
+    log.info("infer_study(%d): %s (%s)", study_id, result.outcome, result.detail)
+    # With Redis, an "io" worker sends the report at once. The embedded broker is polled once a
+    # second and its one worker process is busy with inference: the node's own delivery loop, on the
+    # same host, sends it sooner there.
+    embedded = self.settings.embedded_broker
+    if result.outcome == "reported" and result.delivery_ids and result.report_id is not None and not embedded:
+        try:
+            CeleryPublisher(self.app).publish_delivery(result.report_id)
+        except Exception as error:  # the node's delivery loop sends it anyway
+            log.info("delivery of report %d left to the loop (%s)", result.report_id, type(error).__name__)
+    return f"{result.outcome}: {result.detail}"
+
+
+@shared_task(
+    bind=True,
+    base=EchoTask,
+    name=DELIVER_REPORT,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=DELIVER_SOFT_TIME_LIMIT_S,
+    time_limit=DELIVER_TIME_LIMIT_S,
+    ignore_result=True,
+)
+def deliver_report(self: EchoTask, report_id: int) -> str:
+    """Send one report's due deliveries now (rows another runner holds are left to it)."""
+    tick = Outbox(self.database.sessions, self.settings).run_due(report_id)
+    return f"{len(tick.delivered)} delivered, {len(tick.retrying)} retrying, {len(tick.failed)} failed"
+
+
+@task_failure.connect
+def _dead_letter_after_the_hard_limit(
+    sender: Task | None = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    args: tuple[Any, ...] | None = None,
+    **_: Any,
+) -> None:
+    """The pool killed the process at the hard time limit: no code of the task ran to record it, so
+    the worker's main process, which sends this signal, writes the dead letter instead."""
+    if isinstance(sender, InferenceTask) and isinstance(exception, TimeLimitExceeded):
+        limit = f" of {exception.args[0]} s" if exception.args else ""
+        sender.dead_letter(args[0] if args else None, task_id, f"killed at the hard time limit{limit}")
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -67,7 +67,8 @@ def test_one_command_receives_assembles_and_runs_the_task(
             )
             with database.sessions() as session:
                 study = session.scalars(select(Study)).one()
-            assert study.state is StudyState.QUEUED and study.enqueued_at is not None
+            # No PACS or RIS configured: the bundled model's draft is stored and the study rests there.
+            assert study.state is StudyState.INFERRED and study.enqueued_at is not None
         finally:
             database.dispose()
     finally:

@@ -15,7 +15,7 @@ from node.database import Database
 from node.models import Job, Study
 from node.settings import Settings, load_settings
 from node.states import JobState, StudyState
-from worker.app import INFER_STUDY, EchoCelery, create_app, queue_depths
+from worker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery, create_app, queue_depths
 from worker.cli import main
 from worker.publish import CeleryPublisher
 
@@ -37,12 +37,13 @@ def test_delivery_guarantees_and_routes(settings: Settings) -> None:
     assert conf.broker_url.startswith("sqla+sqlite:///")
 
 
-def test_the_task_carries_its_own_limits_and_guarantees(settings: Settings) -> None:
+def test_the_tasks_carry_their_own_limits_and_guarantees(settings: Settings) -> None:
     app = create_app(settings)
     app.loader.import_default_modules()
-    task = app.tasks[INFER_STUDY]
-    assert (task.acks_late, task.reject_on_worker_lost) == (True, True)
-    assert (task.soft_time_limit, task.time_limit) == (300, 360)
+    for name, limits in ((INFER_STUDY, (300, 360)), (DELIVER_REPORT, (300, 330))):
+        task = app.tasks[name]
+        assert (task.acks_late, task.reject_on_worker_lost) == (True, True)
+        assert (task.soft_time_limit, task.time_limit) == limits
 
 
 def _jobs(database: Database, study_id: int) -> list[JobState]:
@@ -58,8 +59,10 @@ def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _round_trip(app: EchoCelery, database: Database, study_id: int) -> None:
-    """Publish twice (a duplicate); a real worker runs both: one job, the duplicate skipped."""
+def _round_trip(app: EchoCelery, database: Database, study_id: int, engine) -> None:
+    """Publish twice (a duplicate); a real worker runs both: one report, the duplicate skipped."""
+    app.loader.import_default_modules()
+    vars(app.tasks[INFER_STUDY])["engine"] = engine  # the stand-in, as if loaded in this process
     results: list[str] = []
 
     def collect(sender: object = None, retval: object = None, **_: object) -> None:
@@ -75,29 +78,30 @@ def _round_trip(app: EchoCelery, database: Database, study_id: int) -> None:
             _wait(lambda: len(results) == 2, 20, "the duplicate")
     finally:
         task_postrun.disconnect(collect)
-    assert results[0].endswith("succeeded")
-    assert results[1].startswith(f"skipped: study {study_id} was already inferred")
+    assert results[0] == "reported: report 1"
+    assert results[1] == f"skipped: study {study_id} is inferred, not queued"
     assert _jobs(database, study_id) == [JobState.SUCCEEDED]
     with database.sessions() as session:
-        assert session.get_one(Study, study_id).state is StudyState.QUEUED
+        assert session.get_one(Study, study_id).state is StudyState.INFERRED
+    app.tasks[INFER_STUDY].database.dispose()
 
 
 @pytest.mark.integration
 def test_infer_study_through_redis(
-    settings: Settings, database: Database, add_study, redis_prefix: str
+    settings: Settings, database: Database, store_study, images, engine, redis_prefix: str
 ) -> None:
     app = create_app(load_settings(data_dir=settings.data_dir, broker_url=REDIS_URL))
     app.conf.broker_transport_options = {"global_keyprefix": redis_prefix}  # private keys in the shared db
-    _round_trip(app, database, add_study())
+    _round_trip(app, database, store_study(images.chest()), engine)
 
 
 @pytest.mark.integration
 def test_infer_study_through_the_embedded_sqlite_broker(
-    settings: Settings, database: Database, add_study
+    settings: Settings, database: Database, store_study, images, engine
 ) -> None:
     app = create_app(settings)
     assert settings.embedded_broker
-    _round_trip(app, database, add_study())
+    _round_trip(app, database, store_study(images.chest()), engine)
     assert (settings.data_dir / "broker.db").is_file()
 
 

@@ -1,0 +1,118 @@
+"""The embedded default as an operator runs it: `echo-node serve` (SQLite, in-process worker child)
+and `echo-node demo`, which sends the bundled study and prints the report that comes back."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from node.database import open_database
+from node.models import Delivery, Report, Study
+from node.settings import load_settings
+from node.states import DeliveryStatus, StudyState
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def demo(env: dict[str, str], *args: str, timeout_s: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", "demo", *args],
+        cwd=REPOSITORY,
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def embedded(
+    tmp_path_factory, launch, _module_pacs, _module_ris, model_dir, environment, free_ports, dcmtk, wait
+):
+    """`echo-node serve` with everything embedded, sending to the test PACS and RIS."""
+    port = free_ports()
+    data_dir = tmp_path_factory.mktemp("embedded")
+    env = environment(data_dir, port, model_dir, pacs=_module_pacs.address, ris=_module_ris.address)
+    launch("serve", ["-m", "node.cli", "serve"], env)
+    echo = ("echoscu", "-aet", "ECHODEMO", "-aec", "ECHO", "127.0.0.1", str(port))
+    wait(lambda: dcmtk(*echo).returncode == 0, 60, "the embedded node", launch.logs)
+    return env
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_demo_prints_the_report_the_embedded_node_drafted_and_delivered(embedded, pacs, ris, launch) -> None:
+    result = demo(embedded, "--timeout", "120")
+
+    assert result.returncode == 0, result.stderr + launch.logs()
+    database = open_database(load_settings(data_dir=Path(embedded["ECHO_DATA_DIR"])))
+    try:
+        with database.sessions() as session:
+            study = session.scalars(select(Study)).one()
+            report = session.scalars(select(Report)).one()
+            statuses = {row.status for row in session.scalars(select(Delivery))}
+    finally:
+        database.dispose()
+    assert study.accession_number.startswith("DEMO")
+    assert study.state is StudyState.DELIVERED and statuses == {DeliveryStatus.DELIVERED}
+    out = result.stdout
+    assert f"sent the demo study (accession {study.accession_number}" in out
+    panel = out[out.index("╭") : out.index("╯")]
+    shown = " ".join(" ".join(line.strip("╭╮╰╯│─ ") for line in panel.splitlines()[1:]).split())
+    stored = " ".join(f"FINDINGS: {report.findings or '-'} IMPRESSION: {report.impression or '-'}".split())
+    assert shown == stored, "the report exactly as stored, markup-like text included"
+    assert re.search(r"Draft report \(\S+ [0-9a-f]{16}\)", panel.splitlines()[0])
+    assert "image read: instance 1: View Position PA" in out
+    assert re.search(rf"SR\s+│\s+{re.escape(embedded['ECHO_PACS'])}\s+│\s+delivered\s+│\s+1\s+│\s+0000", out)
+    assert re.search(rf"ORU\s+│\s+{re.escape(embedded['ECHO_RIS'])}\s+│\s+delivered\s+│\s+1\s+│\s+AA", out)
+    assert re.search(r"study delivered after \d+\.\d s", out)
+    assert len(pacs.received) == 1 and len(ris.received) == 1
+    assert str(ris.received[0].segment("OBR")[18]) == study.accession_number
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_a_second_demo_run_is_a_new_study(embedded, pacs, ris) -> None:
+    assert demo(embedded, "--timeout", "120").returncode == 0
+    assert len(pacs.received) == 1 and len(ris.received) == 1, "a new report, not the first one again"
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_demo_with_a_calling_ae_the_node_refuses(embedded) -> None:
+    result = demo(embedded, "--calling-ae", "STRANGER")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"echo-node: error: the node at ECHO@127.0.0.1:{embedded['ECHO_PORT']} rejected the association: is the "
+        "calling AE STRANGER in ECHO_ALLOWED_CALLERS (or pass --calling-ae), and is the node's AE title right "
+        "(--called-ae)?"
+    ]
+
+
+def test_demo_without_a_running_node_is_one_line(tmp_path: Path, free_ports) -> None:
+    port = free_ports()
+    result = demo({"ECHO_DATA_DIR": str(tmp_path)}, "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"echo-node: error: no DICOM node answers at ECHO@127.0.0.1:{port}: is `echo-node serve` running there?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--calling-ae", "A" * 17], "--calling-ae 'AAAAAAAAAAAAAAAAA' is not a DICOM AE title"),
+        (["--timeout", "0"], "Invalid value for '--timeout'"),
+    ],
+)
+def test_demo_refuses_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
+    result = demo({"ECHO_DATA_DIR": str(tmp_path)}, *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,221 @@
+"""One study's inference against a real (SQLite) database and spool, with an engine stand-in."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydicom.uid import JPEG2000Lossless
+from sqlalchemy import select
+
+from node.database import Database
+from node.models import Delivery, Instance, Job, ModelVersion, Report, Study, StudyEvent
+from node.settings import Settings
+from node.states import DeliveryKind, DeliveryStatus, JobState, StudyState
+from worker.inference import EngineUnavailable, StudyInference, model_facts, register_model
+
+PACS = "PACS@127.0.0.1:11113"
+RIS = "127.0.0.1:2575"
+
+
+def make_inference(database: Database, settings: Settings, engine, model_error: Exception | None = None):
+    def load():
+        if model_error is not None:
+            raise model_error
+        return engine
+
+    return StudyInference(
+        database.sessions,
+        settings,
+        load,
+        lambda loaded: register_model(database.sessions, model_facts(loaded)),
+        stale_after=timedelta(seconds=360),
+    )
+
+
+def rows(database: Database, model, *where):
+    with database.sessions() as session:
+        return list(session.scalars(select(model).where(*where)))
+
+
+def events(database: Database, study_id: int) -> list[tuple[StudyState | None, StudyState, str | None]]:
+    with database.sessions() as session:
+        found = session.scalars(
+            select(StudyEvent).where(StudyEvent.study_id == study_id).order_by(StudyEvent.id)
+        )
+        return [(event.from_state, event.to_state, event.reason) for event in found]
+
+
+def test_reports_the_frontal_view_and_writes_the_outbox_in_one_go(
+    database: Database, node_settings, store_study, images, engine
+) -> None:
+    lateral = images.chest(view_position="LL", instance_number=1)
+    frontal = images.chest(study_uid=lateral.StudyInstanceUID, view_position="PA", instance_number=2)
+    study_id = store_study(lateral, frontal)
+    inference = make_inference(database, node_settings(pacs=PACS, ris=RIS), engine)
+
+    result = inference.run(study_id, "task-1")
+
+    assert result.outcome == "reported"
+    [report] = rows(database, Report)
+    [frontal_row] = rows(database, Instance, Instance.sop_instance_uid == frontal.SOPInstanceUID)
+    assert engine.read == [Path(frontal_row.path)]
+    assert (report.study_id, report.instance_id) == (study_id, frontal_row.id)
+    assert report.findings == "Heart size is normal.\nNo pleural effusion."
+    assert report.impression == "No acute cardiopulmonary process."
+    assert report.text.startswith("FINDINGS: Heart size is normal.")
+    assert (report.tokens, report.forwards, report.seconds) == (17, 3, 0.25)
+    assert report.timings["vision"] == 0.1
+    assert report.view_reason == "instance 2: View Position PA"
+    deliveries = {row.kind: row for row in rows(database, Delivery)}
+    assert result.delivery_ids == tuple(sorted(row.id for row in deliveries.values()))
+    assert deliveries[DeliveryKind.SR].target == PACS
+    assert re.fullmatch(r"[0-9.]{10,64}", deliveries[DeliveryKind.SR].message_id)
+    assert deliveries[DeliveryKind.ORU].target == RIS
+    assert re.fullmatch(r"[0-9a-f]{20}", deliveries[DeliveryKind.ORU].message_id)
+    assert {row.status for row in deliveries.values()} == {DeliveryStatus.PENDING}
+    assert {row.attempts for row in deliveries.values()} == {0}
+    [job] = rows(database, Job)
+    [model] = rows(database, ModelVersion)
+    assert (job.state, job.model_version_id, job.celery_task_id) == (JobState.SUCCEEDED, model.id, "task-1")
+    assert (model.name, model.version, model.block_size, model.active) == (
+        "echo-test-student",
+        "0123456789abcdef",
+        8,
+        True,
+    )
+    assert events(database, study_id)[-1] == (
+        StudyState.QUEUED,
+        StudyState.INFERRED,
+        f"report {report.id} drafted; instance 2: View Position PA",
+    )
+
+
+def test_without_pacs_or_ris_the_report_is_stored_with_no_deliveries(
+    database: Database, settings: Settings, store_study, images, engine
+) -> None:
+    study_id = store_study(images.chest())
+    assert make_inference(database, settings, engine).run(study_id, "t").outcome == "reported"
+    assert len(rows(database, Report)) == 1
+    assert rows(database, Delivery) == []
+    assert rows(database, Study)[0].state is StudyState.INFERRED
+
+
+def test_the_same_study_twice_writes_one_report_and_one_delivery_each(
+    database: Database, node_settings, store_study, images, engine
+) -> None:
+    study_id = store_study(images.chest())
+    inference = make_inference(database, node_settings(pacs=PACS, ris=RIS), engine)
+    inference.run(study_id, "task-1")
+    again = inference.run(study_id, "task-2")
+    assert again.outcome == "skipped"
+    assert again.detail.startswith(f"study {study_id} is inferred, not queued")
+    assert len(rows(database, Report)) == 1
+    assert sorted(row.kind for row in rows(database, Delivery)) == [DeliveryKind.ORU, DeliveryKind.SR]
+    assert len(engine.read) == 1
+
+
+def test_a_requeued_study_reuses_its_report_for_the_same_model(
+    database: Database, node_settings, store_study, images, engine
+) -> None:
+    """Idempotent on (study, model version) below the claim too: no second report, no new rows."""
+    study_id = store_study(images.chest())
+    inference = make_inference(database, node_settings(pacs=PACS), engine)
+    first = inference.run(study_id, "task-1")
+    with database.sessions.begin() as session:  # as if the first attempt had not been recorded as done
+        session.get_one(Job, 1).state = JobState.FAILED
+        study = session.get_one(Study, study_id)
+        study.state = StudyState.QUEUED
+    again = inference.run(study_id, "task-2")
+    assert (again.outcome, again.report_id, again.delivery_ids) == (
+        "reported",
+        first.report_id,
+        first.delivery_ids,
+    )
+    assert len(rows(database, Report)) == 1 and len(rows(database, Delivery)) == 1
+    assert len(engine.read) == 1, "the report was reused, not generated again"
+    assert events(database, study_id)[-1][2].startswith("report reused")
+
+
+def test_generated_text_is_cleaned_before_it_is_stored(
+    database: Database, settings: Settings, store_study, images, engine
+) -> None:
+    engine.findings = "Lungs\x1c are\tclear.\ufffd\x0b"
+    engine.impression = "  Normal.  "
+    make_inference(database, settings, engine).run(store_study(images.chest()), "t")
+    [report] = rows(database, Report)
+    assert (report.findings, report.impression) == ("Lungs are clear.", "Normal.")
+
+
+def test_an_unreadable_image_fails_the_study_at_once(
+    database: Database, settings: Settings, store_study, images, engine
+) -> None:
+    broken = images.chest()
+    broken.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    broken.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00\xfe\xff\x00\xe0\x08\x00\x00\x00not-j2k!"
+    broken["PixelData"].VR = "OB"
+    broken["PixelData"].is_undefined_length = True
+    study_id = store_study(broken)
+    result = make_inference(database, settings, engine).run(study_id, "t")
+    assert result.outcome == "failed"
+    assert result.detail.startswith("the model cannot read the chosen image:")
+    [job] = rows(database, Job)
+    assert (job.state, job.error) == (JobState.FAILED, result.detail)
+    assert rows(database, Study)[0].state is StudyState.FAILED
+    assert events(database, study_id)[-1][2] == f"inference: {result.detail}"
+    assert rows(database, Report) == []
+
+
+def test_an_empty_report_fails_the_study(
+    database: Database, settings: Settings, store_study, images, engine
+) -> None:
+    engine.findings, engine.impression = "\x1d\ufffd", " "
+    study_id = store_study(images.chest())
+    result = make_inference(database, settings, engine).run(study_id, "t")
+    assert (result.outcome, result.detail) == (
+        "failed",
+        "the model produced an empty report (no printable findings or impression)",
+    )
+    assert rows(database, Study)[0].state is StudyState.FAILED
+
+
+def test_a_study_whose_files_left_the_spool_fails_with_the_reason(
+    database: Database, settings: Settings, store_study, images, engine
+) -> None:
+    study_id = store_study(images.chest())
+    [instance] = rows(database, Instance)
+    Path(instance.path).unlink()
+    result = make_inference(database, settings, engine).run(study_id, "t")
+    assert (result.outcome, result.detail) == (
+        "failed",
+        f"no readable image: instance {instance.id}: file missing from the spool",
+    )
+
+
+def test_an_engine_that_cannot_load_is_transient(
+    database: Database, settings: Settings, store_study, images, engine
+) -> None:
+    study_id = store_study(images.chest())
+    inference = make_inference(
+        database, settings, engine, EngineUnavailable("cannot load the model at /m: gone")
+    )
+    with pytest.raises(EngineUnavailable, match="cannot load the model at /m: gone"):
+        inference.run(study_id, "t")
+    [job] = rows(database, Job)
+    assert (job.state, job.error) == (
+        JobState.FAILED,
+        "will retry: EngineUnavailable: cannot load the model at /m: gone",
+    )
+    assert rows(database, Study)[0].state is StudyState.QUEUED, "left for the retry"
+
+
+def test_a_second_model_becomes_the_active_one(database: Database, engine) -> None:
+    first = register_model(database.sessions, model_facts(engine))
+    engine.manifest.version = "fedcba9876543210"
+    second = register_model(database.sessions, model_facts(engine))
+    assert register_model(database.sessions, model_facts(engine)) == second
+    with database.sessions() as session:
+        active = {row.id: row.active for row in session.scalars(select(ModelVersion))}
+    assert active == {first: False, second: True}

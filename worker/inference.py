@@ -1,0 +1,324 @@
+"""One study's inference, from the claim to the committed report and its outbox rows.
+
+    claim an attempt (node.jobs)  ->  read the instances' headers from the spool  ->  pick the frontal
+    ->  generate (the engine preprocesses: MONOCHROME1, VOI LUT / window, rescale, resize)
+    ->  ONE transaction: model version, report, delivery rows, queued -> inferred, job succeeded
+
+Errors are sorted once, here:
+- transient (`TransientInferenceError`, a database OperationalError): the job is marked failed and the
+  exception propagates, so the Celery task retries it with backoff; the last failure is dead-lettered
+  by the task (`worker.dead_letter`);
+- the study itself is unusable (`UnusableStudy`: no readable image, an image the model cannot read,
+  an empty report): the job fails and the study is failed with the reason, at once, never retried.
+
+Idempotent on (study, model version): a report that exists is reused, never written twice, and its
+delivery rows are created only if it has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from echo.errors import UserError
+from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
+from echo.runtime.result import GeneratedReport
+from exporters.oru import new_control_id
+from node.jobs import claim_inference, finish_job
+from node.model_versions import ModelFacts, activate, find_or_create
+from node.models import Delivery, Instance, Job, Report, Study, utcnow
+from node.settings import Settings
+from node.states import DeliveryKind, DeliveryStatus, JobState, StudyState
+from node.transitions import IllegalTransition, transition
+from node.uids import short_uid
+from worker.report_text import EmptyReport, clean_report
+from worker.views import ViewCandidate, ViewPick, candidate_from_dataset, pick_frontal
+
+log = logging.getLogger(__name__)
+
+
+class TransientInferenceError(RuntimeError):
+    """A failure a later try may not meet (model not loadable now, spool not reachable now)."""
+
+
+class EngineUnavailable(TransientInferenceError):
+    """The engine could not be loaded (missing or half-copied model, GPU not ready)."""
+
+
+class SpoolUnavailable(TransientInferenceError):
+    """An image file could not be read for a reason other than its content (I/O error, mount gone)."""
+
+
+class UnusableStudy(ValueError):
+    """The study cannot be reported: retrying would fail the same way. The message is the reason."""
+
+
+class ReportEngine(Protocol):
+    """What inference needs from `echo.runtime.Engine` (tests give a stand-in)."""
+
+    @property
+    def model_dir(self) -> Path: ...
+
+    @property
+    def manifest(self) -> ModelManifest: ...
+
+    def generate(self, image: Path) -> GeneratedReport: ...
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    outcome: str  # "reported", "skipped" or "failed"
+    detail: str
+    report_id: int | None = None
+    delivery_ids: tuple[int, ...] = ()
+
+
+def model_facts(engine: ReportEngine) -> ModelFacts:
+    """The row the model_versions table keeps; the sha256 is of manifest.json, which lists every file's."""
+    manifest = engine.manifest
+    manifest_bytes = (Path(engine.model_dir) / MANIFEST_NAME).read_bytes()
+    return ModelFacts(
+        name=manifest.name,
+        version=manifest.version,
+        path=str(Path(engine.model_dir).resolve()),
+        sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        block_size=manifest.generation.block_size,
+    )
+
+
+def register_model(sessions: sessionmaker[Session], facts: ModelFacts) -> int:
+    """The model version's row id, created if new and made active (the one a worker serves now)."""
+    try:
+        with sessions.begin() as session:
+            row = find_or_create(session, facts)
+            activate(session, row)
+            return row.id
+    except IntegrityError:  # another worker activated its model in the same instant: keep theirs
+        with sessions.begin() as session:
+            return find_or_create(session, facts).id
+
+
+def read_candidates(instances: list[tuple[int, str]]) -> tuple[list[ViewCandidate], list[str]]:
+    """View evidence of every instance whose header can be read, and a note per one that cannot."""
+    candidates: list[ViewCandidate] = []
+    problems: list[str] = []
+    for instance_id, path in instances:
+        try:
+            header = dcmread(path, stop_before_pixels=True)
+        except FileNotFoundError:
+            problems.append(f"instance {instance_id}: file missing from the spool")
+            continue
+        except PermissionError as error:
+            raise SpoolUnavailable(f"cannot read {path}: {error.strerror}") from error
+        except OSError as error:
+            if error.errno is None:  # pydicom's own read errors carry no errno: the content is bad
+                problems.append(f"instance {instance_id}: not readable as DICOM ({type(error).__name__})")
+                continue
+            raise SpoolUnavailable(f"cannot read {path}: {error.strerror or error}") from error
+        except Exception as error:  # pydicom raises many types for a damaged file
+            problems.append(f"instance {instance_id}: not readable as DICOM ({type(error).__name__})")
+            continue
+        candidates.append(candidate_from_dataset(instance_id, header))
+    return candidates, problems
+
+
+class StudyInference:
+    """Runs inference for one study at a time; `engine` is called only when a report must be written."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        engine: Callable[[], ReportEngine],
+        model_version_id: Callable[[ReportEngine], int],
+        *,
+        stale_after: timedelta,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.engine = engine
+        self.model_version_id = model_version_id
+        self.stale_after = stale_after
+        self.clock = clock
+
+    def run(self, study_id: int, task_id: str | None) -> InferenceResult:
+        with self.sessions.begin() as session:
+            claim = claim_inference(session, study_id, task_id, self.clock(), self.stale_after)
+        if claim.job_id is None:
+            return InferenceResult("skipped", claim.reason)
+        job_id = claim.job_id
+        try:
+            return self._report(study_id, job_id)
+        except UnusableStudy as problem:
+            return self._fail_study(study_id, job_id, str(problem))
+        except IllegalTransition as moved:  # an operator or another process moved the study meanwhile
+            self._finish(job_id, JobState.FAILED, str(moved))
+            return InferenceResult("skipped", str(moved))
+        except (TransientInferenceError, OperationalError) as error:
+            self._finish_quietly(job_id, f"will retry: {_one_line(error)}")
+            raise
+        except BaseException as error:  # a bug or a time limit: record it, let the task decide
+            self._finish_quietly(job_id, _one_line(error))
+            raise
+
+    # ---- the steps --------------------------------------------------------------------------------
+
+    def _report(self, study_id: int, job_id: int) -> InferenceResult:
+        with self.sessions() as session:
+            instances = [
+                (row.id, row.path)
+                for row in session.scalars(
+                    select(Instance).where(Instance.study_id == study_id).order_by(Instance.id)
+                )
+            ]
+        if not instances:
+            raise UnusableStudy("the study has no stored instances")
+        candidates, problems = read_candidates(instances)
+        if not candidates:
+            raise UnusableStudy(f"no readable image: {'; '.join(problems)}")
+        pick = pick_frontal(candidates)
+        if pick.fallback:
+            log.warning("study %d: %s", study_id, pick.reason)
+        engine = self.engine()
+        model_version_id = self.model_version_id(engine)
+        with self.sessions() as session:
+            existing = session.scalars(
+                select(Report.id).where(
+                    Report.study_id == study_id, Report.model_version_id == model_version_id
+                )
+            ).first()
+        generated = None if existing is not None else self._generate(engine, instances, pick)
+        return self._store(study_id, job_id, model_version_id, pick, generated)
+
+    def _generate(
+        self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick
+    ) -> GeneratedReport:
+        path = dict(instances)[pick.candidate.instance_id]
+        try:
+            return engine.generate(Path(path))
+        except UserError as error:  # echo's image reading: unreadable pixels, unsupported encoding
+            raise UnusableStudy(f"the model cannot read the chosen image: {error}") from error
+        except FileNotFoundError as error:
+            raise UnusableStudy("the chosen image left the spool before it was read") from error
+
+    def _store(
+        self,
+        study_id: int,
+        job_id: int,
+        model_version_id: int,
+        pick: ViewPick,
+        generated: GeneratedReport | None,
+    ) -> InferenceResult:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            study = session.get_one(Study, study_id)
+            report = session.scalars(
+                select(Report).where(Report.study_id == study_id, Report.model_version_id == model_version_id)
+            ).first()
+            reused = report is not None
+            if report is None:
+                assert generated is not None, "a new report needs a generation"
+                try:
+                    text = clean_report(generated.findings, generated.impression)
+                except EmptyReport as error:
+                    raise UnusableStudy(str(error)) from error
+                report = Report(
+                    study_id=study_id,
+                    model_version_id=model_version_id,
+                    findings=text.findings,
+                    impression=text.impression,
+                    text=text.text,
+                    tokens=generated.tokens,
+                    forwards=generated.forwards,
+                    seconds=generated.seconds,
+                    timings=dict(generated.timings),
+                    instance_id=pick.candidate.instance_id,
+                    view_reason=pick.reason,
+                    created_at=now,
+                )
+                session.add(report)
+                session.flush()
+            deliveries = list(session.scalars(select(Delivery).where(Delivery.report_id == report.id)))
+            if not deliveries:
+                deliveries = self._outbox_rows(session, report.id, now)
+            if study.state is StudyState.QUEUED:
+                what = "report reused" if reused else f"report {report.id} drafted"
+                transition(session, study, StudyState.INFERRED, f"{what}; {pick.reason}")
+            finish_job(session, job_id, JobState.SUCCEEDED, now)
+            session.get_one(Job, job_id).model_version_id = model_version_id
+            accession, study_uid = study.accession_number, study.study_instance_uid
+            report_id, delivery_ids = report.id, tuple(row.id for row in deliveries)
+        log.info(
+            "study %s (accession %s): report %d %s, %d deliveries (%s)",
+            short_uid(study_uid),
+            accession,
+            report_id,
+            "reused" if reused else "stored",
+            len(delivery_ids),
+            pick.reason,
+        )
+        return InferenceResult("reported", f"report {report_id}", report_id, delivery_ids)
+
+    def _outbox_rows(self, session: Session, report_id: int, now: datetime) -> list[Delivery]:
+        """One row per configured destination; the SR UID and HL7 control id are fixed here, once."""
+        rows = []
+        if self.settings.pacs is not None:
+            rows.append(_delivery(report_id, DeliveryKind.SR, str(self.settings.pacs), generate_uid(), now))
+        if self.settings.ris is not None:
+            rows.append(_delivery(report_id, DeliveryKind.ORU, str(self.settings.ris), new_control_id(), now))
+        session.add_all(rows)
+        session.flush()
+        return rows
+
+    # ---- bookkeeping ------------------------------------------------------------------------------
+
+    def _fail_study(self, study_id: int, job_id: int, reason: str) -> InferenceResult:
+        with self.sessions.begin() as session:
+            finish_job(session, job_id, JobState.FAILED, self.clock(), reason)
+            study = session.get_one(Study, study_id)
+            if study.state is StudyState.QUEUED:
+                transition(session, study, StudyState.FAILED, f"inference: {reason}")
+        log.warning("study %d failed: %s", study_id, reason)
+        return InferenceResult("failed", reason)
+
+    def _finish(self, job_id: int, state: JobState, error: str | None) -> None:
+        with self.sessions.begin() as session:
+            finish_job(session, job_id, state, self.clock(), error)
+
+    def _finish_quietly(self, job_id: int, error: str) -> None:
+        """Mark the attempt failed if the database lets us; a retry buries it otherwise (same task id)."""
+        try:
+            self._finish(job_id, JobState.FAILED, error)
+        except Exception:  # the database is what failed: nothing more to record now
+            log.warning("could not record the failure of job %d", job_id, exc_info=True)
+
+
+def _delivery(report_id: int, kind: DeliveryKind, target: str, message_id: str, now: datetime) -> Delivery:
+    return Delivery(
+        report_id=report_id,
+        kind=kind,
+        target=target,
+        message_id=message_id,
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
