@@ -32,7 +32,9 @@ def store(source: Path, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ar", type=Path, required=True)
     parser.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--student", type=Path, required=True)
@@ -42,7 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     onnx_dir = ASSETS / "student-onnx"
     shutil.rmtree(onnx_dir, ignore_errors=True)
     subprocess.run(
-        [sys.executable, "-m", "echo.cli", "export", "--checkpoint", str(ASSETS / "student"), "--out", str(onnx_dir)],
+        [
+            sys.executable,
+            "-m",
+            "echo.cli",
+            "export",
+            "--checkpoint",
+            str(ASSETS / "student"),
+            "--out",
+            str(onnx_dir),
+        ],
         check=True,
     )
     total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())

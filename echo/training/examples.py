@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ def shape_groups(images: Sequence[np.ndarray], indices: Sequence[int]) -> list[l
 
 def _write_cache(path: Path, images: list[np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # concurrent runs never share a temp file
     shapes = np.array([image.shape for image in images], dtype=np.int64)
     np.savez(tmp, flat=np.concatenate([image.ravel() for image in images]), shapes=shapes)
     tmp.rename(path)
