@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import textwrap
 from datetime import UTC, datetime
 
 from hl7apy.consts import VALIDATION_LEVEL
@@ -30,6 +31,11 @@ HL7_VERSION = "2.5.1"
 FINDINGS_OBSERVATION = "59776-5^Procedure findings^LN"
 IMPRESSION_OBSERVATION = "19005-8^Impression^LN"
 STUDY_OBSERVATION = "113014^DICOM Study^DCM"
+
+# hl7apy's strict v2.5.1 validation caps an OBX-5 TX value at 199 characters. Long lines are
+# wrapped at word boundaries; 66 raw characters stay within the cap even if every one is escaped
+# into three (\F\ and friends), and it is a line length RIS viewers show without scrolling.
+OBX_TEXT_WIDTH = 66
 
 _CONTROL_ID = re.compile(r"^[A-Za-z0-9._-]{1,20}$")  # MSH-10 is ST of at most 20 characters
 _HD_NAMESPACE = re.compile(r"^[^|^~\\&\x00-\x1f]{1,20}$")  # HD.1 is IS: 20 characters, no delimiters
@@ -112,7 +118,10 @@ def build_oru(
         ("HD", STUDY_OBSERVATION, "", _field(study.study_instance_uid, "study.study_instance_uid"))
     ]
     for code, lines in ((FINDINGS_OBSERVATION, findings_lines), (IMPRESSION_OBSERVATION, impression_lines)):
-        observations += [("TX", code, str(number), escape_text(line)) for number, line in enumerate(lines, 1)]
+        wrapped = [part for line in lines for part in textwrap.wrap(line, OBX_TEXT_WIDTH)]
+        observations += [
+            ("TX", code, str(number), escape_text(line)) for number, line in enumerate(wrapped, 1)
+        ]
     for set_id, (value_type, code, sub_id, value) in enumerate(observations, 1):
         obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
         obx.obx_1 = str(set_id)

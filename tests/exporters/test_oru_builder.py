@@ -220,3 +220,20 @@ def test_study_and_model_types_are_checked(study: StudyInfo, model: ModelIdentit
         build_oru({"patient_id": "1"}, FINDINGS, IMPRESSION, model, **arguments)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="model must be a ModelIdentity"):
         build_oru(study, FINDINGS, IMPRESSION, "echo", **arguments)  # type: ignore[arg-type]
+
+
+def test_a_long_generated_line_is_wrapped_into_several_obx_within_the_tx_limit(
+    study: StudyInfo, model: ModelIdentity
+) -> None:
+    """Generated drafts can be one 300-character line; strict v2.5.1 caps OBX-5 at 199 characters."""
+    sentence = "No pleural effusion | no pneumothorax & the cardiac silhouette is normal in size. "
+    long_line = (sentence * 4).strip()
+    raw = build_oru(study, long_line, IMPRESSION, model, control_id="CTRL0002", now=NOW, **APPLICATIONS)
+    wire = encode_er7(raw).decode("utf-8")
+    again = parse_message(wire, validation_level=VALIDATION_LEVEL.STRICT)
+    again.validate()
+    findings = [s for s in parse(encode_er7(raw)).segments("OBX") if str(s[3]).startswith("59776-5")]
+    assert len(findings) > 1 and all(len(str(s[5])) <= 199 for s in findings)
+    assert [str(s[4]) for s in findings] == [str(n) for n in range(1, len(findings) + 1)]
+    text = " ".join(str(s[5]) for s in findings).replace("\\F\\", "|").replace("\\T\\", "&")
+    assert text == long_line
