@@ -29,5 +29,22 @@ def check_positive(**values: float) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
-def cache_dir_for(out: Path, cache_dir: Path | None) -> Path:
-    return cache_dir if cache_dir is not None else out.resolve().parent / ".cache"
+def data_args(
+    data: Path,
+    out: Path,
+    cache_dir: Path | None,
+    *,
+    train_limit: int | None,
+    val_limit: int,
+    max_response_tokens: int,
+):
+    """The stages' DataArgs; the image cache defaults to OUT/../.cache, shared by every stage's run."""
+    from echo.training.stages import DataArgs
+
+    return DataArgs(
+        data,
+        cache_dir if cache_dir is not None else out.resolve().parent / ".cache",
+        train_limit=train_limit,
+        val_limit=val_limit,
+        max_response_tokens=max_response_tokens,
+    )

@@ -18,8 +18,8 @@ from echo.commands._training_options import (
     TrainLimit,
     ValEvery,
     ValLimit,
-    cache_dir_for,
     check_positive,
+    data_args,
 )
 from echo.errors import UserError
 
@@ -53,7 +53,7 @@ def command(
     from echo.tokenizer import ReportTokenizer
     from echo.training.checkpoint import GenerationSpec, load_checkpoint
     from echo.training.loop import LoopConfig, seed_everything
-    from echo.training.stages import DataArgs, StageArgs, run_ar
+    from echo.training.stages import StageArgs, run_ar
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every)
     if (config is None) == (init is None):
@@ -77,9 +77,10 @@ def command(
         spec = GenerationSpec()
     args = StageArgs(
         out=out,
-        data=DataArgs(
+        data=data_args(
             data,
-            cache_dir_for(out, cache_dir),
+            out,
+            cache_dir,
             train_limit=train_limit,
             val_limit=val_limit,
             max_response_tokens=max_response_tokens,

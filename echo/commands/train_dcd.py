@@ -18,8 +18,8 @@ from echo.commands._training_options import (
     TrainLimit,
     ValEvery,
     ValLimit,
-    cache_dir_for,
     check_positive,
+    data_args,
 )
 
 
@@ -50,16 +50,16 @@ def command(
     from echo.training.checkpoint import load_checkpoint
     from echo.training.dcd_stage import DcdArgs, run_dcd
     from echo.training.loop import LoopConfig
-    from echo.training.stages import DataArgs
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, rounds=rounds)
     teacher_model, tokenizer, spec = load_checkpoint(teacher)
     student, _, _ = load_checkpoint(teacher)  # the student starts from the teacher
     args = DcdArgs(
         out=out,
-        data=DataArgs(
+        data=data_args(
             data,
-            cache_dir_for(out, cache_dir),
+            out,
+            cache_dir,
             train_limit=train_limit,
             val_limit=val_limit,
             max_response_tokens=spec.max_new_tokens,

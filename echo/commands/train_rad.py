@@ -18,8 +18,8 @@ from echo.commands._training_options import (
     TrainLimit,
     ValEvery,
     ValLimit,
-    cache_dir_for,
     check_positive,
+    data_args,
 )
 from echo.errors import UserError
 
@@ -45,7 +45,7 @@ def command(
     """Turn the AR model into a block-diffusion teacher (rows: context, x_t, x_0; only the response duplicated)."""
     from echo.training.checkpoint import load_checkpoint
     from echo.training.loop import LoopConfig
-    from echo.training.stages import DataArgs, StageArgs, run_rad
+    from echo.training.stages import StageArgs, run_rad
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, block_size=block_size)
     if block_size not in (4, 8):
@@ -53,9 +53,10 @@ def command(
     model, tokenizer, spec = load_checkpoint(init)
     args = StageArgs(
         out=out,
-        data=DataArgs(
+        data=data_args(
             data,
-            cache_dir_for(out, cache_dir),
+            out,
+            cache_dir,
             train_limit=train_limit,
             val_limit=val_limit,
             max_response_tokens=spec.max_new_tokens,
