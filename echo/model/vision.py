@@ -8,6 +8,8 @@ window by window, runs the blocks, merges, and restores the order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +34,36 @@ class PatchEmbed(nn.Module):
         return F.linear(pixel_values.to(weight.dtype), weight)  # (N, D)
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Independent attention segments of a flat patch sequence, gathered into padded rows.
+
+    The same attention as a block-diagonal (N, N) mask (what the exported graph uses), at the cost of the
+    segments alone: a batch of 16 images attends 16 x 256^2 pairs, not 4096^2.
+    """
+
+    index: torch.Tensor  # (S, L) int64: patch index of each row slot (0 in padding slots)
+    valid: torch.Tensor  # (S, L) bool: slot holds a patch
+    padded: bool  # some segment is shorter than L
+
+    @classmethod
+    def of(cls, lengths: list[int], device: torch.device) -> Segments:
+        longest = max(lengths)
+        starts = torch.tensor([0, *lengths[:-1]], device=device).cumsum(0)
+        slots = torch.arange(longest, device=device)
+        valid = slots[None, :] < torch.tensor(lengths, device=device)[:, None]
+        index = torch.where(valid, starts[:, None] + slots[None, :], torch.zeros((), dtype=torch.long))
+        return cls(index, valid, padded=min(lengths) != longest)
+
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """q, k, v (N, heads, hd) -> (N, heads, hd), attention within each segment only."""
+    rows = [t[segments.index].transpose(1, 2) for t in (q, k, v)]  # (S, heads, L, hd)
+    mask = segments.valid[:, None, None, :] if segments.padded else None  # padding keys hidden
+    out = F.scaled_dot_product_attention(*rows, attn_mask=mask)  # (S, heads, L, hd)
+    return out.transpose(1, 2)[segments.valid]  # (N, heads, hd): segments are contiguous, in order
+
+
 class VisionAttention(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
@@ -40,11 +72,14 @@ class VisionAttention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: torch.Tensor
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: torch.Tensor | Segments
     ) -> torch.Tensor:
+        """`attend` is an (N, N) bool mask (the exported graph) or the Segments it would describe."""
         n = x.shape[0]
         q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # each (N, heads, hd)
         q, k = _rotate_vision(q, cos, sin), _rotate_vision(k, cos, sin)
+        if isinstance(attend, Segments):
+            return self.proj(segment_attention(q, k, v, attend).reshape(n, -1))
         q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, N, hd)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)  # (1, heads, N, hd)
         return self.proj(out[0].transpose(0, 1).reshape(n, -1))  # (N, D)
@@ -67,7 +102,7 @@ class VisionBlock(nn.Module):
         self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, bias=True)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: torch.Tensor
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: torch.Tensor | Segments
     ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), cos, sin, attend)
         return x + self.mlp(self.norm2(x))
@@ -126,8 +161,8 @@ class VisionTower(nn.Module):
         sin = sin.view(n // unit, unit, -1)[order.to(device)].view(n, -1)
 
         frame_lengths = (grid_thw[:, 1] * grid_thw[:, 2]).repeat_interleave(grid_thw[:, 0])
-        full = _segment_mask(frame_lengths.tolist(), device)  # frames stay contiguous after reordering
-        windowed = _segment_mask([length * unit for length in window_lengths], device)
+        full = Segments.of(frame_lengths.tolist(), device)  # frames stay contiguous after reordering
+        windowed = Segments.of([length * unit for length in window_lengths], device)
         for index, block in enumerate(self.blocks):
             x = block(x, cos, sin, full if index in cfg.fullatt_block_indexes else windowed)
 
@@ -171,11 +206,3 @@ def window_order(
         lengths.extend(valid.sum(-1).tolist())
         first += t * rows * cols
     return torch.cat(order), lengths
-
-
-def _segment_mask(lengths: list[int], device: torch.device) -> torch.Tensor:
-    """(N, N) bool, True inside the diagonal blocks of the given lengths."""
-    segment = torch.repeat_interleave(
-        torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device)
-    )
-    return segment[:, None] == segment[None, :]

@@ -99,3 +99,20 @@ def test_forward_rejects_a_mask_of_the_wrong_length() -> None:
     positions = torch.zeros(3, 1, 3, dtype=torch.long)
     with pytest.raises(AssertionError, match=r"attention_mask must be \(B, T, past \+ T\) = \(1, 3, 3\)"):
         model(embeds, positions, torch.ones(1, 3, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("lengths", [[4, 4, 4], [5, 2, 7], [1], [3, 8]])
+def test_segment_attention_equals_the_block_diagonal_mask(lengths: list[int]) -> None:
+    from torch.nn.functional import scaled_dot_product_attention
+
+    from echo.model.vision import Segments, segment_attention
+
+    n, heads, hd = sum(lengths), 2, 8
+    q, k, v = torch.randn(3, n, heads, hd).unbind(0)
+    segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    dense = segment[:, None] == segment[None, :]
+    rows = [t.transpose(0, 1)[None] for t in (q, k, v)]  # (1, heads, N, hd)
+    expected = scaled_dot_product_attention(*rows, attn_mask=dense)[0].transpose(0, 1)
+    segments = Segments.of(lengths, torch.device("cpu"))
+    assert segments.padded == (len(set(lengths)) > 1)
+    assert torch.allclose(segment_attention(q, k, v, segments), expected, atol=1e-6)
