@@ -10,7 +10,9 @@ arena is invisible to tracemalloc) and an onnxruntime row carries no torch.
     python benchmarks/decode_speed.py --providers cpu,cuda,tensorrt --data runs/synthetic/manifest.jsonl
 
 Columns: tok/s = generated tokens / model time (vision + prefill + decoding, as echo.decoding times
-it); latency = the whole report, image preprocessing included; start = load + warm-up.
+it); ms/fwd = the decoding time after the first forward / the forwards after it (what one decoder
+step costs: one position for AR, two blocks for the fused student); latency = the whole report,
+image preprocessing included; start = load + warm-up. `--threads 1,2` gives a row per thread count.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="manifest.jsonl to take images from")
     parser.add_argument("--split", default="test")
     parser.add_argument("--images", type=int, default=8, help="reports per row")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and onnxruntime")
+    parser.add_argument(
+        "--threads", default="1", help="CPU threads for torch and onnxruntime; a list gives rows for each"
+    )
     parser.add_argument(
         "--providers", default="cpu", help="onnxruntime providers, one row each: cpu,cuda,tensorrt"
     )
@@ -81,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(measure(RowSpec(**json.loads(args.measure)))))
         return 0
-    if args.images < 1 or args.threads < 1:
+    try:
+        args.threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--threads must be integers separated by commas, not {args.threads!r}")
+    if args.images < 1 or not args.threads or min(args.threads) < 1:
         parser.error("--images and --threads must be positive")
     return run(args)
 
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     from echo.errors import UserError
 
-    console = Console()
+    console = Console(width=max(150, Console().width))  # a log file keeps every column
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     with tempfile.TemporaryDirectory(prefix="echo-decode-speed-") as scratch:
@@ -117,10 +125,11 @@ def run(args: argparse.Namespace) -> int:
                 provider,
                 str(models[role][0 if backend == "torch" else 1]),
                 str(images_path),
-                args.threads,
+                threads,
                 args.threshold,
                 args.max_new_tokens,
             )
+            for threads in args.threads
             for label, role, decode in ROLES
             for backend in backends
             for provider in (["cpu"] if backend == "torch" else providers)
@@ -206,7 +215,12 @@ def run_child(spec: RowSpec) -> dict[str, Any]:
         text=True,
         check=False,
     )
-    row: dict[str, Any] = {"label": spec.label, "backend": spec.backend, "provider": spec.provider}
+    row: dict[str, Any] = {
+        "label": spec.label,
+        "backend": spec.backend,
+        "provider": spec.provider,
+        "threads": spec.threads,
+    }
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         return {**row, "error": lines[-1] if lines else f"exit {done.returncode}"}
@@ -223,20 +237,22 @@ def measure(spec: RowSpec) -> dict[str, Any]:
     run_one = _torch_runner(spec) if spec.backend == "torch" else _onnx_runner(spec)
     run_one(images[0])  # warm-up
     start_seconds = time.perf_counter() - started
-    tokens, forwards, model_seconds, latencies = [], [], [], []
+    tokens, forwards, model_seconds, step_seconds, latencies = [], [], [], [], []
     for image in images:
         began = time.perf_counter()
-        n_tokens, n_forwards, seconds = run_one(image)
+        n_tokens, n_forwards, seconds, after_first = run_one(image)
         latencies.append(time.perf_counter() - began)
         tokens.append(n_tokens)
         forwards.append(n_forwards)
         model_seconds.append(seconds)
+        step_seconds.append(after_first)
     return {
         "reports": len(images),
         "tokens_per_report": float(np.mean(tokens)),
         "tokens_per_forward": sum(tokens) / max(sum(forwards), 1),
         "forwards_per_report": float(np.mean(forwards)),
         "tokens_per_second": sum(tokens) / sum(model_seconds),
+        "ms_per_forward": 1000 * sum(step_seconds) / max(sum(forwards) - len(forwards), 1),
         "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p95_ms": float(np.percentile(latencies, 95) * 1000),
         "start_seconds": start_seconds,
@@ -262,15 +278,13 @@ def _onnx_runner(spec: RowSpec):
 
     engine = Engine.load(spec.model_dir, providers=spec.provider, threads=spec.threads)
 
-    def run_one(image: np.ndarray) -> tuple[int, int, float]:
+    def run_one(image: np.ndarray) -> tuple[int, int, float, float]:
         report = engine.generate(
             image, decode=spec.decode, threshold=spec.threshold, max_new_tokens=spec.max_new_tokens
         )
-        return (
-            report.tokens,
-            report.forwards,
-            report.timings["vision"] + report.timings["decode"] + report.timings["prefill"],
-        )
+        timings = report.timings
+        model_seconds = timings["vision"] + timings["decode"] + timings["prefill"]
+        return report.tokens, report.forwards, model_seconds, timings["decode"]
 
     return run_one
 
@@ -289,7 +303,7 @@ def _torch_runner(spec: RowSpec):
     max_new = spec.max_new_tokens or generation.max_new_tokens
     block = model.config.block_size
 
-    def run_one(image: np.ndarray) -> tuple[int, int, float]:
+    def run_one(image: np.ndarray) -> tuple[int, int, float, float]:
         processed = preprocess(image.astype(np.float32) / 255.0, config)
         t, h, w = processed.grid_thw
         ids = build_context_ids(
@@ -309,7 +323,7 @@ def _torch_runner(spec: RowSpec):
                 result = decode_onestep(model, context, block, max_new)
             else:
                 result = decode_block_diffusion(model, context, block, max_new, threshold=spec.threshold)
-        return len(result.tokens[0]), result.forwards, result.seconds
+        return len(result.tokens[0]), result.forwards, result.seconds, result.seconds - result.prefill_seconds
 
     return run_one
 
@@ -323,14 +337,18 @@ def print_table(console, results: list[dict[str, Any]], args: argparse.Namespace
     title = "Decoding speed, batch 1" + (
         " - RANDOM-WEIGHT MODELS (--random-tiny): speed only" if args.random_tiny else ""
     )
-    table = Table(title=title, caption=f"threads {args.threads}; tok/s over model time; latency per report")
+    table = Table(
+        title=title, caption="tok/s over model time; ms/fwd after the first forward; latency per report"
+    )
     for column in (
         "model",
         "backend",
+        "threads",
         "tok/report",
         "tok/fwd",
         "fwd/report",
         "tok/s",
+        "ms/fwd",
         "p50 ms",
         "p95 ms",
         "start s",
@@ -340,15 +358,17 @@ def print_table(console, results: list[dict[str, Any]], args: argparse.Namespace
     for row in results:
         backend = row["backend"] if row["backend"] == "torch" else f"onnxruntime {row['provider']}"
         if "error" in row:
-            table.add_row(row["label"], backend, f"[red]{row['error']}[/red]", *[""] * 7)
+            table.add_row(row["label"], backend, str(row["threads"]), f"[red]{row['error']}[/red]", *[""] * 8)
             continue
         table.add_row(
             row["label"],
             backend,
+            str(row["threads"]),
             f"{row['tokens_per_report']:.1f}",
             f"{row['tokens_per_forward']:.2f}",
             f"{row['forwards_per_report']:.1f}",
             f"{row['tokens_per_second']:.1f}",
+            f"{row['ms_per_forward']:.3f}",
             f"{row['p50_ms']:.1f}",
             f"{row['p95_ms']:.1f}",
             f"{row['start_seconds']:.2f}",
@@ -356,15 +376,19 @@ def print_table(console, results: list[dict[str, Any]], args: argparse.Namespace
         )
     console.print(table)
     speeds = {
-        (r["label"], r["backend"], r["provider"]): r["tokens_per_second"] for r in results if "error" not in r
+        (r["label"], r["backend"], r["provider"], r["threads"]): r["tokens_per_second"]
+        for r in results
+        if "error" not in r
     }
-    for backend, provider in sorted({(r["backend"], r["provider"]) for r in results}):
-        student = speeds.get(("DCD student", backend, provider))
+    for backend, provider, threads in sorted({(r["backend"], r["provider"], r["threads"]) for r in results}):
+        student = speeds.get(("DCD student", backend, provider, threads))
         for other in ("AR greedy", "teacher tau=0.85"):
-            base = speeds.get((other, backend, provider))
+            base = speeds.get((other, backend, provider, threads))
             if student and base:
                 name = backend if backend == "torch" else f"onnxruntime {provider}"
-                console.print(f"{name}: student / {other}: {student / base:.2f}x tokens per second")
+                console.print(
+                    f"{name}, {threads} thread(s): student / {other}: {student / base:.2f}x tokens per second"
+                )
 
 
 if __name__ == "__main__":

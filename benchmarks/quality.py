@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['tokens_per_forward']:.2f}",
             f"{r['tokens_per_second']:.1f}",
         )
-    Console().print(table)
+    Console(width=max(150, Console().width)).print(table)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
