@@ -45,6 +45,13 @@ def command(
     max_response_tokens: Annotated[
         int, typer.Option(help="longest response kept (tokens, eos included)")
     ] = 192,
+    findings_weight: Annotated[
+        float,
+        typer.Option(
+            help="weight of the findings probe: an auxiliary loss on the pooled image tokens, "
+            "targets read from each report by the labeler (0: plain next-token training)"
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the autoregressive model (stage 1) from a config or a checkpoint."""
     import json
@@ -88,6 +95,7 @@ def command(
         loop=LoopConfig(steps=steps, lr=lr, seed=seed, val_every=val_every, checkpoint_every=val_every),
         batch_size=batch_size,
         block_size=int(model.config.block_size),
+        findings_weight=findings_weight,
     )
     metrics = run_ar(model, tok, args, spec)
     typer.echo(

@@ -26,6 +26,7 @@ class Batch:
     response_ids: torch.Tensor  # (b, R) long; R a multiple of the block size; padded with `pad_with`
     response_mask: torch.Tensor  # (b, R) bool; True on report tokens and the first eos
     indices: list[int]
+    finding_targets: torch.Tensor | None = None  # (b, n_findings) from the reports, when asked for
 
     @property
     def size(self) -> int:
@@ -43,8 +44,10 @@ class Batcher:
         preprocess_config: PreprocessConfig,
         block_size: int,
         max_response_tokens: int,
+        finding_targets: torch.Tensor | None = None,
     ) -> None:
         self.examples = examples
+        self.finding_targets = finding_targets  # (n, n_findings): one row per example
         self.tokenizer = tokenizer
         self.preprocess_config = preprocess_config
         self.block_size = block_size
@@ -91,6 +94,7 @@ class Batcher:
             response_ids=response,
             response_mask=mask,
             indices=list(indices),
+            finding_targets=None if self.finding_targets is None else self.finding_targets[list(indices)],
         )
 
     def endless(self, batch_size: int, pad_with: int, seed: int) -> Iterator[Batch]:

@@ -25,9 +25,19 @@ class NoiseConfig:
 
 
 def _logits(
-    model, ids: torch.Tensor, batch: Batch, positions: torch.Tensor, mask: torch.Tensor
+    model,
+    ids: torch.Tensor,
+    batch: Batch,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
+    features: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    embeds = model.embed(ids, batch.pixel_values, batch.image_grid_thw)
+    if features is None:
+        embeds = model.embed(ids, batch.pixel_values, batch.image_grid_thw)
+    else:  # the vision tower already ran: place its features at the image pads
+        embeds = model.embed(ids)
+        is_image = (ids == _image_pad_id(model)).to(embeds.device)
+        embeds = embeds.masked_scatter(is_image[..., None], features.to(embeds.dtype))
     attention = mask.unsqueeze(0).expand(ids.shape[0], -1, -1)
     logits, _ = model(embeds, positions, attention, None)
     return logits
@@ -39,10 +49,12 @@ def _positions(model, batch: Batch) -> torch.Tensor:
     return model.rope_index(ids, batch.image_grid_thw)
 
 
-def ar_loss(model, batch: Batch) -> torch.Tensor:
+def ar_loss(model, batch: Batch, features: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy on the response; `features` are the batch's image features when
+    the caller has already run the vision tower (the findings probe reads them too)."""
     context_len = batch.context_ids.shape[1]
     ids = torch.cat([batch.context_ids, batch.response_ids], dim=1)
-    logits = _logits(model, ids, batch, _positions(model, batch), causal_mask(ids.shape[1]))
+    logits = _logits(model, ids, batch, _positions(model, batch), causal_mask(ids.shape[1]), features)
     predicted = logits[:, context_len - 1 : -1]  # (b, R, V): position i predicts token i + 1
     return F.cross_entropy(predicted[batch.response_mask], batch.response_ids[batch.response_mask])
 

@@ -17,6 +17,7 @@ from echo.errors import UserError
 from echo.training.batches import Batcher
 from echo.training.checkpoint import GenerationSpec, save_checkpoint
 from echo.training.examples import load_examples
+from echo.training.findings_probe import ProbedModel, probe_loss, report_targets
 from echo.training.loop import LoopConfig, Trainer, seed_everything, write_json
 from echo.training.objectives import NoiseConfig, ar_loss, full_duplication_loss, rad_loss
 
@@ -41,6 +42,7 @@ class StageArgs:
     block_size: int = 8
     freeze_vision: bool = True
     duplicate: str = "response"  # RAD only: "response" (the paper) or "full" (the prior conversion)
+    findings_weight: float = 0.0  # AR only: weight of the findings probe's loss (0: none)
 
 
 def preprocess_config_of(model) -> PreprocessConfig:
@@ -51,13 +53,19 @@ def preprocess_config_of(model) -> PreprocessConfig:
 
 
 def make_batchers(
-    model, tokenizer, spec: GenerationSpec, data: DataArgs, block_size: int
+    model, tokenizer, spec: GenerationSpec, data: DataArgs, block_size: int, finding_targets: bool = False
 ) -> tuple[Batcher, Batcher]:
     config = preprocess_config_of(model)
     train = load_examples(data.manifest, data.train_split, config, data.cache_dir, data.train_limit)
     val = load_examples(data.manifest, data.val_split, config, data.cache_dir, data.val_limit)
     make = lambda examples: Batcher(  # noqa: E731
-        examples, tokenizer, spec.prompt, config, block_size, data.max_response_tokens
+        examples,
+        tokenizer,
+        spec.prompt,
+        config,
+        block_size,
+        data.max_response_tokens,
+        report_targets(examples.reports) if finding_targets else None,
     )
     return make(train), make(val)
 
@@ -82,22 +90,28 @@ def _run(
     pad_with: int,
     description: str,
     extra: dict[str, Any] | None = None,
+    probed: ProbedModel | None = None,
 ) -> dict[str, Any]:
+    """Train `model` (or `probed`, the model with its findings probe, when given)."""
     seed_everything(args.loop.seed)
-    train, val = make_batchers(model, tokenizer, spec, args.data, args.block_size)
-    args.out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(
-        model,
-        args.out,
-        args.loop,
-        save_model=lambda m, d: save_checkpoint(m, tokenizer, spec, d),
-        description=description,
+    train, val = make_batchers(
+        model, tokenizer, spec, args.data, args.block_size, finding_targets=probed is not None
     )
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save(trained, directory: Path) -> None:
+        save_checkpoint(model, tokenizer, spec, directory)
+        if probed is not None:
+            probed.save_probe(directory)
+
+    trainer = Trainer(probed or model, args.out, args.loop, save_model=save, description=description)
 
     def load_weights(directory: Path) -> None:
         from echo.model import EchoVLM
 
         model.load_state_dict(EchoVLM.from_pretrained(directory).state_dict())
+        if probed is not None:
+            probed.load_probe(directory)
 
     resumed = trainer.try_resume(load_weights)
     val_batches = val.ordered(args.batch_size, pad_with)
@@ -126,7 +140,33 @@ def _run(
 
 def run_ar(model, tokenizer, args: StageArgs, spec: GenerationSpec) -> dict[str, Any]:
     spec = GenerationSpec(**{**asdict(spec), "stage": "ar", "decode": "ar"})
-    return _run(model, tokenizer, spec, args, ar_loss, ar_loss, tokenizer.pad_id, "AR")
+    if args.findings_weight < 0:
+        raise UserError(f"--findings-weight must be >= 0, got {args.findings_weight}")
+    if args.findings_weight == 0:
+        return _run(model, tokenizer, spec, args, ar_loss, ar_loss, tokenizer.pad_id, "AR")
+    weight = args.findings_weight
+
+    def train_loss(probed: ProbedModel, batch) -> torch.Tensor:
+        features = probed.vlm.encode_images(batch.pixel_values, batch.image_grid_thw)
+        return ar_loss(probed.vlm, batch, features) + weight * probe_loss(
+            probed, features, batch.finding_targets
+        )
+
+    def val_loss(probed: ProbedModel, batch) -> torch.Tensor:  # the plain AR loss: comparable runs
+        return ar_loss(probed.vlm, batch)
+
+    return _run(
+        model,
+        tokenizer,
+        spec,
+        args,
+        train_loss,
+        val_loss,
+        tokenizer.pad_id,
+        "AR + findings probe",
+        {"findings_weight": weight},
+        probed=ProbedModel(model),
+    )
 
 
 def run_rad(model, tokenizer, args: StageArgs, spec: GenerationSpec) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from echo.cli import app
 from echo.data.preprocess import PreprocessConfig
 from echo.data.synthetic import generate_dataset
+from echo.errors import UserError
 from echo.model import EchoVLConfig, EchoVLM
 from echo.tokenizer import ReportTokenizer
 from echo.training.checkpoint import GenerationSpec, load_checkpoint, save_checkpoint
@@ -74,6 +75,28 @@ def test_a_short_ar_run_lowers_validation_loss_and_resumes(dataset, tmp_path):
     # Interrupted runs resume from out/last: asking for more steps continues where it stopped.
     again = run_ar(_model(tokenizer), tokenizer, _args(tmp_path / "ar", manifest, steps=40), spec)
     assert again["resumed"] and again["steps"] == 40
+
+
+def test_ar_with_the_findings_probe_trains_both_and_saves_a_plain_checkpoint(dataset, tmp_path):
+    from echo.model.checkpoint import read_weights
+    from echo.training.findings_probe import PROBE_FILE
+
+    manifest, tokenizer = dataset
+    args = _args(tmp_path / "ar", manifest, steps=12)
+    args.findings_weight = 0.5
+    metrics = run_ar(_model(tokenizer), tokenizer, args, GenerationSpec(max_new_tokens=32))
+    assert metrics["findings_weight"] == 0.5 and metrics["steps"] == 12
+    last = tmp_path / "ar" / "last"
+    assert (last / PROBE_FILE).is_file()
+    assert not any(name.startswith("probe") for name in read_weights(last))  # a plain Qwen2.5-VL directory
+    load_checkpoint(last)
+    again = _args(tmp_path / "ar", manifest, steps=16)
+    again.findings_weight = 0.5
+    assert run_ar(_model(tokenizer), tokenizer, again, GenerationSpec(max_new_tokens=32))["resumed"]
+
+    args.findings_weight = -1.0
+    with pytest.raises(UserError, match="findings-weight"):
+        run_ar(_model(tokenizer), tokenizer, args, GenerationSpec())
 
 
 def test_commands_chain_ar_rad_dcd_predict_evaluate(dataset, tmp_path):
