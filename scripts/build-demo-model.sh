@@ -22,12 +22,15 @@ $T ar --init "$RUNS/ar-plain/last" --data "$DATA" --out "$RUNS/ar" --findings-we
   --steps 3000 --batch-size 16 --lr 2e-3 --val-every 500 --val-limit 128 --max-response-tokens 160
 $T rad --init "$RUNS/ar/last" --data "$DATA" --out "$RUNS/rad" --block-size 8 \
   --steps 1200 --batch-size 16 --lr 1e-3 --val-every 200 --val-limit 128
-$T dcd --teacher "$RUNS/rad/best" --data "$DATA" --out "$RUNS/dcd" --rounds 3 --collect-per-round 512 \
-  --steps 900 --batch-size 16 --lr 5e-4 --val-every 150 --val-limit 64
-$T dcd --teacher "$RUNS/rad/best" --data "$DATA" --out "$RUNS/dcd-factorised" --target factorised --rounds 3 \
-  --collect-per-round 512 --steps 900 --batch-size 16 --lr 5e-4 --val-every 150 --val-limit 64
-.venv/bin/python scripts/bundle_models.py --ar "$RUNS/ar/last" --teacher "$RUNS/rad/best" --student "$RUNS/dcd/best"
+# RAD's validation loss was still falling at 1200 steps: a second run at half the rate continues it.
+$T rad --init "$RUNS/rad/last" --data "$DATA" --out "$RUNS/rad2" --block-size 8 \
+  --steps 1500 --batch-size 16 --lr 5e-4 --val-every 250 --val-limit 128
+$T dcd --teacher "$RUNS/rad2/best" --data "$DATA" --out "$RUNS/dcd" --rounds 6 --collect-per-round 1024 \
+  --steps 1200 --batch-size 16 --lr 5e-4 --val-every 200 --val-limit 64
+$T dcd --teacher "$RUNS/rad2/best" --data "$DATA" --out "$RUNS/dcd-factorised" --target factorised --rounds 6 \
+  --collect-per-round 1024 --steps 1200 --batch-size 16 --lr 5e-4 --val-every 200 --val-limit 64
+.venv/bin/python scripts/bundle_models.py --ar "$RUNS/ar/last" --teacher "$RUNS/rad2/best" --student "$RUNS/dcd/best"
 .venv/bin/python benchmarks/rad_cost.py --data "$DATA" --init "$RUNS/ar/last"
-.venv/bin/python benchmarks/quality.py --data "$DATA" --ar "$RUNS/ar/last" --teacher "$RUNS/rad/best" \
+.venv/bin/python benchmarks/quality.py --data "$DATA" --ar "$RUNS/ar/last" --teacher "$RUNS/rad2/best" \
   --factorised "$RUNS/dcd-factorised/best" --student "$RUNS/dcd/best" --limit 200 \
   --json echo/assets/models/quality.json
