@@ -33,4 +33,4 @@ $T dcd --teacher "$RUNS/rad2/best" --data "$DATA" --out "$RUNS/dcd-factorised" -
 .venv/bin/python benchmarks/rad_cost.py --data "$DATA" --init "$RUNS/ar/last"
 .venv/bin/python benchmarks/quality.py --data "$DATA" --ar "$RUNS/ar/last" --teacher "$RUNS/rad2/best" \
   --factorised "$RUNS/dcd-factorised/best" --student "$RUNS/dcd/best" --limit 200 \
-  --json echo/assets/models/quality.json
+  --json "$RUNS/quality.json"
