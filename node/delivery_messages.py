@@ -12,15 +12,43 @@ import uuid
 from datetime import datetime
 
 from pydicom import Dataset
+from pydicom.uid import generate_uid
 
 from exporters.identity import ModelIdentity, study_info_from_dataset
-from exporters.oru import build_oru, encode_er7
+from exporters.oru import build_oru, encode_er7, new_control_id
 from exporters.sr import build_sr
-from node.models import ModelVersion
+from node.models import Delivery, ModelVersion
 from node.settings import Settings
+from node.states import DeliveryKind, DeliveryStatus
 
 MANUFACTURER = "ECHO Project"
 _SERIES_NAMESPACE = uuid.UUID("0b0f6a47-2f1e-4a55-8d8c-5c1b7f0e3a91")
+
+
+def destinations(settings: Settings) -> dict[DeliveryKind, str]:
+    """Where a report goes: the SR to ECHO_PACS, the ORU to ECHO_RIS, each only when set."""
+    wanted: dict[DeliveryKind, str] = {}
+    if settings.pacs is not None:
+        wanted[DeliveryKind.SR] = str(settings.pacs)
+    if settings.ris is not None:
+        wanted[DeliveryKind.ORU] = str(settings.ris)
+    return wanted
+
+
+def new_delivery(report_id: int, kind: DeliveryKind, target: str, now: datetime) -> Delivery:
+    """A pending outbox row, due now, with its message identifier (SR SOP Instance UID or HL7
+    control id) fixed here, once: every later attempt and resend carries the same one."""
+    return Delivery(
+        report_id=report_id,
+        kind=kind,
+        target=target,
+        message_id=generate_uid() if kind is DeliveryKind.SR else new_control_id(),
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def model_identity(model: ModelVersion) -> ModelIdentity:

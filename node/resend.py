@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from exporters.oru import new_control_id
+from node.delivery_messages import destinations, new_delivery
 from node.models import Delivery, Report, Study
 from node.settings import Settings
-from node.states import DeliveryKind, DeliveryStatus, StudyState
+from node.states import DeliveryStatus, StudyState
 from node.transitions import transition
 
 
@@ -63,11 +62,7 @@ def find_study(session: Session, reference: str) -> Study:
 
 def resend_report(session: Session, settings: Settings, reference: str, now: datetime) -> ResendResult:
     """Reset or create the delivery rows of `reference`'s newest report, in the caller's transaction."""
-    wanted: dict[DeliveryKind, str] = {}
-    if settings.pacs is not None:
-        wanted[DeliveryKind.SR] = str(settings.pacs)
-    if settings.ris is not None:
-        wanted[DeliveryKind.ORU] = str(settings.ris)
+    wanted = destinations(settings)
     if not wanted:
         raise ResendError("neither ECHO_PACS nor ECHO_RIS is set: there is nowhere to resend to")
     study = find_study(session, reference)
@@ -82,20 +77,7 @@ def resend_report(session: Session, settings: Settings, reference: str, now: dat
         label = f"{kind.value.upper()} to {target}"
         row = rows.get(kind)
         if row is None:
-            message_id = generate_uid() if kind is DeliveryKind.SR else new_control_id()
-            session.add(
-                Delivery(
-                    report_id=report.id,
-                    kind=kind,
-                    target=target,
-                    message_id=message_id,
-                    status=DeliveryStatus.PENDING,
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            session.add(new_delivery(report.id, kind, target, now))
             result.created.append(label)
             continue
         result.reset.append(f"{label} (was {row.status.value})")

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Protocol
 
 from pydicom import dcmread
-from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,12 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from echo.errors import UserError
 from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
 from echo.runtime.result import GeneratedReport
-from exporters.oru import new_control_id
+from node.delivery_messages import destinations, new_delivery
 from node.jobs import claim_inference, finish_job
 from node.model_versions import ModelFacts, activate, find_or_create
 from node.models import Delivery, Instance, Job, Report, Study, utcnow
 from node.settings import Settings
-from node.states import DeliveryKind, DeliveryStatus, JobState, StudyState
+from node.states import JobState, StudyState
 from node.transitions import IllegalTransition, transition
 from node.uids import short_uid
 from worker.report_text import EmptyReport, clean_report
@@ -273,11 +272,9 @@ class StudyInference:
 
     def _outbox_rows(self, session: Session, report_id: int, now: datetime) -> list[Delivery]:
         """One row per configured destination; the SR UID and HL7 control id are fixed here, once."""
-        rows = []
-        if self.settings.pacs is not None:
-            rows.append(_delivery(report_id, DeliveryKind.SR, str(self.settings.pacs), generate_uid(), now))
-        if self.settings.ris is not None:
-            rows.append(_delivery(report_id, DeliveryKind.ORU, str(self.settings.ris), new_control_id(), now))
+        rows = [
+            new_delivery(report_id, kind, target, now) for kind, target in destinations(self.settings).items()
+        ]
         session.add_all(rows)
         session.flush()
         return rows
@@ -303,20 +300,6 @@ class StudyInference:
             self._finish(job_id, JobState.FAILED, error)
         except Exception:  # the database is what failed: nothing more to record now
             log.warning("could not record the failure of job %d", job_id, exc_info=True)
-
-
-def _delivery(report_id: int, kind: DeliveryKind, target: str, message_id: str, now: datetime) -> Delivery:
-    return Delivery(
-        report_id=report_id,
-        kind=kind,
-        target=target,
-        message_id=message_id,
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 def _one_line(error: BaseException) -> str:
