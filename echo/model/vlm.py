@@ -123,20 +123,24 @@ class EchoVLM(nn.Module):
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) ids -> (B, T, H); the image-pad positions take the vision features, in order.
 
-        Without pixel_values every id keeps its token embedding (a caller that places features
-        itself, e.g. twice in one row, starts from here)."""
+        `image_features` are `encode_images`' output when the caller already ran the tower (the
+        pixels are then not read). Without pixels or features every id keeps its token embedding
+        (a caller that places features itself, e.g. twice in one row, starts from here)."""
         assert input_ids.dim() == 2, f"input_ids must be (B, T), got {tuple(input_ids.shape)}"
         embeds = self.model.embed_tokens(input_ids.to(self.device))
-        if pixel_values is None:
+        if pixel_values is None and image_features is None:
             return embeds
         is_image = input_ids.to(self.device) == self.config.image_token_id
         n_image_tokens = int(is_image.sum())
-        if image_grid_thw is None:
-            raise ValueError("pixel_values given without image_grid_thw")
-        features = self.encode_images(pixel_values, image_grid_thw).to(embeds.dtype)
+        if image_features is None:
+            if image_grid_thw is None:
+                raise ValueError("pixel_values given without image_grid_thw")
+            image_features = self.encode_images(pixel_values, image_grid_thw)
+        features = image_features.to(embeds.dtype)
         if features.shape[0] != n_image_tokens:
             raise ValueError(
                 f"input_ids hold {n_image_tokens} image tokens, the images give {features.shape[0]} features"

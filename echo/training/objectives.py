@@ -32,12 +32,7 @@ def _logits(
     mask: torch.Tensor,
     features: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    if features is None:
-        embeds = model.embed(ids, batch.pixel_values, batch.image_grid_thw)
-    else:  # the vision tower already ran: place its features at the image pads
-        embeds = model.embed(ids)
-        is_image = (ids == _image_pad_id(model)).to(embeds.device)
-        embeds = embeds.masked_scatter(is_image[..., None], features.to(embeds.dtype))
+    embeds = model.embed(ids, batch.pixel_values, batch.image_grid_thw, image_features=features)
     attention = mask.unsqueeze(0).expand(ids.shape[0], -1, -1)
     logits, _ = model(embeds, positions, attention, None)
     return logits

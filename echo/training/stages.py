@@ -58,16 +58,11 @@ def make_batchers(
     config = preprocess_config_of(model)
     train = load_examples(data.manifest, data.train_split, config, data.cache_dir, data.train_limit)
     val = load_examples(data.manifest, data.val_split, config, data.cache_dir, data.val_limit)
-    make = lambda examples: Batcher(  # noqa: E731
-        examples,
-        tokenizer,
-        spec.prompt,
-        config,
-        block_size,
-        data.max_response_tokens,
-        report_targets(examples.reports) if finding_targets else None,
+    make = lambda examples, targets=None: Batcher(  # noqa: E731
+        examples, tokenizer, spec.prompt, config, block_size, data.max_response_tokens, targets
     )
-    return make(train), make(val)
+    # Only training reads the findings targets: validation is the plain next-token loss.
+    return make(train, report_targets(train.reports) if finding_targets else None), make(val)
 
 
 def freeze_vision(model) -> int:
