@@ -21,12 +21,41 @@ ValEvery = Annotated[int, typer.Option(help="validate every N steps")]
 CacheDir = Annotated[Path | None, typer.Option(help="cache of preprocessed images (default: OUT/../.cache)")]
 TrainLimit = Annotated[int | None, typer.Option(help="use only the first N training examples")]
 ValLimit = Annotated[int, typer.Option(help="validation examples")]
+SelectBy = Annotated[
+    str,
+    typer.Option(
+        help="which checkpoint out/best keeps: 'loss' (lowest validation loss) or 'f1' (highest "
+        "positive-finding F1 of the reports it writes for the validation studies, decoded as served)"
+    ),
+]
+
+
+def best_text(metrics: dict) -> str:
+    """'best validation loss 0.4123' or, with --select-by f1, 'best validation F1 0.6012'."""
+    if metrics.get("select_by") == "f1":
+        return f"best validation F1 {metrics['best_val_f1']:.4f}"
+    return f"best validation loss {metrics['best_val_loss']:.4f}"
 
 
 def check_positive(**values: float) -> None:
     for name, value in values.items():
         if value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def loop_config(*, steps: int, lr: float, seed: int, val_every: int, select_by: str, **more):
+    """The stages' LoopConfig: checkpoints at every validation; `select_by` is checked here, early."""
+    from echo.training.loop import LoopConfig
+
+    return LoopConfig(
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        val_every=val_every,
+        checkpoint_every=val_every,
+        select_by=select_by,
+        **more,
+    )
 
 
 def data_args(

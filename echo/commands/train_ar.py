@@ -14,12 +14,15 @@ from echo.commands._training_options import (
     Lr,
     Out,
     Seed,
+    SelectBy,
     Steps,
     TrainLimit,
     ValEvery,
     ValLimit,
+    best_text,
     check_positive,
     data_args,
+    loop_config,
 )
 from echo.errors import UserError
 
@@ -42,6 +45,7 @@ def command(
     train_limit: TrainLimit = None,
     val_limit: ValLimit = 256,
     cache_dir: CacheDir = None,
+    select_by: SelectBy = "loss",
     max_response_tokens: Annotated[
         int, typer.Option(help="longest response kept (tokens, eos included)")
     ] = 192,
@@ -59,10 +63,11 @@ def command(
     from echo.model import EchoVLConfig, EchoVLM
     from echo.tokenizer import ReportTokenizer
     from echo.training.checkpoint import GenerationSpec, load_checkpoint
-    from echo.training.loop import LoopConfig, seed_everything
+    from echo.training.loop import seed_everything
     from echo.training.stages import StageArgs, run_ar
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every)
+    loop = loop_config(steps=steps, lr=lr, seed=seed, val_every=val_every, select_by=select_by)
     if (config is None) == (init is None):
         raise UserError("give exactly one of --config (random start) or --init (a checkpoint)")
     seed_everything(seed)
@@ -92,12 +97,10 @@ def command(
             val_limit=val_limit,
             max_response_tokens=max_response_tokens,
         ),
-        loop=LoopConfig(steps=steps, lr=lr, seed=seed, val_every=val_every, checkpoint_every=val_every),
+        loop=loop,
         batch_size=batch_size,
         block_size=int(model.config.block_size),
         findings_weight=findings_weight,
     )
     metrics = run_ar(model, tok, args, spec)
-    typer.echo(
-        f"AR: {metrics['steps']} steps, best validation loss {metrics['best_val_loss']:.4f} -> {out / 'best'}"
-    )
+    typer.echo(f"AR: {metrics['steps']} steps, {best_text(metrics)} -> {out / 'best'}")

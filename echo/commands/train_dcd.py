@@ -14,12 +14,15 @@ from echo.commands._training_options import (
     Lr,
     Out,
     Seed,
+    SelectBy,
     Steps,
     TrainLimit,
     ValEvery,
     ValLimit,
+    best_text,
     check_positive,
     data_args,
+    loop_config,
 )
 
 
@@ -45,13 +48,21 @@ def command(
     train_limit: TrainLimit = None,
     val_limit: ValLimit = 128,
     cache_dir: CacheDir = None,
+    select_by: SelectBy = "loss",
 ) -> None:
     """Distil a student that writes a whole block per forward pass from the teacher's own trajectories."""
     from echo.training.checkpoint import load_checkpoint
     from echo.training.dcd_stage import DcdArgs, run_dcd
-    from echo.training.loop import LoopConfig
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, rounds=rounds)
+    loop = loop_config(
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        val_every=val_every,
+        select_by=select_by,
+        warmup_steps=min(50, steps // 10),
+    )
     teacher_model, tokenizer, spec = load_checkpoint(teacher)
     student, _, _ = load_checkpoint(teacher)  # the student starts from the teacher
     args = DcdArgs(
@@ -64,14 +75,7 @@ def command(
             val_limit=val_limit,
             max_response_tokens=spec.max_new_tokens,
         ),
-        loop=LoopConfig(
-            steps=steps,
-            lr=lr,
-            seed=seed,
-            val_every=val_every,
-            checkpoint_every=val_every,
-            warmup_steps=min(50, steps // 10),
-        ),
+        loop=loop,
         rounds=rounds,
         collect_per_round=collect_per_round,
         val_collect=val_limit,
@@ -84,6 +88,6 @@ def command(
     metrics = run_dcd(teacher_model, student, tokenizer, args, spec)
     kept = sum(r["kept"] for r in metrics["rounds"])
     typer.echo(
-        f"DCD ({target}): {metrics['steps']} steps, {kept} trajectories kept, best validation loss "
-        f"{metrics['best_val_loss']:.4f} -> {out / 'best'}"
+        f"DCD ({target}): {metrics['steps']} steps, {kept} trajectories kept, "
+        f"{best_text(metrics)} -> {out / 'best'}"
     )

@@ -14,12 +14,15 @@ from echo.commands._training_options import (
     Lr,
     Out,
     Seed,
+    SelectBy,
     Steps,
     TrainLimit,
     ValEvery,
     ValLimit,
+    best_text,
     check_positive,
     data_args,
+    loop_config,
 )
 from echo.errors import UserError
 
@@ -41,13 +44,14 @@ def command(
     train_limit: TrainLimit = None,
     val_limit: ValLimit = 256,
     cache_dir: CacheDir = None,
+    select_by: SelectBy = "loss",
 ) -> None:
     """Turn the AR model into a block-diffusion teacher (rows: context, x_t, x_0; only the response duplicated)."""
     from echo.training.checkpoint import load_checkpoint
-    from echo.training.loop import LoopConfig
     from echo.training.stages import StageArgs, run_rad
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, block_size=block_size)
+    loop = loop_config(steps=steps, lr=lr, seed=seed, val_every=val_every, select_by=select_by)
     if block_size not in (4, 8):
         raise UserError(f"--block-size must be 4 or 8, got {block_size}")
     model, tokenizer, spec = load_checkpoint(init)
@@ -61,13 +65,11 @@ def command(
             val_limit=val_limit,
             max_response_tokens=spec.max_new_tokens,
         ),
-        loop=LoopConfig(steps=steps, lr=lr, seed=seed, val_every=val_every, checkpoint_every=val_every),
+        loop=loop,
         batch_size=batch_size,
         block_size=block_size,
         freeze_vision=not train_vision,
         duplicate=duplicate,
     )
     metrics = run_rad(model, tokenizer, args, spec)
-    typer.echo(
-        f"RAD: {metrics['steps']} steps, best validation loss {metrics['best_val_loss']:.4f} -> {out / 'best'}"
-    )
+    typer.echo(f"RAD: {metrics['steps']} steps, {best_text(metrics)} -> {out / 'best'}")

@@ -25,6 +25,7 @@ from echo.training.distill import STEP_WEIGHTS, Targets, dcd_loss, has_repetitio
 from echo.training.examples import shape_groups
 from echo.training.loop import LoopConfig, Trainer, seed_everything, write_json
 from echo.training.objectives import rad_logits
+from echo.training.selection import best_score_entry, selection_score
 from echo.training.stages import DataArgs, freeze_vision, make_batchers
 
 TARGETS = ("stitched", "factorised")
@@ -204,6 +205,7 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
         args.loop,
         lambda m, d: save_checkpoint(m, tokenizer, spec, d),
         f"DCD ({args.target})",
+        score=selection_score(student, tokenizer, spec, val, args.loop, args.batch_size),
     )
 
     def load_weights(directory: Path) -> None:
@@ -280,6 +282,7 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
         "rounds": rounds,
         "steps": trainer.state.step,
         "best_val_loss": trainer.state.best_val_loss,
+        **best_score_entry(trainer.state, args.loop),
         "history": trainer.state.history,
         "seconds": trainer.seconds,
         "args": asdict(args),

@@ -5,7 +5,8 @@ The loop owns everything else, so AR, RAD and DCD differ only in how a batch bec
 
 Checkpoints: ``out/last/`` (model + ``trainer.pt`` with optimiser, schedule, step and RNG states) is
 rewritten every ``checkpoint_every`` steps and at the end; ``out/best/`` holds the weights with the
-lowest validation loss. Starting again with the same ``out`` resumes from ``out/last``.
+lowest validation loss, or, when the stage gives a ``score`` (``--select-by f1``), the highest score.
+Starting again with the same ``out`` resumes from ``out/last``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from echo.errors import UserError
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+ScoreFn = Callable[[], float]  # higher is better: findings F1 of the model's own reports
 
 
 @dataclass
@@ -40,12 +42,19 @@ class LoopConfig:
     val_every: int = 200
     checkpoint_every: int = 200
     seed: int = 0
+    select_by: str = "loss"  # "f1": out/best is the checkpoint whose reports score best (selection.py)
+
+    def __post_init__(self) -> None:
+        from echo.training.selection import check_select_by
+
+        check_select_by(self.select_by)
 
 
 @dataclass
 class LoopState:
     step: int = 0
     best_val_loss: float = math.inf
+    best_score: float = -math.inf
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -83,8 +92,10 @@ class Trainer:
         config: LoopConfig,
         save_model: Callable[[torch.nn.Module, Path], None],
         description: str,
+        score: ScoreFn | None = None,
     ) -> None:
         self.model = model
+        self.score = score
         self.out_dir = out_dir
         self.config = config
         self.save_model = save_model
@@ -150,6 +161,24 @@ class Trainer:
         self.model.train()
         return sum(losses) / max(1, len(losses))
 
+    def _validated(self, entry: dict[str, float]) -> bool:
+        """Record a validation in the state (and `entry`); True when it is the best so far."""
+        loss_improved = entry["val_loss"] < self.state.best_val_loss
+        self.state.best_val_loss = min(self.state.best_val_loss, entry["val_loss"])
+        if self.score is None:
+            return loss_improved
+        self.model.eval()
+        entry["val_f1"] = value = float(self.score())
+        self.model.train()
+        if value <= self.state.best_score:
+            return False
+        self.state.best_score = value
+        return True
+
+    def _score_text(self) -> str:
+        last = self.state.history[-1] if self.state.history else {}
+        return f" f1 {last['val_f1']:.4f}" if "val_f1" in last else ""
+
     def run(
         self,
         batches: Iterator[Any],
@@ -195,12 +224,10 @@ class Trainer:
                 done = self.state.step == stop
                 if self.state.step % config.val_every == 0 or done:
                     last_val = self.evaluate(val_loss, val_batches)
-                    self.state.history.append(
-                        {"step": self.state.step, "train_loss": running, "val_loss": last_val, "lr": lr}
-                    )
-                    if last_val < self.state.best_val_loss:
-                        self.state.best_val_loss = last_val
+                    entry = {"step": self.state.step, "train_loss": running, "val_loss": last_val, "lr": lr}
+                    if self._validated(entry):
                         self._write_checkpoint(self.best_dir, with_trainer=False)
+                    self.state.history.append(entry)
                 if self.state.step % config.checkpoint_every == 0 or done:
                     self._write_checkpoint(self.last_dir, with_trainer=True)
                 progress.update(task, completed=self.state.step, loss=running, val=last_val)
@@ -208,7 +235,8 @@ class Trainer:
                     # No live bar in a log file: one line per validation instead.
                     progress.console.print(
                         f"{self.description} step {self.state.step}/{config.steps} loss {running:.4f} "
-                        f"val {last_val:.4f} lr {lr:.2e} {time.perf_counter() - started:.0f}s"
+                        f"val {last_val:.4f}{self._score_text()} lr {lr:.2e} "
+                        f"{time.perf_counter() - started:.0f}s"
                     )
         self.seconds = getattr(self, "seconds", 0.0) + time.perf_counter() - started
         return self.state

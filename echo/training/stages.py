@@ -20,6 +20,7 @@ from echo.training.examples import load_examples
 from echo.training.findings_probe import ProbedModel, probe_loss, report_targets
 from echo.training.loop import LoopConfig, Trainer, seed_everything, write_json
 from echo.training.objectives import NoiseConfig, ar_loss, full_duplication_loss, rad_loss
+from echo.training.selection import best_score_entry, selection_score
 
 
 @dataclass
@@ -99,7 +100,14 @@ def _run(
         if probed is not None:
             probed.save_probe(directory)
 
-    trainer = Trainer(probed or model, args.out, args.loop, save_model=save, description=description)
+    trainer = Trainer(
+        probed or model,
+        args.out,
+        args.loop,
+        save_model=save,
+        description=description,
+        score=selection_score(model, tokenizer, spec, val, args.loop, args.batch_size),
+    )
 
     def load_weights(directory: Path) -> None:
         from echo.model import EchoVLM
@@ -122,6 +130,7 @@ def _run(
         "resumed": resumed,
         "steps": state.step,
         "best_val_loss": state.best_val_loss,
+        **best_score_entry(state, args.loop),
         "history": state.history,
         "seconds": time.perf_counter() - started,
         "train_examples": len(train),

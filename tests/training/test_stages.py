@@ -176,6 +176,21 @@ def test_bad_inputs_are_one_line_errors(dataset, tmp_path):
         ],
     )
     assert "must be 4 or 8" in str(result.exception or result.output)
+    result = runner.invoke(
+        app,
+        [
+            "ar",
+            "--init",
+            str(tmp_path),
+            "--data",
+            str(manifest),
+            "--out",
+            str(tmp_path / "o"),
+            "--select-by",
+            "bleu",
+        ],
+    )
+    assert "--select-by must be one of loss, f1" in str(result.exception or result.output)
 
 
 def test_dcd_rounds_distil_a_teacher_that_ends_its_reports(dataset, tmp_path):
@@ -190,7 +205,7 @@ def test_dcd_rounds_distil_a_teacher_that_ends_its_reports(dataset, tmp_path):
     args = DcdArgs(
         out=tmp_path / "dcd",
         data=DataArgs(manifest, tmp_path / ".cache", train_split=None, val_split=None, val_limit=8),
-        loop=LoopConfig(steps=4, lr=1e-3, warmup_steps=1, val_every=2, checkpoint_every=2),
+        loop=LoopConfig(steps=4, lr=1e-3, warmup_steps=1, val_every=2, checkpoint_every=2, select_by="f1"),
         rounds=2,
         collect_per_round=8,
         collect_batch_size=8,
@@ -202,3 +217,8 @@ def test_dcd_rounds_distil_a_teacher_that_ends_its_reports(dataset, tmp_path):
     assert all(r["kept"] + r["no_eos"] + r["repetition"] == 8 for r in metrics["rounds"])
     _, _, spec = load_checkpoint(tmp_path / "dcd" / "last")
     assert spec.stage == "dcd" and spec.decode == "onestep"
+    # --select-by f1: every validation decoded the student's reports and scored them.
+    assert metrics["select_by"] == "f1" and [h["step"] for h in metrics["history"]] == [2, 4]
+    assert all(0.0 <= h["val_f1"] <= 1.0 for h in metrics["history"])
+    assert metrics["best_val_f1"] == max(h["val_f1"] for h in metrics["history"])
+    assert (tmp_path / "dcd" / "best" / "config.json").is_file()
