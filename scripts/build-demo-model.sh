@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled demo models end to end on one CPU machine (about 1.5 h on 2 idle cores):
+# Rebuilds the bundled demo models end to end on one CPU machine (about 1.8 h on 2 idle cores):
 # synthetic data -> tokenizer -> AR (stage 1) -> RAD teacher (stage 2) -> DCD student (stage 3)
 # and the factorised-target ablation -> float16 checkpoints + ONNX student in echo/assets/models
 # -> the RAD cost table and the quality table. Every step is an echo-train command; see
