@@ -22,13 +22,23 @@ from echo.training.checkpoint import load_checkpoint, save_checkpoint
 ASSETS = Path(__file__).resolve().parent.parent / "echo" / "assets" / "models"
 
 
+def run_metrics(source: Path) -> Path | None:
+    """The metrics.json that describes `source`: its own (a bundled or copied checkpoint carries
+    it) or its run's (`runs/dcd/best` -> `runs/dcd/metrics.json`)."""
+    for candidate in (source / "metrics.json", source.parent / "metrics.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def store(source: Path, target: Path) -> None:
     model, tokenizer, spec = load_checkpoint(source)
+    metrics = run_metrics(source)
+    metrics_text = metrics.read_bytes() if metrics else None  # read first: source may be target
     shutil.rmtree(target, ignore_errors=True)
     save_checkpoint(model.to(torch.float16), tokenizer, spec, target)
-    for extra in ("metrics.json",):
-        if (source.parent / extra).is_file():
-            shutil.copy2(source.parent / extra, target / extra)
+    if metrics_text is not None:
+        (target / "metrics.json").write_bytes(metrics_text)
 
 
 def main(argv: list[str] | None = None) -> int:
