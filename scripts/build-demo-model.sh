@@ -33,6 +33,7 @@ $T rad --init "$RUNS/rad2/best" --data "$DATA" --out "$RUNS/rad3" --block-size 8
 # not mean more findings.
 DCD=(--teacher "$RUNS/rad3/best" --data "$DATA" --rounds 6 --collect-per-round 1024 --steps 1500 \
   --batch-size 16 --lr 1e-3 --val-every 250 --val-limit 128 --select-by f1)
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # one run failing does not leave the other running
 OMP_NUM_THREADS=1 $T dcd "${DCD[@]}" --out "$RUNS/dcd" &
 stitched=$!
 OMP_NUM_THREADS=1 $T dcd "${DCD[@]}" --out "$RUNS/dcd-factorised" --target factorised &
