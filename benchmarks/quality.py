@@ -23,10 +23,9 @@ from rich.table import Table
 
 from echo.metrics.evaluate import evaluate
 from echo.metrics.jsonl import read_jsonl
-from echo.training.checkpoint import load_checkpoint
+from echo.training.checkpoint import load_checkpoint, preprocess_config_of
 from echo.training.examples import load_examples
 from echo.training.predict import DecodeOptions, predict_rows
-from echo.training.stages import preprocess_config_of
 
 ASSETS = Path(__file__).resolve().parent.parent / "echo" / "assets" / "models"
 

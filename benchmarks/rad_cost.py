@@ -20,10 +20,10 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 from echo.training.batches import Batcher
-from echo.training.checkpoint import load_checkpoint
+from echo.training.checkpoint import load_checkpoint, preprocess_config_of
 from echo.training.examples import load_examples
 from echo.training.objectives import NoiseConfig, full_duplication_loss, rad_loss
-from echo.training.stages import freeze_vision, preprocess_config_of
+from echo.training.stages import freeze_vision
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,10 +43,9 @@ def command(
             batch_size=batch_size,
         )
     else:
-        from echo.training.checkpoint import load_checkpoint
+        from echo.training.checkpoint import load_checkpoint, preprocess_config_of
         from echo.training.examples import load_examples
         from echo.training.predict import DecodeOptions, predict_rows, write_jsonl
-        from echo.training.stages import preprocess_config_of
 
         net, tokenizer, spec = load_checkpoint(model)
         options = DecodeOptions(

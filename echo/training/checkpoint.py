@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from echo.errors import UserError
+
+if TYPE_CHECKING:
+    from echo.data.preprocess import PreprocessConfig
 
 GENERATION_FILE = "echo_generation.json"
 DEFAULT_PROMPT = "Chest radiograph report:"
@@ -64,3 +68,13 @@ def save_checkpoint(model, tokenizer, spec: GenerationSpec, directory: Path) -> 
     model.save_pretrained(directory)
     tokenizer.save(directory)
     spec.save(directory)
+
+
+def preprocess_config_of(model) -> PreprocessConfig:
+    """How a checkpoint's images are preprocessed: the model config's 'preprocess' section."""
+    from echo.data.preprocess import PreprocessConfig
+
+    raw = getattr(model.config, "preprocess", None)
+    if not raw:
+        raise UserError("the model config has no 'preprocess' section (min_pixels, max_pixels, ...)")
+    return PreprocessConfig.from_dict(raw) if isinstance(raw, dict) else raw

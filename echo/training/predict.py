@@ -17,8 +17,8 @@ from rich.progress import Progress
 
 from echo.data.preprocess import preprocess
 from echo.errors import UserError
+from echo.training.checkpoint import preprocess_config_of
 from echo.training.examples import ExampleSet, shape_groups
-from echo.training.stages import preprocess_config_of
 
 DECODES = ("ar", "multistep", "onestep")
 

@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from echo.data.preprocess import PreprocessConfig
 from echo.errors import UserError
 from echo.training.batches import Batcher
-from echo.training.checkpoint import GenerationSpec, save_checkpoint
+from echo.training.checkpoint import GenerationSpec, preprocess_config_of, save_checkpoint
 from echo.training.examples import load_examples
 from echo.training.findings_probe import ProbedModel, probe_loss, report_targets
 from echo.training.loop import LoopConfig, Trainer, seed_everything, write_json
@@ -44,13 +43,6 @@ class StageArgs:
     freeze_vision: bool = True
     duplicate: str = "response"  # RAD only: "response" (the paper) or "full" (the prior conversion)
     findings_weight: float = 0.0  # AR only: weight of the findings probe's loss (0: none)
-
-
-def preprocess_config_of(model) -> PreprocessConfig:
-    raw = getattr(model.config, "preprocess", None)
-    if not raw:
-        raise UserError("the model config has no 'preprocess' section (min_pixels, max_pixels, ...)")
-    return PreprocessConfig.from_dict(raw) if isinstance(raw, dict) else raw
 
 
 def make_batchers(
