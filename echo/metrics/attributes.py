@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from echo.findings import ATTRIBUTES, Label
 from echo.metrics.labeler import Analysis, CueMatch, Mention, analyse
-from echo.metrics.vocabulary import CueRole
+from echo.metrics.phrases import CueRole
 
 _SIDE_WORD = re.compile(r"(?<![a-z])(bilateral(?:ly)?|both|bibasilar|bibasal|left|right)(?:-sided)?(?![a-z])")
 _LOBE_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(

@@ -1,7 +1,7 @@
 """A rule-based finding labeler for chest radiograph reports, in the manner of NegEx and CheXpert.
 
-Per sentence: find the mentions of each finding class (`vocabulary.TERMS`) and the cue phrases
-(`vocabulary.CUES`); a negation or uncertainty cue reaches the first mention a few words after it
+Per sentence: find the mentions of each finding class (`finding_terms.TERMS`) and the cue phrases
+(`cues.CUES`); a negation or uncertainty cue reaches the first mention a few words after it
 (or, for "has resolved", before it) and then along a list of findings ("no consolidation, effusion,
 or pneumothorax"), up to a boundary ("but", "there is", the end of the sentence). A class mentioned
 several times takes its strongest label: positive over uncertain over negative, so "lungs are
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from echo.findings import Label
-from echo.metrics.vocabulary import (
+from echo.metrics.cues import (
     CUES,
     LIST_CONNECTORS,
     LIST_NEUTRAL,
@@ -24,12 +24,9 @@ from echo.metrics.vocabulary import (
     POST_WINDOW_WORDS,
     PRE_WINDOW_WORDS,
     SCOPE_BREAKERS,
-    TERMS,
-    Cue,
-    CueRole,
-    Term,
-    TermKind,
 )
+from echo.metrics.finding_terms import TERMS
+from echo.metrics.phrases import Cue, CueRole, Term, TermKind
 
 # A sentence ends at a full stop that is not a decimal point, at ; ! ? or a blank line, and where a
 # section header starts. A single line break does not end one: free-text reports wrap their lines.

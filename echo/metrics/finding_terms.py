@@ -1,115 +1,22 @@
-"""The labeler's vocabulary: how chest radiograph reports name each finding, and the cue phrases.
+"""The labeler's finding terms: how chest radiograph reports name each finding.
 
-Patterns are regular expressions over lower-cased text, written for reading: a space matches any
-whitespace, and word edges are added around each pattern. A term's named group ``m`` (when present)
-is its anchor, the word the cues attach to: in "heart size is not enlarged" the anchor is "enlarged",
-so the "not" in front of it negates it. Terms without an ``m`` group anchor on the whole match.
+Each class's phrases (and the "fixed" phrases that carry their own label, such as "lungs are clear"),
+the group phrases that count only when negated ("no acute cardiopulmonary process"), and findings
+outside the nine classes, kept so that lists of findings chain through them. Pattern conventions
+are in `echo.metrics.phrases`.
 
-The lists are modelled on the CheXpert labeler's mention, negation and uncertainty phrases (Irvin
-et al. 2019) and on NegEx's triggers, pseudo-triggers and terminations (Chapman et al. 2001), kept
-to what a chest radiograph report says about these nine classes.
+The lists are modelled on the CheXpert labeler's mention phrases (Irvin et al. 2019), kept to what
+a chest radiograph report says about these nine classes.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any
-
 from echo.findings import FINDINGS, SUPPORT_DEVICES, Label
+from echo.metrics.phrases import Term, TermKind, compile_phrase, triggers
 
 DEVICES: tuple[str, ...] = SUPPORT_DEVICES
 NON_DEVICE: tuple[str, ...] = tuple(f for f in FINDINGS if f not in DEVICES)
 PARENCHYMA: tuple[str, ...] = ("consolidation", "edema", "nodule")
-
-
-class TermKind(Enum):
-    FINDING = "finding"  # labelled by the cues around it: positive unless negated or hedged
-    GROUP = "group"  # "support devices", "acute cardiopulmonary process": counts only when negated
-    FIXED = "fixed"  # carries its own label: "lungs are clear" is negative whatever surrounds it
-
-
-class CueRole(Enum):
-    PRE_NEGATION = "pre-negation"  # negates the mentions after it: "no", "without"
-    POST_NEGATION = "post-negation"  # negates the mentions before it: "has resolved"
-    BOTH_NEGATION = "both-negation"  # "resolved pneumothorax" and "pneumothorax resolved"
-    PRE_UNCERTAINTY = "pre-uncertainty"  # "possible", "concerning for"
-    POST_UNCERTAINTY = "post-uncertainty"  # "cannot be excluded"
-    BOTH_UNCERTAINTY = "both-uncertainty"  # "versus": hedges either side
-    PSEUDO = "pseudo"  # looks like a cue and is not: "no change in", "not only"
-    BOUNDARY = "boundary"  # ends every cue's reach: "but", "however", "there is"
-
-
-@dataclass(frozen=True)
-class Term:
-    pattern: re.Pattern[str]
-    triggers: tuple[str, ...]  # every match holds one of these (if any): a report without them skips it
-    classes: tuple[str, ...]  # empty: a non-class finding, kept so lists of findings chain through it
-    kind: TermKind = TermKind.FINDING
-    fixed: Label | None = None
-    chains: bool = True  # nouns chain in lists ("no A, B, or C"); predicates ("is enlarged") do not
-
-
-@dataclass(frozen=True)
-class Cue:
-    pattern: re.Pattern[str]
-    triggers: tuple[str, ...]
-    role: CueRole
-    # "to suggest" after a negated noun keeps the negation ("no opacity to suggest pneumonia")
-    inherits_negation: bool = False
-
-
-def compile_phrase(pattern: str) -> re.Pattern[str]:
-    body = pattern.strip().replace(" ", r"\s+")
-    left_edge = "" if body.startswith(":") else "(?<![a-z0-9])"  # ": none" follows a word
-    return re.compile(rf"{left_edge}(?:{body})(?![a-z0-9])")
-
-
-def triggers(pattern: re.Pattern[str]) -> tuple[str, ...]:
-    """Literal strings one of which every match of ``pattern`` contains; () when none is known.
-
-    Skipping the patterns whose triggers a report lacks makes labelling several times faster. The
-    strings come from the pattern's parse tree (`re._parser`, the stdlib's own parser): in a
-    sequence, the most selective required literal or group; in an alternation, one per branch.
-    """
-    try:
-        from re import _constants, _parser  # private, hence the fallback: () means "always run"
-
-        required = _required(_parser.parse(pattern.pattern), _constants)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return ()
-    return tuple(sorted(required)) if required else ()
-
-
-def _required(items: Any, c: Any) -> frozenset[str] | None:
-    """Strings one of which every match of the parsed sequence ``items`` holds (c: re._constants)."""
-    candidates: list[frozenset[str]] = []
-    run: list[str] = []
-
-    def close_run() -> None:
-        if run:
-            candidates.append(frozenset({"".join(run)}))
-            run.clear()
-
-    for op, argument in items:
-        if op is c.LITERAL:
-            run.append(chr(argument))
-            continue
-        close_run()
-        found: frozenset[str] | None = None
-        if op is c.SUBPATTERN:
-            found = _required(argument[3], c)
-        elif op is c.BRANCH:
-            branches = [_required(branch, c) for branch in argument[1]]
-            if all(branches):
-                found = frozenset().union(*branches)  # type: ignore[arg-type]
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and argument[0] >= 1:
-            found = _required(argument[2], c)
-        if found:
-            candidates.append(found)
-    close_run()
-    return max(candidates, key=lambda strings: min(map(len, strings)), default=None)
 
 
 def _terms(
@@ -437,116 +344,3 @@ TERMS: tuple[Term, ...] = tuple(
     + NORMALS
     + OTHER
 )
-
-
-def _cues(role: CueRole, patterns: tuple[str, ...], inherits_negation: bool = False) -> list[Cue]:
-    compiled = [compile_phrase(p) for p in patterns]
-    return [Cue(c, triggers(c), role, inherits_negation) for c in compiled]
-
-
-_SEEN = (
-    r"(?:seen|identified|present|visualized|visualised|appreciated|demonstrated|evident|visible|detected|"
-    r"apparent|noted|observed|shown)"
-)
-
-CUES: tuple[Cue, ...] = tuple(
-    _cues(
-        CueRole.PRE_NEGATION,
-        (
-            r"no|not|without|nor|neither|never",
-            r"negative for|free of|clear of|absence of|rather than",
-            r"no (?:radiographic |radiologic |definite |convincing |other |further )?(?:evidence|signs?|findings?) (?:of|for|to suggest)",
-            r"without (?:radiographic |definite )?(?:evidence|signs?) of",
-            r"no longer|no residual|no definite|no new",
-            r"(?:interval |complete |near-complete |near complete )?(?:resolution|removal) of",
-            r"(?:status post|s/p) removal of",
-        ),
-    )
-    + _cues(CueRole.BOTH_NEGATION, (r"resolved|removed|absent",))
-    + _cues(
-        CueRole.POST_NEGATION,
-        (
-            r"(?:(?:has|have) )?(?:(?:since|now|completely|interval) )?(?:resolved|cleared|been removed|been resolved)",
-            r"(?:is|are|was|were) (?:now )?(?:resolved|removed|absent|excluded|ruled out)",
-            r"ruled out",
-            rf"(?:(?:is|are|was|were) )?(?:not|no longer) (?:definitely |clearly |currently )?{_SEEN}",
-            r":\s*(?:none|absent|negative)",
-            r"(?:is|are) negative",
-        ),
-    )
-    + _cues(
-        CueRole.PRE_UNCERTAINTY,
-        (
-            r"possible|possibly|probable|probably|likely|most likely|questionable|questionably|question of",
-            r"suspicious for|suspicion (?:for|of)|suspected|concern for|worrisome for|equivocal",
-            r"may|might|could|there may be|may represent|may reflect|may indicate|could represent|could reflect|"
-            r"might represent",
-            r"cannot exclude|can not exclude|can't exclude|cannot rule out|can not rule out|difficult to exclude",
-            r"borderline|uncertain|indeterminate|presumed|presumably|possibility of|raising the possibility of",
-            r"differential (?:diagnosis )?(?:includes|including|of)",
-        ),
-    )
-    + _cues(
-        CueRole.PRE_UNCERTAINTY,
-        (
-            r"concerning for|suggestive of|suggests|suggesting|to suggest|to indicate|indicating|"
-            r"which may represent",
-        ),
-        inherits_negation=True,
-    )
-    + _cues(
-        CueRole.POST_UNCERTAINTY,
-        (
-            r"(?:cannot|can not|can't) be (?:entirely |completely |totally )?(?:excluded|ruled out)",
-            r"(?:is |are )?not (?:entirely |completely |totally )?(?:excluded|ruled out)",
-            r"(?:is|are) (?:difficult to exclude|possible|suspected|questioned|questionable|likely|a possibility|suggested)",
-            r"(?:may|could|might) be present",
-        ),
-    )
-    + _cues(CueRole.BOTH_UNCERTAINTY, (r"versus|vs\.?|or less likely",))
-    + _cues(
-        CueRole.PSEUDO,
-        (
-            r"no (?:significant |interval |substantial )?(?:change|increase|decrease|worsening|improvement)",
-            r"not (?:significantly )?(?:changed|increased|decreased|improved|worsened)",
-            r"without (?:significant |interval )?change",
-            r"not only|no further|gram negative|not necessarily",
-            r"partial(?:ly)? (?:resolution|resolved|resolving)|near resolution|resolving|not been removed",
-        ),
-    )
-    + _cues(
-        CueRole.BOUNDARY,
-        (
-            r"but|however|although|though|whereas|while|yet|except(?: for)?|aside from|apart from",
-            r"with the exception of|there (?:is|are|has been|have been)|which|:",
-        ),
-    )
-)
-
-# Words a list of negated findings may hold between two mentions ("no focal consolidation, pleural
-# effusion, or pneumothorax"). Size and side words only when the list says "or"/"nor": after "no
-# pneumothorax," a "small left effusion" is a new, positive statement.
-LIST_CONNECTORS = frozenset({",", "and", "or", "nor", "and/or", "/"})
-LIST_NEUTRAL = frozenset(
-    {
-        "focal", "definite", "definitive", "significant", "acute", "new", "large", "sizable", "sizeable",
-        "appreciable", "visible", "evident", "overt", "frank", "discrete", "pleural", "airspace",
-        "air-space", "pulmonary", "lobar", "other", "any", "a", "an", "the", "of", "evidence", "signs",
-        "sign", "obvious", "substantial", "residual", "additional", "superimposed", "gross",
-        "confluent", "measurable", "apparent", "to", "suggest", "indicate", "findings", "radiographic",
-        "convincing", "interval", "lung", "parenchymal",
-    }
-)  # fmt: skip
-LIST_QUALIFIERS = frozenset(
-    {
-        "small", "moderate", "mild", "trace", "tiny", "minimal", "left", "right", "bilateral", "left-sided",
-        "right-sided", "apical", "basilar", "loculated", "layering", "upper", "lower", "middle", "lobe",
-    }
-)  # fmt: skip
-# Words that end a cue's reach to the first mention: a verb or conjunction starts a new statement.
-SCOPE_BREAKERS = frozenset(
-    {"is", "are", "was", "were", "be", "been", "has", "have", "appears", "appear", "remains", "remain",
-     "and", "with", "which", "that", "who", ","}
-)  # fmt: skip
-PRE_WINDOW_WORDS = 6  # words a pre-cue may skip to reach its first mention (NegEx uses 5-6)
-POST_WINDOW_WORDS = 6
