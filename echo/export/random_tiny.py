@@ -15,7 +15,8 @@ import torch
 from echo.data.reports import write_report
 from echo.data.streams import component_rng
 from echo.data.synthetic import study_case
-from echo.model.config import EchoVLConfig, VisionConfig, default_preprocess
+from echo.model.config import EchoVLConfig
+from echo.model.vision_config import VisionConfig, default_preprocess
 from echo.model.vlm import EchoVLM
 from echo.report import format_report
 from echo.tokenizer import ReportTokenizer

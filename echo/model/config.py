@@ -4,71 +4,25 @@ One `config.json` serves transformers and us. We read model_type "qwen2_5_vl" in
 transformers has used (text fields flat at the top, as the released Qwen2.5-VL and ECHO
 checkpoints have them; or nested under "text_config", as transformers 5 writes them), and write
 the nested one. Our extras ("mask_token_id", "block_size", "preprocess", "prompt_attention", the
-special token ids) are extra top-level keys, which transformers carries along untouched.
+special token ids) are extra top-level keys, which transformers carries along untouched. The vision
+tower's section, "vision_config", is `echo.model.vision_config`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from echo.errors import UserError
+from echo.model.vision_config import VisionConfig, default_preprocess, vision_from_hf_dict, vision_to_hf_dict
 
 CONFIG_NAME = "config.json"
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 MODEL_TYPE = "qwen2_5_vl"
 PROMPT_ATTENTIONS: tuple[str, ...] = ("causal", "block_causal")
 ACTIVATIONS: tuple[str, ...] = ("silu", "gelu", "gelu_pytorch_tanh", "quick_gelu")
-
-# The keys of the "preprocess" dict that the image preprocessing (echo.data) defines.
-PREPROCESS_KEYS: tuple[str, ...] = (
-    "min_pixels",
-    "max_pixels",
-    "patch_size",
-    "merge_size",
-    "temporal_patch_size",
-    "image_mean",
-    "image_std",
-)
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
-@dataclass
-class VisionConfig:
-    """The ViT of Qwen2.5-VL: patches of `patch_size`² x `temporal_patch_size` frames, window attention
-    in most blocks, full attention in `fullatt_block_indexes`, then a 2x2 patch merger."""
-
-    depth: int = 32
-    hidden_size: int = 1280
-    intermediate_size: int = 3420
-    num_heads: int = 16
-    in_channels: int = 3
-    patch_size: int = 14
-    temporal_patch_size: int = 2  # a still image is repeated over this many frames
-    spatial_merge_size: int = 2  # merge_size x merge_size patches become one LLM token
-    window_size: int = 112  # window side in PIXELS: window_size // (patch_size * merge_size) tokens
-    fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
-    out_hidden_size: int = 3584  # merger output; must equal the text hidden_size
-    hidden_act: str = "silu"
-    rope_theta: float = 10000.0  # the 2D (h, w) rotary embedding of the vision blocks
-    tokens_per_second: int = 2  # video only; kept so that a round trip preserves it
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def merge_unit(self) -> int:
-        """Patches per merged token."""
-        return self.spatial_merge_size**2
-
-    @property
-    def patch_dim(self) -> int:
-        """Length of one row of pixel_values: channels x frames x patch x patch."""
-        return self.in_channels * self.temporal_patch_size * self.patch_size**2
 
 
 @dataclass
@@ -231,7 +185,7 @@ class EchoVLConfig:
         vision_data = data.get("vision_config")
         if not isinstance(vision_data, dict):
             raise UserError("config.json has no vision_config")
-        vision = _read_vision(vision_data)
+        vision = vision_from_hf_dict(vision_data)
         if text.get("use_sliding_window", False):
             raise UserError("config.json enables use_sliding_window, which this model does not implement")
         rope = text.get("rope_parameters") or {}
@@ -301,15 +255,12 @@ class EchoVLConfig:
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
         }
-        vision = asdict(self.vision)
-        vision["fullatt_block_indexes"] = list(self.vision.fullatt_block_indexes)
-        vision["rope_parameters"] = {"rope_type": "axial", "rope_theta": vision.pop("rope_theta")}
         out: dict[str, Any] = {
             "architectures": ["Qwen2_5_VLForConditionalGeneration"],
             "model_type": MODEL_TYPE,
             "tie_word_embeddings": self.tie_word_embeddings,
             "text_config": text,
-            "vision_config": vision,
+            "vision_config": vision_to_hf_dict(self.vision),
             "image_token_id": self.image_token_id,
             "vision_start_token_id": self.vision_start_token_id,
             "vision_end_token_id": self.vision_end_token_id,
@@ -349,27 +300,6 @@ class EchoVLConfig:
         return target
 
 
-def default_preprocess(vision: VisionConfig, preprocessor: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Qwen2.5-VL image processor defaults for this tower, overridden by a preprocessor_config.json."""
-    out: dict[str, Any] = {
-        "min_pixels": 56 * 56,
-        "max_pixels": 28 * 28 * 1280,
-        "patch_size": vision.patch_size,
-        "merge_size": vision.spatial_merge_size,
-        "temporal_patch_size": vision.temporal_patch_size,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-    }
-    if preprocessor:
-        size = preprocessor.get("size") or {}
-        out.update({k: preprocessor[k] for k in PREPROCESS_KEYS if k in preprocessor})
-        if "shortest_edge" in size:  # transformers >= 4.50 stores min/max pixels under "size"
-            out["min_pixels"] = size["shortest_edge"]
-        if "longest_edge" in size:
-            out["max_pixels"] = size["longest_edge"]
-    return out
-
-
 class _TextFields:
     """Text-model fields: "text_config" first (what transformers 5 reads), then the flat top level."""
 
@@ -391,21 +321,6 @@ class _TextFields:
         if value is None:
             raise UserError(f"config.json lacks the text model field {key!r}")
         return value
-
-
-def _read_vision(data: dict[str, Any]) -> VisionConfig:
-    known = {f.name for f in fields(VisionConfig)}
-    values = {k: v for k, v in data.items() if k in known and k != "rope_theta"}
-    if "in_channels" not in values and "in_chans" in data:  # the released configs' spelling
-        values["in_channels"] = data["in_chans"]
-    if "patch_size" not in values and "spatial_patch_size" in data:
-        values["patch_size"] = data["spatial_patch_size"]
-    if "fullatt_block_indexes" in values:
-        values["fullatt_block_indexes"] = tuple(int(i) for i in values["fullatt_block_indexes"])
-    rope = data.get("rope_parameters") or {}
-    if "rope_theta" in rope:
-        values["rope_theta"] = float(rope["rope_theta"])
-    return VisionConfig(**values)
 
 
 def _top_then_text(data: dict[str, Any], text: _TextFields, key: str) -> Any:

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from echo.model.config import VisionConfig
 from echo.model.layers import GatedMLP, RMSNorm
 from echo.model.rope import rotate_half, vision_cos_sin
+from echo.model.vision_config import VisionConfig
 
 
 class PatchEmbed(nn.Module):
