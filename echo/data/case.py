@@ -8,6 +8,8 @@ pacemakers) tuned to roughly 25% normal studies and 8-20% for each finding.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -21,7 +23,15 @@ SEVERITIES: tuple[str, ...] = ("mild", "moderate")
 ZONES: tuple[str, ...] = ("upper", "mid", "lower")
 LINE_ROUTES: tuple[str, ...] = ("internal jugular", "subclavian")
 LINE_TIPS: tuple[str, ...] = ("superior vena cava", "cavoatrial junction")
+# Every encoding choice the sampler makes; possible_acquisitions() enumerates their combinations.
+MODALITIES: tuple[str, ...] = ("CR", "DX")
+FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
+PHOTOMETRICS: tuple[str, ...] = ("MONOCHROME1", "MONOCHROME2")
 BITS_STORED: tuple[int, ...] = (12, 14, 15, 16)
+CR_RESCALES: tuple[tuple[float, float] | None, ...] = (None, (1.0, 0.0), (0.5, -100.0))
+DX_RESCALE: tuple[float, float] = (1.0, 0.0)  # DX Image Module: Type 1, identity for presentation
+VOIS: tuple[str, ...] = ("window", "lut")
+ASPECTS: tuple[float, ...] = (1.0, 0.92, 0.84)
 
 
 @dataclass(frozen=True)
@@ -174,7 +184,7 @@ def _sample_body(rng: np.random.Generator) -> Body:
 
 
 def _sample_acquisition(rng: np.random.Generator, icu: bool, positives: dict[str, Any]) -> Acquisition:
-    modality = _choice(rng, ("CR", "DX"))
+    modality = _choice(rng, MODALITIES)
     bedside = icu or "endotracheal_tube" in positives
     view = "AP" if bedside or rng.random() < 0.2 else "PA"
     lateral = view == "PA" and rng.random() < 0.4
@@ -182,13 +192,12 @@ def _sample_acquisition(rng: np.random.Generator, icu: bool, positives: dict[str
     bits_stored = int(_choice(rng, BITS_STORED, (0.35, 0.3, 0.1, 0.25)))
     compressed = bool(rng.random() < 0.2)
     if modality == "DX":
-        rescale: tuple[float, float] | None = (1.0, 0.0)  # DX Image Module: Type 1, identity for presentation
+        rescale: tuple[float, float] | None = DX_RESCALE
     else:
-        rescale = _choice(rng, (None, (1.0, 0.0), (0.5, -100.0)), (0.5, 0.3, 0.2))
-    # A VOI LUT maps every stored value, so it is only sent with an identity Modality LUT and <= 14 bits.
-    lut_allowed = bits_stored <= 14 and rescale in (None, (1.0, 0.0))
+        rescale = _choice(rng, CR_RESCALES, (0.5, 0.3, 0.2))
+    lut_allowed = voi_lut_allowed(bits_stored, rescale)
     voi = "lut" if lut_allowed and rng.random() < (0.3 if modality == "DX" else 0.1) else "window"
-    aspect = float(_choice(rng, (1.0, 0.92, 0.84), (0.5, 0.3, 0.2)))
+    aspect = float(_choice(rng, ASPECTS, (0.5, 0.3, 0.2)))
     return Acquisition(
         modality=modality,
         view=view,
@@ -200,6 +209,32 @@ def _sample_acquisition(rng: np.random.Generator, icu: bool, positives: dict[str
         rescale=rescale,
         aspect=aspect,
     )
+
+
+def voi_lut_allowed(bits_stored: int, rescale: tuple[float, float] | None) -> bool:
+    """A VOI LUT maps every stored value, so it is only sent with an identity Modality LUT and <= 14 bits."""
+    return bits_stored <= 14 and rescale in (None, (1.0, 0.0))
+
+
+def possible_acquisitions(aspect: float = ASPECTS[0]) -> Iterator[Acquisition]:
+    """Every acquisition the sampler can draw (at one detector aspect): to check each encoding once."""
+    for modality, view, photometric, bits_stored, compressed in itertools.product(
+        MODALITIES, FRONTAL_VIEWS, PHOTOMETRICS, BITS_STORED, (False, True)
+    ):
+        for lateral in (False, True) if view == "PA" else (False,):
+            for rescale in (DX_RESCALE,) if modality == "DX" else CR_RESCALES:
+                for voi in VOIS if voi_lut_allowed(bits_stored, rescale) else ("window",):
+                    yield Acquisition(
+                        modality=modality,
+                        view=view,
+                        lateral=lateral,
+                        photometric=photometric,
+                        bits_stored=bits_stored,
+                        compressed=compressed,
+                        voi=voi,
+                        rescale=rescale,
+                        aspect=aspect,
+                    )
 
 
 def sample_case(rng: np.random.Generator) -> Case:

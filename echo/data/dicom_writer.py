@@ -1,10 +1,11 @@
 """Encode a synthetic radiograph as a real DICOM CR or DX (For Presentation) instance.
 
 The display image (bright = dense, [0, 1]) is stored in 12-16 bits, inverted for MONOCHROME1,
-with a Modality LUT (rescale) where the case asks for one, a window that frames the body, and for
-some images a VOI LUT Sequence (a sigmoid curve) as well. JPEG 2000 lossless encoding goes through
-pydicom's encoder plugins (pylibjpeg-openjpeg). Files are written atomically (temporary name, then
-rename) so an interrupted run never leaves a half-written instance under its final name.
+with a Modality LUT (rescale slope, intercept and type "US") where the case asks for one (always
+for DX), a window that frames the body, and for some images a VOI LUT Sequence (a sigmoid curve)
+as well. JPEG 2000 lossless encoding goes through pydicom's encoder plugins (pylibjpeg-openjpeg).
+Files are written atomically (temporary name, then rename) so an interrupted run never leaves a
+half-written instance under its final name.
 """
 
 from __future__ import annotations
@@ -166,7 +167,6 @@ def build_dataset(
         ds.PixelIntensityRelationshipSign = 1 if acquisition.photometric == "MONOCHROME1" else -1
         ds.AcquisitionContextSequence = Sequence([])
         ds.PresentationLUTShape = "INVERSE" if acquisition.photometric == "MONOCHROME1" else "IDENTITY"
-        ds.RescaleType = "US"
 
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = acquisition.photometric
@@ -176,9 +176,12 @@ def build_dataset(
     ds.BitsStored = acquisition.bits_stored
     ds.HighBit = acquisition.bits_stored - 1
     ds.PixelRepresentation = 0
-    if acquisition.rescale is not None:
+    if dx or acquisition.rescale is not None:
+        # Modality LUT: Rescale Type is Type 1C whenever slope/intercept are sent (CR as well as DX),
+        # and the DX Image Module makes all three Type 1; "US" (unspecified) is the value DX requires.
         ds.RescaleIntercept = f"{intercept:g}"
         ds.RescaleSlope = f"{slope:g}"
+        ds.RescaleType = "US"
     ds.WindowCenter = f"{center * slope + intercept:.1f}"
     ds.WindowWidth = f"{max(width * slope, 1.0):.1f}"
     ds.WindowCenterWidthExplanation = "BODY"

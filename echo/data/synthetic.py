@@ -36,12 +36,18 @@ def study_case(seed: int, index: int) -> Case:
     return sample_case(component_rng(seed, index, "case"))
 
 
-def generate_study(seed: int, index: int, out_dir: str | Path, size: int = 512) -> ManifestRow:
-    """Draw, encode and write one study under out_dir/studies/<id>/; return its manifest row."""
+def generate_study(
+    seed: int, index: int, out_dir: str | Path, size: int = 512, *, case: Case | None = None
+) -> ManifestRow:
+    """Draw, encode and write one study under out_dir/studies/<id>/; return its manifest row.
+
+    `case` replaces the study's sampled ground truth (tests use it to write chosen acquisitions).
+    """
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {size}")
     out_dir = Path(out_dir)
-    case = study_case(seed, index)
+    if case is None:
+        case = study_case(seed, index)
     ids = make_identifiers(
         seed, index, case.body.sex, case.body.age, component_rng(seed, index, "identifiers")
     )
