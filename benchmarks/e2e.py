@@ -48,7 +48,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from echo.data.synthetic import generate_dataset
-from node.settings import bundled_model_dir
+from node.config.settings import bundled_model_dir
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CONFIGS = ("embedded", "redis-postgresql")
@@ -193,7 +193,7 @@ def run_site(
         redis.Redis.from_url(REDIS_URL).flushdb()
         env["ECHO_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
         env["ECHO_BROKER_URL"] = REDIS_URL
-    commands = [["-m", "node.cli", "serve"]]
+    commands = [["-m", "node.serve.cli", "serve"]]
     if config == "redis-postgresql":
         commands.append(["-m", "worker.cli", "--queues", "gpu,io", "--concurrency", str(concurrency)])
     processes = []

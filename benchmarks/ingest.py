@@ -30,11 +30,11 @@ from rich.progress import track
 from rich.table import Table
 from sqlalchemy import func, select
 
-from node.models import Instance
-from node.runtime import Node
-from node.scp import MAX_PDU_BYTES
-from node.settings import load_settings
-from node.startup import configure_logging
+from node.config.settings import load_settings
+from node.config.startup import configure_logging
+from node.dicom.scp import MAX_PDU_BYTES
+from node.serve.runtime import Node
+from node.store.models import Instance
 
 IMAGES_PER_STUDY = 20
 # DCMTK leaves Nagle's algorithm on unless told otherwise; with delayed ACKs that costs ~40 ms per

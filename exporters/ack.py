@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from exporters.hl7_escape import EncodingCharacters, unescape_text
-from exporters.outcome import AckOutcome, DeliveryStatus
+from exporters.outcome import AckOutcome, SendStatus
 
 _SEGMENTS = re.compile(r"\r\n|\r|\n")
 _DELIVERED = {"AA", "CA"}
@@ -45,23 +45,23 @@ def check_ack(payload: bytes, control_id: str) -> AckOutcome:
     acked_id = unescape_text(fields[2].strip(), encoding)
     text = _ack_text(fields[3], segments, encoding)
 
-    def outcome(status: DeliveryStatus, error: str | None) -> AckOutcome:
+    def outcome(status: SendStatus, error: str | None) -> AckOutcome:
         return AckOutcome(status=status, error=error, ack_code=ack_code or None, ack_text=text, raw_ack=raw)
 
     if acked_id != control_id:
         return outcome(
-            DeliveryStatus.RETRY,
+            SendStatus.RETRY,
             f"protocol error: ACK is for control id {acked_id!r}, not {control_id!r}; resending",
         )
     if ack_code in _DELIVERED:
-        return outcome(DeliveryStatus.DELIVERED, None)
+        return outcome(SendStatus.DELIVERED, None)
     if ack_code in _RETRY:
-        return outcome(DeliveryStatus.RETRY, f"receiver error ({ack_code}): {text or 'no error text'}")
+        return outcome(SendStatus.RETRY, f"receiver error ({ack_code}): {text or 'no error text'}")
     if ack_code in _REJECTED:
         return outcome(
-            DeliveryStatus.FAILED, f"receiver rejected the message ({ack_code}): {text or 'no error text'}"
+            SendStatus.FAILED, f"receiver rejected the message ({ack_code}): {text or 'no error text'}"
         )
-    return outcome(DeliveryStatus.RETRY, f"malformed ACK: unknown acknowledgment code {ack_code!r}")
+    return outcome(SendStatus.RETRY, f"malformed ACK: unknown acknowledgment code {ack_code!r}")
 
 
 def _ack_text(msa_3: str, segments: list[str], encoding: EncodingCharacters) -> str | None:
@@ -89,4 +89,4 @@ def _ack_text(msa_3: str, segments: list[str], encoding: EncodingCharacters) -> 
 
 
 def _malformed(raw: str, reason: str) -> AckOutcome:
-    return AckOutcome(status=DeliveryStatus.RETRY, error=f"malformed ACK: {reason}", raw_ack=raw)
+    return AckOutcome(status=SendStatus.RETRY, error=f"malformed ACK: {reason}", raw_ack=raw)

@@ -8,7 +8,6 @@ trouble (refused, timed out, rejected, aborted) is always a retry: the outbox re
 from __future__ import annotations
 
 import logging
-import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,19 +19,19 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 
-from exporters.outcome import DeliveryStatus, StoreOutcome
+from exporters.ae_title import check_ae_title
+from exporters.outcome import SendStatus, StoreOutcome
 from exporters.store_status import classify_store_status
 
 log = logging.getLogger(__name__)
 
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
 _NO_ANSWER = "no C-STORE response (association aborted or timed out)"
 _NOT_SENT = "not sent: the association ended before this dataset"
 _MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are the odd numbers 1..255
 
 
 class StoreDestination(Protocol):
-    """Any object with these attributes names a PACS (node.settings.DicomPeer is one)."""
+    """Any object with these attributes names a PACS (node.config.settings.DicomPeer is one)."""
 
     @property
     def ae_title(self) -> str: ...
@@ -109,7 +108,7 @@ def send_datasets(
     try:
         for dataset in datasets:
             if answer_lost or not assoc.is_established:
-                outcomes.append(_undelivered(dataset, DeliveryStatus.RETRY, _NOT_SENT))
+                outcomes.append(_undelivered(dataset, SendStatus.RETRY, _NOT_SENT))
                 continue
             outcomes.append(_store_one(assoc, dataset))
             answer_lost = outcomes[-1].error == _NO_ANSWER
@@ -135,10 +134,7 @@ def _check_arguments(
         if not getattr(dataset, "file_meta", None) or not dataset.file_meta.get("TransferSyntaxUID"):
             raise ValueError(f"datasets[{index}] has no file_meta.TransferSyntaxUID: its encoding is unknown")
     for argument, title in (("calling_ae", calling_ae), ("peer.ae_title", peer.ae_title)):
-        if not isinstance(title, str) or not _AE_TITLE.match(title) or not title.strip():
-            raise ValueError(
-                f"{argument} {title!r} is not a DICOM AE title (1-16 printable characters, no backslash)"
-            )
+        check_ae_title(title, argument)
     if not isinstance(peer.host, str) or not peer.host:
         raise ValueError(f"peer.host must be a non-empty string, got {peer.host!r}")
     if isinstance(peer.port, bool) or not isinstance(peer.port, int) or not 0 < peer.port < 65536:
@@ -170,24 +166,24 @@ def _presentation_contexts(datasets: Sequence[Dataset]) -> dict[str, list[str]]:
 
 def _association_failure(
     assoc: Association, events: _AssociationEvents, peer: StoreDestination, timeout: float
-) -> tuple[DeliveryStatus, str]:
+) -> tuple[SendStatus, str]:
     where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     if events.rejection is not None:
-        return DeliveryStatus.RETRY, f"association rejected by {where}: {events.rejection}"
+        return SendStatus.RETRY, f"association rejected by {where}: {events.rejection}"
     if assoc.rejected_contexts and not assoc.accepted_contexts:
-        return DeliveryStatus.FAILED, f"{where} accepted none of the proposed SOP classes / transfer syntaxes"
+        return SendStatus.FAILED, f"{where} accepted none of the proposed SOP classes / transfer syntaxes"
     if events.aborted_by_peer is not None:
         return (
-            DeliveryStatus.RETRY,
+            SendStatus.RETRY,
             f"association aborted by {where} during negotiation ({events.aborted_by_peer})",
         )
     if events.connected:
         return (
-            DeliveryStatus.RETRY,
+            SendStatus.RETRY,
             f"timeout or disconnect: no answer to the association request from {where} within {timeout}s",
         )
     return (
-        DeliveryStatus.RETRY,
+        SendStatus.RETRY,
         f"could not connect to {where} (refused, unreachable or timed out after {timeout}s)",
     )
 
@@ -197,11 +193,11 @@ def _store_one(assoc: Association, dataset: Dataset) -> StoreOutcome:
     try:
         response = assoc.send_c_store(dataset)
     except ValueError as error:  # no accepted presentation context, or the dataset cannot be encoded
-        return _undelivered(dataset, DeliveryStatus.FAILED, f"not sent ({sop_class.name}): {error}")
+        return _undelivered(dataset, SendStatus.FAILED, f"not sent ({sop_class.name}): {error}")
     except RuntimeError:  # the association ended between the check and the send
-        return _undelivered(dataset, DeliveryStatus.RETRY, _NOT_SENT)
+        return _undelivered(dataset, SendStatus.RETRY, _NOT_SENT)
     if "Status" not in response:
-        return _undelivered(dataset, DeliveryStatus.RETRY, _NO_ANSWER)
+        return _undelivered(dataset, SendStatus.RETRY, _NO_ANSWER)
     code = int(response.Status)
     status, reason = classify_store_status(code)
     comment = response.get("ErrorComment")
@@ -210,7 +206,7 @@ def _store_one(assoc: Association, dataset: Dataset) -> StoreOutcome:
         + (f" {reason}" if reason else "")
         + (f": {comment}" if comment else "")
     )
-    if status is DeliveryStatus.DELIVERED:
+    if status is SendStatus.DELIVERED:
         return StoreOutcome(
             status=status,
             sop_instance_uid=str(dataset.SOPInstanceUID),
@@ -222,5 +218,5 @@ def _store_one(assoc: Association, dataset: Dataset) -> StoreOutcome:
     )
 
 
-def _undelivered(dataset: Dataset, status: DeliveryStatus, reason: str) -> StoreOutcome:
+def _undelivered(dataset: Dataset, status: SendStatus, reason: str) -> StoreOutcome:
     return StoreOutcome(status=status, error=reason, sop_instance_uid=str(dataset.SOPInstanceUID))

@@ -14,7 +14,7 @@ import ssl
 import time
 
 from exporters.ack import check_ack
-from exporters.outcome import AckOutcome, DeliveryStatus
+from exporters.outcome import AckOutcome, SendStatus
 
 log = logging.getLogger(__name__)
 
@@ -149,4 +149,4 @@ def _remaining(deadline: float) -> float:
 
 
 def _retry(reason: str) -> AckOutcome:
-    return AckOutcome(status=DeliveryStatus.RETRY, error=reason)
+    return AckOutcome(status=SendStatus.RETRY, error=reason)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-class DeliveryStatus(StrEnum):
+class SendStatus(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"  # transient: the peer or the network may accept a resend later
     FAILED = "failed"  # permanent: resending the same bytes will be refused again
@@ -21,23 +21,23 @@ class DeliveryStatus(StrEnum):
 class DeliveryOutcome:
     """Fields every sender reports; `error` says why a send did not deliver (None when it did)."""
 
-    status: DeliveryStatus
+    status: SendStatus
     error: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "status", DeliveryStatus(self.status))
-        if self.status is DeliveryStatus.DELIVERED and self.error is not None:
+        object.__setattr__(self, "status", SendStatus(self.status))
+        if self.status is SendStatus.DELIVERED and self.error is not None:
             raise ValueError(f"a delivered outcome carries no error, got error={self.error!r}")
-        if self.status is not DeliveryStatus.DELIVERED and not self.error:
+        if self.status is not SendStatus.DELIVERED and not self.error:
             raise ValueError(f"a {self.status.value} outcome needs an error saying why")
 
     @property
     def delivered(self) -> bool:
-        return self.status is DeliveryStatus.DELIVERED
+        return self.status is SendStatus.DELIVERED
 
     @property
     def retryable(self) -> bool:
-        return self.status is DeliveryStatus.RETRY
+        return self.status is SendStatus.RETRY
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,6 @@
 """Alembic environment: the same revisions on SQLite (embedded) and PostgreSQL (production).
 
-The node runs these at start through `node.database.migrate`, handing over its own connection;
+The node runs these at start through `node.store.database.migrate`, handing over its own connection;
 ``alembic upgrade head`` from the repository root works too and reads the URL from the node's
 settings (``ECHO_DATABASE_URL`` / ``ECHO_CONFIG``) unless alembic.ini's ``sqlalchemy.url`` is set.
 """
@@ -11,9 +11,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from node.database import make_engine
-from node.models import Base
-from node.settings import load_settings
+from node.config.settings import load_settings
+from node.store.database import make_engine
+from node.store.models import Base
 
 config = context.config
 if config.config_file_name and "connection" not in config.attributes:

@@ -1,72 +1,12 @@
-"""The Celery app: broker, queues and delivery guarantees, in one place. Tasks live in `worker.tasks`.
-
-Delivery guarantees: a message is acknowledged after its task returns (acks_late) and handed
-back to the broker when the worker process dies mid-task (reject_on_worker_lost); each worker
-process takes one message at a time (prefetch 1: inference is long, a prefetched message would
-wait behind it). JSON only. No result backend: every outcome is a row in our database.
-"""
+"""The worker's Celery app: the node's app (`node.broker.app`) with the task modules included."""
 
 from __future__ import annotations
 
-from celery import Celery
-from kombu.exceptions import ChannelError
+from node.broker.app import EchoCelery, create_app
+from node.config.settings import Settings
 
-from node.settings import Settings
-
-INFERENCE_QUEUE = "gpu"
-DELIVERY_QUEUE = "io"
-QUEUES = (INFERENCE_QUEUE, DELIVERY_QUEUE)
-
-INFER_STUDY = "echo.infer_study"
-DELIVER_REPORT = "echo.deliver_report"
-DELIVERY_TASKS = "echo.deliver_*"  # every delivery task is named under this prefix
+TASK_MODULES = ("worker.tasks",)
 
 
-class EchoCelery(Celery):
-    """A Celery app that carries the node's Settings to the tasks (see `worker.tasks.EchoTask`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__("echo", broker=settings.effective_broker_url, include=["worker.tasks"])
-        self.echo_settings = settings
-
-
-def create_app(settings: Settings) -> EchoCelery:
-    app = EchoCelery(settings)
-    app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        task_routes={
-            INFER_STUDY: {"queue": INFERENCE_QUEUE},
-            DELIVERY_TASKS: {"queue": DELIVERY_QUEUE},
-        },
-        task_default_queue=INFERENCE_QUEUE,
-        broker_connection_retry_on_startup=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
-        worker_hijack_root_logger=False,
-        enable_utc=True,
-        timezone="UTC",
-    )
-    if settings.embedded_broker:
-        # kombu's SQL transport hands these to create_engine: wait for SQLite's lock, never fail on it.
-        # (It hands over every option, so its 1 s polling interval cannot be set here.)
-        app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
-    return app
-
-
-def queue_depths(app: Celery, timeout_s: float = 3.0) -> dict[str, int]:
-    """Messages waiting per queue (raises the transport's error when the broker is unreachable)."""
-    depths: dict[str, int] = {}
-    with app.connection_for_read() as connection:
-        connection.ensure_connection(max_retries=1, timeout=timeout_s)
-        channel = connection.default_channel
-        for queue in QUEUES:
-            try:
-                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
-            except ChannelError:  # never declared: nothing was ever sent to it
-                depths[queue] = 0
-    return depths
+def create_worker_app(settings: Settings) -> EchoCelery:
+    return create_app(settings, include=TASK_MODULES)

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from echo.errors import UserError, run_cli
-from node.startup import configure_logging, settings_for_cli
-from worker.app import QUEUES, create_app
+from node.broker.app import QUEUES
+from node.config.startup import configure_logging, settings_for_cli
+from worker.app import create_worker_app
 
 app = typer.Typer(name="echo-worker", add_completion=False, pretty_exceptions_enable=False)
 
@@ -35,7 +36,7 @@ def command(
             f"--queues {queues!r}: unknown queue(s) {', '.join(unknown) or '(none given)'}; use {', '.join(QUEUES)}"
         )
     configure_logging(level)
-    create_app(settings).worker_main(
+    create_worker_app(settings).worker_main(
         [
             "worker",
             f"--concurrency={concurrency}",

@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.models import Job, Study
-from node.states import JobKind, JobState, StudyState
-from node.transitions import transition
+from node.store.models import Job, Study
+from node.store.states import JobKind, JobState, StudyState
+from node.store.transitions import transition
 
 log = logging.getLogger(__name__)
 

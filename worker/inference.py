@@ -1,6 +1,6 @@
 """One study's inference, from the claim to the committed report and its outbox rows.
 
-    claim an attempt (node.jobs)  ->  read the instances' headers from the spool  ->  pick the frontal
+    claim an attempt (node.store.jobs)  ->  read the instances' headers from the spool  ->  pick the frontal
     ->  generate (the engine preprocesses: MONOCHROME1, VOI LUT / window, rescale, resize)
     ->  ONE transaction: model version, report, delivery rows, queued -> inferred, job succeeded
 
@@ -30,17 +30,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from echo.errors import UserError
+from echo.errors import UserError, one_line
 from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
 from echo.runtime.result import GeneratedReport
-from node.delivery_messages import destinations, new_delivery
-from node.jobs import claim_inference, finish_job
-from node.model_versions import ModelFacts, activate, find_or_create
-from node.models import Delivery, Instance, Job, Report, Study, utcnow
-from node.settings import Settings
-from node.states import JobState, StudyState
-from node.transitions import IllegalTransition, transition
-from node.uids import short_uid
+from node.config.settings import Settings
+from node.delivery.messages import destinations, new_delivery
+from node.store.jobs import claim_inference, finish_job
+from node.store.model_versions import ModelFacts, activate, find_or_create
+from node.store.models import Delivery, Instance, Job, Report, Study, utcnow
+from node.store.states import JobState, StudyState
+from node.store.transitions import IllegalTransition, transition
+from node.store.uids import short_uid
 from worker.report_text import EmptyReport, clean_report
 from worker.views import ViewCandidate, ViewPick, candidate_from_dataset, pick_frontal
 
@@ -166,10 +166,10 @@ class StudyInference:
             self._finish(job_id, JobState.FAILED, str(moved))
             return InferenceResult("skipped", str(moved))
         except (TransientInferenceError, OperationalError) as error:
-            self._finish_quietly(job_id, f"will retry: {_one_line(error)}")
+            self._finish_quietly(job_id, f"will retry: {one_line(error)}")
             raise
         except BaseException as error:  # a bug or a time limit: record it, let the task decide
-            self._finish_quietly(job_id, _one_line(error))
+            self._finish_quietly(job_id, one_line(error))
             raise
 
     # ---- the steps --------------------------------------------------------------------------------
@@ -300,8 +300,3 @@ class StudyInference:
             self._finish(job_id, JobState.FAILED, error)
         except Exception:  # the database is what failed: nothing more to record now
             log.warning("could not record the failure of job %d", job_id, exc_info=True)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

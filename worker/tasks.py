@@ -4,7 +4,7 @@
   retried with exponential backoff and jitter, the last failure is dead-lettered in the database
   (`InferenceTask.on_failure`), and a committed report is handed to the outbox.
 - `deliver_report` (queue "io"): one outbox tick for one report, right after it was stored (Redis
-  installs); the node's delivery loop runs the same code (`node.outbox`) for everything that is due.
+  installs); the node's delivery loop runs the same code (`node.delivery.outbox`) for everything that is due.
 
 Per-process resources (database engine, model) are lazy properties of the base classes: created in
 the pool process on first use, never at import or fork, so a slow model load cannot trip
@@ -24,11 +24,13 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure
 from sqlalchemy.exc import OperationalError
 
-from node.database import Database, open_database
-from node.models import utcnow
-from node.outbox import Outbox
-from node.settings import Settings
-from worker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery
+from echo.errors import one_line
+from node.broker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery
+from node.broker.publish import CeleryPublisher
+from node.config.settings import Settings
+from node.delivery.outbox import Outbox
+from node.store.database import Database, open_database
+from node.store.models import utcnow
 from worker.dead_letter import record_dead_letter
 from worker.inference import (
     EngineUnavailable,
@@ -38,7 +40,6 @@ from worker.inference import (
     model_facts,
     register_model,
 )
-from worker.publish import CeleryPublisher
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class InferenceTask(EchoTask):
         except (
             Exception
         ) as error:  # missing files, bad checksum, provider failure: maybe fixed by the next try
-            why = str(error) if isinstance(error, UserError) else _one_line(error)  # UserError: already plain
+            why = str(error) if isinstance(error, UserError) else one_line(error)  # UserError: already plain
             raise EngineUnavailable(f"cannot load the model at {model_dir}: {why}") from error
         log.info(
             "model %s %s loaded in %.1f s on %s",
@@ -112,7 +113,7 @@ class InferenceTask(EchoTask):
         study_id = args[0] if args else kwargs.get("study_id")
         tries = (getattr(self.request, "retries", 0) or 0) + 1
         self.dead_letter(
-            study_id, task_id, f"{_one_line(exc)} (after {tries} {'try' if tries == 1 else 'tries'})"
+            study_id, task_id, f"{one_line(exc)} (after {tries} {'try' if tries == 1 else 'tries'})"
         )
 
     def dead_letter(self, study_id: object, task_id: str | None, reason: str) -> None:
@@ -191,8 +192,3 @@ def _dead_letter_after_the_hard_limit(
     if isinstance(sender, InferenceTask) and isinstance(exception, TimeLimitExceeded):
         limit = f" of {exception.args[0]} s" if exception.args else ""
         sender.dead_letter(args[0] if args else None, task_id, f"killed at the hard time limit{limit}")
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -38,7 +38,7 @@ from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from echo.export.random_tiny import exported_random_model
-from node.settings import bundled_model_dir
+from node.config.settings import bundled_model_dir
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

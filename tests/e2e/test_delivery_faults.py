@@ -15,14 +15,14 @@ from sqlalchemy import select
 
 from echo.data.synthetic import generate_study
 from echo.runtime import Engine
-from node.database import Database, migrate, open_database
-from node.ingest import Ingestor, ReceivedInstance
-from node.models import Delivery, Study
-from node.outbox import Outbox
-from node.settings import Settings, load_settings
-from node.spool import Spool
-from node.states import DeliveryKind, DeliveryStatus, StudyState
-from node.transitions import transition
+from node.config.settings import Settings, load_settings
+from node.delivery.outbox import Outbox
+from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.spool import Spool
+from node.store.database import Database, migrate, open_database
+from node.store.models import Delivery, Study
+from node.store.states import DeliveryKind, DeliveryStatus, StudyState
+from node.store.transitions import transition
 from worker.inference import StudyInference, model_facts, register_model
 
 pytestmark = pytest.mark.integration

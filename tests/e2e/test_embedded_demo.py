@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node.database import open_database
-from node.models import Delivery, Report, Study
-from node.settings import load_settings
-from node.states import DeliveryStatus, StudyState
+from node.config.settings import load_settings
+from node.store.database import open_database
+from node.store.models import Delivery, Report, Study
+from node.store.states import DeliveryStatus, StudyState
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def demo(env: dict[str, str], *args: str, timeout_s: float = 150) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", "demo", *args],
+        [sys.executable, "-m", "node.serve.cli", "demo", *args],
         cwd=REPOSITORY,
         env={**os.environ, **env, "COLUMNS": "200"},
         capture_output=True,
@@ -40,7 +40,7 @@ def embedded(
     port = free_ports()
     data_dir = tmp_path_factory.mktemp("embedded")
     env = environment(data_dir, port, model_dir, pacs=_module_pacs.address, ris=_module_ris.address)
-    launch("serve", ["-m", "node.cli", "serve"], env)
+    launch("serve", ["-m", "node.serve.cli", "serve"], env)
     echo = ("echoscu", "-aet", "ECHODEMO", "-aec", "ECHO", "127.0.0.1", str(port))
     wait(lambda: dcmtk(*echo).returncode == 0, 60, "the embedded node", launch.logs)
     return env

@@ -14,11 +14,12 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from echo.data.synthetic import generate_study, study_case
-from node.database import Database, open_database
-from node.models import Delivery, Instance, Job, Report, Study
-from node.settings import load_settings
-from node.states import DeliveryStatus, JobState, StudyState
-from worker.app import DELIVER_REPORT, INFER_STUDY, create_app
+from node.broker.app import DELIVER_REPORT, INFER_STUDY
+from node.config.settings import load_settings
+from node.store.database import Database, open_database
+from node.store.models import Delivery, Instance, Job, Report, Study
+from node.store.states import DeliveryStatus, JobState, StudyState
+from worker.app import create_worker_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -66,7 +67,7 @@ def site(
         database_url=postgres_url,
         broker_url=redis_url,
     )
-    launch("node", ["-m", "node.cli", "serve"], env)
+    launch("node", ["-m", "node.serve.cli", "serve"], env)
     launch(
         "worker",
         [str(HOLD_WORKER), "--queues", "gpu,io", "--concurrency", "1", "--name", f"e2e-{port}@%h"],
@@ -191,7 +192,7 @@ def test_the_same_task_twice_reports_and_delivers_once(site: Site, pacs, ris, dc
     with site.database.sessions() as session:
         report_id = session.scalars(select(Report.id).where(Report.study_id == study_id)).one()
 
-    app = create_app(load_settings(data_dir=site.data_dir, broker_url=site.broker_url))
+    app = create_worker_app(load_settings(data_dir=site.data_dir, broker_url=site.broker_url))
     # A duplicate inference message (as after a node crash) and a duplicate delivery request.
     infer_again = app.send_task(INFER_STUDY, args=[study_id]).id
     deliver_again = app.send_task(DELIVER_REPORT, args=[report_id]).id

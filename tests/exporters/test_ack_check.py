@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporters.ack import check_ack
-from exporters.outcome import DeliveryStatus
+from exporters.outcome import SendStatus
 
 MSH = "MSH|^~\\&|RIS|HOSP|ECHO|HOSP|20250102030405||ACK^R01^ACK|A1|P|2.5.1"
 
@@ -18,7 +18,7 @@ def ack(*segments: str, msh: str = MSH, separator: str = "\r") -> bytes:
 def test_accept_is_delivered(code: str) -> None:
     outcome = check_ack(ack(f"MSA|{code}|CTRL1"), "CTRL1")
 
-    assert outcome.status is DeliveryStatus.DELIVERED and outcome.error is None
+    assert outcome.status is SendStatus.DELIVERED and outcome.error is None
     assert outcome.ack_code == code
     assert outcome.raw_ack == f"{MSH}\rMSA|{code}|CTRL1"
 
@@ -27,7 +27,7 @@ def test_accept_is_delivered(code: str) -> None:
 def test_error_is_retried_with_its_text(code: str) -> None:
     outcome = check_ack(ack(f"MSA|{code}|CTRL1|Database busy"), "CTRL1")
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == f"receiver error ({code}): Database busy"
     assert outcome.ack_text == "Database busy"
 
@@ -36,7 +36,7 @@ def test_error_is_retried_with_its_text(code: str) -> None:
 def test_reject_is_a_permanent_failure_with_its_text(code: str) -> None:
     outcome = check_ack(ack(f"MSA|{code}|CTRL1", "ERR||||E|||Unknown\\T\\bad patient|No such order"), "CTRL1")
 
-    assert outcome.status is DeliveryStatus.FAILED
+    assert outcome.status is SendStatus.FAILED
     assert outcome.error == f"receiver rejected the message ({code}): No such order; Unknown&bad patient"
 
 
@@ -51,7 +51,7 @@ def test_err_v25_coded_error_text_and_v23_location_text_are_read() -> None:
 def test_ack_for_another_control_id_is_a_protocol_error_and_retried() -> None:
     outcome = check_ack(ack("MSA|AR|OTHER9|rejected"), "CTRL1")
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == "protocol error: ACK is for control id 'OTHER9', not 'CTRL1'; resending"
 
 
@@ -67,7 +67,7 @@ def test_ack_for_another_control_id_is_a_protocol_error_and_retried() -> None:
 def test_malformed_acks_are_retried(payload: bytes, reason: str) -> None:
     outcome = check_ack(payload, "CTRL1")
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == reason
 
 
@@ -76,7 +76,7 @@ def test_own_encoding_characters_and_newline_separators_are_understood() -> None
 
     outcome = check_ack(ack("MSA#AE#CTRL1#Busy!F!try later", msh=custom, separator="\r\n"), "CTRL1")
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.ack_text == "Busy#try later"
 
 

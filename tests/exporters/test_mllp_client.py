@@ -12,7 +12,7 @@ import pytest
 from exporters.identity import ModelIdentity, StudyInfo
 from exporters.mllp import FrameReader, FrameTooLarge, frame, send_hl7
 from exporters.oru import build_oru, encode_er7
-from exporters.outcome import DeliveryStatus
+from exporters.outcome import SendStatus
 
 CONTROL_ID = "CTRL0001"
 FINDINGS = "Heart size is normal.\nPipe | and caret ^ kept."
@@ -53,7 +53,7 @@ def test_aa_is_delivered_and_the_ris_reads_the_same_report(
 
     outcome = send(ris, oru)
 
-    assert outcome.status is DeliveryStatus.DELIVERED and outcome.ack_code == "AA" and outcome.error is None
+    assert outcome.status is SendStatus.DELIVERED and outcome.ack_code == "AA" and outcome.error is None
     (received,) = ris.received
     assert received.unescape(str(received.segment("OBR")[18])) == study.accession_number
     assert str(received.segment("PID")[3][0][0]) == study.patient_id
@@ -69,7 +69,7 @@ def test_ae_is_retried_with_the_error_text(ris, ack_message, oru: bytes) -> None
 
     outcome = send(ris, oru)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == "receiver error (AE): Database locked"
 
 
@@ -78,7 +78,7 @@ def test_ar_is_a_permanent_failure_with_its_text(ris, ack_message, oru: bytes) -
 
     outcome = send(ris, oru)
 
-    assert outcome.status is DeliveryStatus.FAILED
+    assert outcome.status is SendStatus.FAILED
     assert outcome.error == "receiver rejected the message (AR): Unknown accession"
     assert outcome.raw_ack.startswith("MSH|^~\\&|RIS")
 
@@ -88,7 +88,7 @@ def test_no_answer_is_a_timeout_and_retried(ris, oru: bytes) -> None:
 
     outcome = send(ris, oru, timeout=0.5)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == f"timeout: no complete ACK from 127.0.0.1:{ris.port} within 0.5s"
     assert len(ris.received) == 1
 
@@ -98,7 +98,7 @@ def test_ack_with_another_control_id_is_retried(ris, ack_message, oru: bytes) ->
 
     outcome = send(ris, oru)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error.startswith("protocol error: ACK is for control id 'SOMEONE-ELSE'")
 
 
@@ -111,7 +111,7 @@ def test_ack_split_across_packets_after_stray_bytes_is_read_whole(ris, ack_messa
 
     outcome = send(ris, oru)
 
-    assert outcome.status is DeliveryStatus.DELIVERED
+    assert outcome.status is SendStatus.DELIVERED
 
 
 def test_garbage_then_hang_up_is_retried(ris, oru: bytes) -> None:
@@ -120,7 +120,7 @@ def test_garbage_then_hang_up_is_retried(ris, oru: bytes) -> None:
 
     outcome = send(ris, oru)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == (
         f"network error with 127.0.0.1:{ris.port}: connection closed before a complete ACK frame"
     )
@@ -131,14 +131,14 @@ def test_garbage_inside_a_frame_is_a_malformed_ack(ris, oru: bytes) -> None:
 
     outcome = send(ris, oru)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == "malformed ACK: no MSH segment"
 
 
 def test_refused_connection_is_retried(closed_port: int, oru: bytes) -> None:
     outcome = send_hl7(oru, "127.0.0.1", closed_port, control_id=CONTROL_ID, timeout=2)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == f"connection refused by 127.0.0.1:{closed_port}"
 
 
@@ -148,14 +148,14 @@ def test_tls_delivers_when_the_certificate_is_trusted(tls_ris, ack_message, cert
 
     outcome = send(tls_ris, oru, tls_context=context)
 
-    assert outcome.status is DeliveryStatus.DELIVERED
+    assert outcome.status is SendStatus.DELIVERED
     assert len(tls_ris.received) == 1
 
 
 def test_tls_with_an_untrusted_certificate_is_retried_and_sends_nothing(tls_ris, oru: bytes) -> None:
     outcome = send(tls_ris, oru, tls_context=ssl.create_default_context())
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error.startswith(f"TLS error with 127.0.0.1:{tls_ris.port}:")
     assert "CERTIFICATE_VERIFY_FAILED" in outcome.error
     assert tls_ris.received == []

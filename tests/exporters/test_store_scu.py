@@ -11,7 +11,7 @@ from pydicom import Dataset
 
 from exporters.dicom_sender import StorePeer, send_datasets
 from exporters.identity import ModelIdentity
-from exporters.outcome import DeliveryStatus
+from exporters.outcome import SendStatus
 from exporters.sr import build_sr
 from exporters.store_status import classify_store_status
 
@@ -31,7 +31,7 @@ def peer_of(fake: Any) -> StorePeer:
 def test_success_is_delivered_and_the_pacs_holds_the_sr(pacs, report: Dataset) -> None:
     (outcome,) = send_datasets([report], peer_of(pacs), calling_ae="ECHO", timeout=5)
 
-    assert outcome.status is DeliveryStatus.DELIVERED and outcome.delivered
+    assert outcome.status is SendStatus.DELIVERED and outcome.delivered
     assert (outcome.status_code, outcome.warning, outcome.error) == (0x0000, None, None)
     assert outcome.sop_instance_uid == report.SOPInstanceUID
     (stored,) = pacs.received
@@ -53,11 +53,11 @@ def test_one_association_carries_the_whole_batch_with_one_outcome_per_status(
     assert pacs.associations == 1
     assert [outcome.sop_instance_uid for outcome in outcomes] == [item.SOPInstanceUID for item in batch]
     assert [(outcome.status, outcome.status_code) for outcome in outcomes] == [
-        (DeliveryStatus.DELIVERED, 0x0000),
-        (DeliveryStatus.DELIVERED, 0xB000),
-        (DeliveryStatus.RETRY, 0xA700),
-        (DeliveryStatus.FAILED, 0xA900),
-        (DeliveryStatus.FAILED, 0xC000),
+        (SendStatus.DELIVERED, 0x0000),
+        (SendStatus.DELIVERED, 0xB000),
+        (SendStatus.RETRY, 0xA700),
+        (SendStatus.FAILED, 0xA900),
+        (SendStatus.FAILED, 0xC000),
     ]
     assert outcomes[1].warning == "C-STORE status 0xB000 coercion of data elements"
     assert outcomes[2].error == "C-STORE status 0xA700 out of resources"
@@ -72,10 +72,10 @@ def test_abort_mid_batch_stops_sending_and_retries_the_rest(pacs, make_image: Ma
     outcomes = send_datasets(batch, peer_of(pacs), calling_ae="ECHO", timeout=3)
 
     assert [(outcome.status, outcome.error) for outcome in outcomes] == [
-        (DeliveryStatus.DELIVERED, None),
-        (DeliveryStatus.RETRY, "no C-STORE response (association aborted or timed out)"),
-        (DeliveryStatus.RETRY, "not sent: the association ended before this dataset"),
-        (DeliveryStatus.RETRY, "not sent: the association ended before this dataset"),
+        (SendStatus.DELIVERED, None),
+        (SendStatus.RETRY, "no C-STORE response (association aborted or timed out)"),
+        (SendStatus.RETRY, "not sent: the association ended before this dataset"),
+        (SendStatus.RETRY, "not sent: the association ended before this dataset"),
     ]
     assert len(pacs.received) == 2
 
@@ -91,7 +91,7 @@ def test_out_of_resources_alone_is_retryable(pacs, report: Dataset) -> None:
 def test_rejected_association_is_retried_with_the_reason(picky_pacs, report: Dataset) -> None:
     (outcome,) = send_datasets([report], peer_of(picky_pacs), calling_ae="STRANGER", timeout=5)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error.startswith(
         f"association rejected by PACS@127.0.0.1:{picky_pacs.port}: Rejected (Permanent)"
     )
@@ -106,14 +106,14 @@ def test_closed_port_is_retried_for_every_dataset(
         [report, make_image()], StorePeer("PACS", "127.0.0.1", closed_port), calling_ae="ECHO", timeout=2
     )
 
-    assert [outcome.status for outcome in outcomes] == [DeliveryStatus.RETRY, DeliveryStatus.RETRY]
+    assert [outcome.status for outcome in outcomes] == [SendStatus.RETRY, SendStatus.RETRY]
     assert outcomes[0].error.startswith(f"could not connect to PACS@127.0.0.1:{closed_port}")
 
 
 def test_silent_peer_times_out_and_is_retried(raw_peer, report: Dataset) -> None:
     (outcome,) = send_datasets([report], peer_of(raw_peer), calling_ae="ECHO", timeout=0.5)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error == (
         f"timeout or disconnect: no answer to the association request from PACS@127.0.0.1:{raw_peer.port} within 0.5s"
     )
@@ -124,7 +124,7 @@ def test_abort_during_negotiation_is_retried(raw_peer, report: Dataset) -> None:
 
     (outcome,) = send_datasets([report], peer_of(raw_peer), calling_ae="ECHO", timeout=5)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert outcome.error.startswith(
         f"association aborted by PACS@127.0.0.1:{raw_peer.port} during negotiation"
     )
@@ -135,7 +135,7 @@ def test_a_pacs_that_accepts_no_proposed_sop_class_is_a_permanent_failure(
 ) -> None:
     (outcome,) = send_datasets([report], peer_of(ct_only_pacs), calling_ae="ECHO", timeout=5)
 
-    assert outcome.status is DeliveryStatus.FAILED
+    assert outcome.status is SendStatus.FAILED
     assert "accepted none of the proposed SOP classes" in outcome.error
 
 
@@ -154,31 +154,31 @@ def test_tls_handshake_failure_is_retried(pacs, report: Dataset) -> None:
 
     (outcome,) = send_datasets([report], peer_of(pacs), calling_ae="ECHO", timeout=2, tls=context)
 
-    assert outcome.status is DeliveryStatus.RETRY
+    assert outcome.status is SendStatus.RETRY
     assert pacs.received == []
 
 
 @pytest.mark.parametrize(
     ("code", "status", "reason"),
     [
-        (0x0000, DeliveryStatus.DELIVERED, None),
-        (0xB000, DeliveryStatus.DELIVERED, "coercion of data elements"),
-        (0xB006, DeliveryStatus.DELIVERED, "elements discarded"),
-        (0xB007, DeliveryStatus.DELIVERED, "data set does not match SOP class"),
-        (0x0107, DeliveryStatus.DELIVERED, "warning"),
-        (0xA700, DeliveryStatus.RETRY, "out of resources"),
-        (0xA7FF, DeliveryStatus.RETRY, "out of resources"),
-        (0x0110, DeliveryStatus.RETRY, "processing failure at the PACS"),
-        (0xFE00, DeliveryStatus.RETRY, "operation cancelled by the PACS"),
-        (0xA900, DeliveryStatus.FAILED, "data set does not match SOP class"),
-        (0xC000, DeliveryStatus.FAILED, "cannot understand"),
-        (0xCFFF, DeliveryStatus.FAILED, "cannot understand"),
-        (0x0122, DeliveryStatus.FAILED, "SOP class not supported by the PACS"),
-        (0x0124, DeliveryStatus.FAILED, "not authorised by the PACS"),
-        (0x1234, DeliveryStatus.FAILED, "unknown status"),
+        (0x0000, SendStatus.DELIVERED, None),
+        (0xB000, SendStatus.DELIVERED, "coercion of data elements"),
+        (0xB006, SendStatus.DELIVERED, "elements discarded"),
+        (0xB007, SendStatus.DELIVERED, "data set does not match SOP class"),
+        (0x0107, SendStatus.DELIVERED, "warning"),
+        (0xA700, SendStatus.RETRY, "out of resources"),
+        (0xA7FF, SendStatus.RETRY, "out of resources"),
+        (0x0110, SendStatus.RETRY, "processing failure at the PACS"),
+        (0xFE00, SendStatus.RETRY, "operation cancelled by the PACS"),
+        (0xA900, SendStatus.FAILED, "data set does not match SOP class"),
+        (0xC000, SendStatus.FAILED, "cannot understand"),
+        (0xCFFF, SendStatus.FAILED, "cannot understand"),
+        (0x0122, SendStatus.FAILED, "SOP class not supported by the PACS"),
+        (0x0124, SendStatus.FAILED, "not authorised by the PACS"),
+        (0x1234, SendStatus.FAILED, "unknown status"),
     ],
 )
-def test_status_table(code: int, status: DeliveryStatus, reason: str | None) -> None:
+def test_status_table(code: int, status: SendStatus, reason: str | None) -> None:
     assert classify_store_status(code) == (status, reason)
 
 

@@ -32,9 +32,9 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node.database import Database, migrate, open_database
-from node.runtime import Node
-from node.settings import Settings, load_settings
+from node.config.settings import Settings, load_settings
+from node.serve.runtime import Node
+from node.store.database import Database, migrate, open_database
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CALLING_AE = "STORESCU"

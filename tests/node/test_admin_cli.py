@@ -8,16 +8,16 @@ from types import SimpleNamespace
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from node.admin import main
-from node.association_log import AssociationLog, Peer
-from node.database import migrate, open_database
-from node.ingest import Ingestor, ReceivedInstance
-from node.models import Study
-from node.settings import load_settings
-from node.spool import Spool
-from node.states import AssociationOutcome, StudyState
-from node.transitions import transition
-from node.uids import short_uid
+from node.config.settings import load_settings
+from node.dicom.association_log import AssociationLog, Peer
+from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.spool import Spool
+from node.ops.admin import main
+from node.store.database import migrate, open_database
+from node.store.models import Study
+from node.store.states import AssociationOutcome, StudyState
+from node.store.transitions import transition
+from node.store.uids import short_uid
 
 
 def run_admin(

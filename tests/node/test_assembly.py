@@ -11,13 +11,13 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import select
 
-from node.assembly import StudyAssembler, skip_reason
-from node.association_log import AssociationLog, Peer
-from node.database import Database
-from node.ingest import Ingestor, ReceivedInstance
-from node.models import Job, Study, StudyEvent
-from node.spool import Spool
-from node.states import AssociationOutcome, JobKind, JobState, StudyState
+from node.dicom.assembly import StudyAssembler, skip_reason
+from node.dicom.association_log import AssociationLog, Peer
+from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.spool import Spool
+from node.store.database import Database
+from node.store.models import Job, Study, StudyEvent
+from node.store.states import AssociationOutcome, JobKind, JobState, StudyState
 
 QUIET = 10.0
 

@@ -16,11 +16,11 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from node.database import Database
-from node.ingest import Ingestor, ReceivedInstance, StoreOutcome, read_header
-from node.models import Base, Instance, Study, StudyEvent
-from node.spool import Spool
-from node.states import StudyState
+from node.dicom.ingest import Ingestor, IngestOutcome, ReceivedInstance, read_header
+from node.dicom.spool import Spool
+from node.store.database import Database
+from node.store.models import Base, Instance, Study, StudyEvent
+from node.store.states import StudyState
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_a_new_instance_is_written_as_sent_and_recorded(
 ) -> None:
     image = dicom.chest_image(accession="ACC7")
     result = send(image)
-    assert result.outcome is StoreOutcome.STORED and result.stored
+    assert result.outcome is IngestOutcome.STORED and result.stored
     with sqlite_db.sessions() as session:
         instance = session.scalars(select(Instance)).one()
         study = session.get_one(Study, result.study_id)
@@ -83,7 +83,7 @@ def test_the_same_instance_twice_gives_one_row_and_one_file(
     first = send(image)
     image.PatientComments = "sent again"
     again = send(image)
-    assert (first.outcome, again.outcome) == (StoreOutcome.STORED, StoreOutcome.STORED_AGAIN)
+    assert (first.outcome, again.outcome) == (IngestOutcome.STORED, IngestOutcome.STORED_AGAIN)
     assert count(sqlite_db, Instance) == 1 and count(sqlite_db, Study) == 1
     with sqlite_db.sessions() as session:
         path = Path(session.scalars(select(Instance.path)).one())
@@ -95,7 +95,7 @@ def test_jpeg2000_keeps_its_transfer_syntax_on_disk(
     send, sqlite_db: Database, dicom: SimpleNamespace
 ) -> None:
     result = send(dicom.as_jpeg2000(dicom.chest_image()), transfer_syntax=JPEG2000Lossless)
-    assert result.outcome is StoreOutcome.STORED
+    assert result.outcome is IngestOutcome.STORED
     with sqlite_db.sessions() as session:
         instance = session.scalars(select(Instance)).one()
     assert dcmread(instance.path).file_meta.TransferSyntaxUID == JPEG2000Lossless
@@ -113,27 +113,27 @@ def _with(keyword: str, value: object):
 @pytest.mark.parametrize(
     ("damage", "outcome", "detail"),
     [
-        (_without("StudyInstanceUID"), StoreOutcome.MISSING_ATTRIBUTE, "StudyInstanceUID is missing"),
-        (_without("SeriesInstanceUID"), StoreOutcome.MISSING_ATTRIBUTE, "SeriesInstanceUID is missing"),
+        (_without("StudyInstanceUID"), IngestOutcome.MISSING_ATTRIBUTE, "StudyInstanceUID is missing"),
+        (_without("SeriesInstanceUID"), IngestOutcome.MISSING_ATTRIBUTE, "SeriesInstanceUID is missing"),
         (
             _with("StudyInstanceUID", "1.2.abc"),
-            StoreOutcome.INVALID_ATTRIBUTE,
+            IngestOutcome.INVALID_ATTRIBUTE,
             "StudyInstanceUID is not a valid UID",
         ),
         (
             _with("SeriesInstanceUID", "1." * 40),
-            StoreOutcome.INVALID_ATTRIBUTE,
+            IngestOutcome.INVALID_ATTRIBUTE,
             "SeriesInstanceUID is not a valid UID",
         ),
         (
             _with("AccessionNumber", "A" * 17),
-            StoreOutcome.INVALID_ATTRIBUTE,
+            IngestOutcome.INVALID_ATTRIBUTE,
             "AccessionNumber is longer than 16",
         ),
-        (_without("Rows"), StoreOutcome.CANNOT_DECODE, "cannot decode data set (AttributeError)"),
+        (_without("Rows"), IngestOutcome.CANNOT_DECODE, "cannot decode data set (AttributeError)"),
         (
             lambda image: setattr(image, "PixelData", image.PixelData[:-100]),
-            StoreOutcome.CANNOT_DECODE,
+            IngestOutcome.CANNOT_DECODE,
             "pixel data shorter",
         ),
     ],
@@ -144,7 +144,7 @@ def test_malformed_data_sets_are_refused_and_nothing_is_kept(
     tmp_path: Path,
     dicom: SimpleNamespace,
     damage,
-    outcome: StoreOutcome,
+    outcome: IngestOutcome,
     detail: str,
 ) -> None:
     image = dicom.chest_image()
@@ -172,13 +172,13 @@ def _part10_with_body(transfer_syntax: str, body: bytes) -> bytes:
     ("transfer_syntax", "outcome", "detail"),
     [
         # zlib refuses a corrupt deflate stream: pydicom cannot decode it at all
-        (DeflatedExplicitVRLittleEndian, StoreOutcome.CANNOT_DECODE, "cannot decode data set (error)"),
+        (DeflatedExplicitVRLittleEndian, IngestOutcome.CANNOT_DECODE, "cannot decode data set (error)"),
         # pydicom reads plain garbage as a few odd elements: what the node needs is not there
-        (ExplicitVRLittleEndian, StoreOutcome.MISSING_ATTRIBUTE, "SOPClassUID is missing"),
+        (ExplicitVRLittleEndian, IngestOutcome.MISSING_ATTRIBUTE, "SOPClassUID is missing"),
     ],
 )
 def test_garbage_instead_of_a_data_set_is_refused(
-    ingestor: Ingestor, sqlite_db: Database, transfer_syntax: str, outcome: StoreOutcome, detail: str
+    ingestor: Ingestor, sqlite_db: Database, transfer_syntax: str, outcome: IngestOutcome, detail: str
 ) -> None:
     encoded = _part10_with_body(transfer_syntax, b"this is not a DICOM data set at all " * 3)
     result = ingestor.store(
@@ -190,7 +190,7 @@ def test_garbage_instead_of_a_data_set_is_refused(
 
 def test_a_data_set_other_than_the_announced_one_is_refused(send, dicom: SimpleNamespace) -> None:
     result = send(dicom.chest_image(), announced=dicom.chest_image())
-    assert result.outcome is StoreOutcome.UID_MISMATCH
+    assert result.outcome is IngestOutcome.UID_MISMATCH
     assert result.detail == "SOP Class/Instance UID of the data set differ from the request"
 
 
@@ -206,10 +206,10 @@ def test_disk_full_answers_out_of_resources_and_keeps_the_stored_file(
     def disk_full(descriptor: int) -> None:  # fsync of the temp file fails the way a full disk does
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("node.spool.os.fsync", disk_full)
+    monkeypatch.setattr("node.dicom.spool.os.fsync", disk_full)
     image.PatientComments = "would replace"
     result = send(image)
-    assert result.outcome is StoreOutcome.DISK_FULL
+    assert result.outcome is IngestOutcome.DISK_FULL
     assert result.detail == "cannot write file: No space left on device"
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
@@ -221,9 +221,9 @@ def test_other_write_errors_are_out_of_resources_too(
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr("node.spool.tempfile.mkstemp", denied)
+    monkeypatch.setattr("node.dicom.spool.tempfile.mkstemp", denied)
     result = send(dicom.chest_image())
-    assert result.outcome is StoreOutcome.DISK_ERROR
+    assert result.outcome is IngestOutcome.DISK_ERROR
     assert result.detail == "cannot write file: Permission denied"
 
 
@@ -239,10 +239,10 @@ def test_a_database_error_answers_out_of_resources_and_keeps_earlier_rows(
     def unavailable(*args: object, **kwargs: object) -> None:
         raise OperationalError("INSERT ...", {"PatientID": dicom.PATIENT_ID}, Exception("database is locked"))
 
-    monkeypatch.setattr("node.ingest._upsert_instance", unavailable)
+    monkeypatch.setattr("node.dicom.ingest._upsert_instance", unavailable)
     with caplog.at_level(logging.DEBUG):
         result = send(dicom.chest_image())
-    assert result.outcome is StoreOutcome.DATABASE_ERROR
+    assert result.outcome is IngestOutcome.DATABASE_ERROR
     assert result.detail == "database error (Exception)"
     assert count(sqlite_db, Instance) == 1 and count(sqlite_db, Study) == 1  # the new study rolled back
     assert dicom.PATIENT_ID not in caplog.text
@@ -279,7 +279,7 @@ def test_a_late_instance_is_stored_without_reopening_the_study(
     with sqlite_db.sessions.begin() as session:
         session.get_one(Study, study_id).state = StudyState.QUEUED
     late = send(dicom.chest_image(study_uid=image.StudyInstanceUID))
-    assert late.outcome is StoreOutcome.STORED
+    assert late.outcome is IngestOutcome.STORED
     with sqlite_db.sessions() as session:
         assert session.get_one(Study, study_id).state is StudyState.QUEUED
         assert session.scalar(select(func.count()).select_from(StudyEvent)) == 1

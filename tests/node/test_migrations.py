@@ -13,8 +13,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from node.database import MIGRATIONS_DIR, make_engine, migrate
-from node.models import Base
+from node.store.database import MIGRATIONS_DIR, make_engine, migrate
+from node.store.models import Base
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from pynetdicom import AllStoragePresentationContexts
 
-from node.embedded_worker import settings_environment
-from node.loops import PeriodicLoop
-from node.runtime import assembly_interval
-from node.scp import TRANSFER_SYNTAXES, build_ae
-from node.settings import Settings, load_settings
-from node.spool import Spool
+from node.config.settings import Settings, load_settings
+from node.dicom.scp import TRANSFER_SYNTAXES, build_ae
+from node.dicom.spool import Spool
+from node.serve.embedded_worker import settings_environment
+from node.serve.loops import PeriodicLoop
+from node.serve.runtime import assembly_interval
 
 
 def test_the_embedded_worker_gets_exactly_the_parents_settings(

@@ -14,9 +14,9 @@ from pydicom.uid import JPEG2000Lossless
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from node.models import Association, Instance, Study
-from node.runtime import Node
-from node.states import AssociationOutcome
+from node.serve.runtime import Node
+from node.store.models import Association, Instance, Study
+from node.store.states import AssociationOutcome
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,7 @@ def test_statuses_per_outcome_and_the_node_keeps_serving(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr("node.spool.os.fsync", disk_full)
+        patch.setattr("node.dicom.spool.os.fsync", disk_full)
         [full] = scu.store(node.settings, dicom.chest_image())
     assert (full.Status, full.ErrorComment) == (
         0xA700,
@@ -149,7 +149,7 @@ def test_statuses_per_outcome_and_the_node_keeps_serving(
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
     with monkeypatch.context() as patch:
-        patch.setattr("node.ingest._upsert_instance", database_down)
+        patch.setattr("node.dicom.ingest._upsert_instance", database_down)
         [down] = scu.store(node.settings, dicom.chest_image())
     assert (down.Status, down.ErrorComment) == (
         0xA700,
@@ -203,8 +203,8 @@ def test_tls_when_configured(scu, dcmtk, start_node, make_settings, tmp_path: Pa
 @pytest.mark.parametrize(
     ("target", "error"),
     [
-        ("node.association_log.AssociationLog.opened", OperationalError("INSERT", {}, Exception("down"))),
-        ("node.access.AccessPolicy.check", RuntimeError("a bug in the admission check")),
+        ("node.dicom.association_log.AssociationLog.opened", OperationalError("INSERT", {}, Exception("down"))),
+        ("node.dicom.access.AccessPolicy.check", RuntimeError("a bug in the admission check")),
     ],
 )
 def test_an_association_that_cannot_be_admitted_or_audited_is_rejected(

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node.database import open_database
-from node.models import Job, Study
-from node.settings import load_settings
-from node.states import JobState, StudyState
+from node.config.settings import load_settings
+from node.store.database import open_database
+from node.store.models import Job, Study
+from node.store.states import JobState, StudyState
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def serve(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "serve", *args],
+        [sys.executable, "-m", "node.serve.cli", "serve", *args],
         cwd=REPOSITORY,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from node.database import Database
-from node.models import Study, StudyEvent
-from node.states import STUDY_TRANSITIONS, StudyState
-from node.transitions import IllegalTransition, record_creation, transition
+from node.store.database import Database
+from node.store.models import Study, StudyEvent
+from node.store.states import STUDY_TRANSITIONS, StudyState
+from node.store.transitions import IllegalTransition, record_creation, transition
 
 
 def _study(db: Database, state: StudyState = StudyState.RECEIVED) -> int:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from node.settings import CallerRule, DicomPeer, MllpPeer, SettingsError, load_settings
+from node.config.settings import CallerRule, DicomPeer, MllpPeer, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -84,3 +84,24 @@ def test_missing_or_broken_toml_file(tmp_path):
     broken.write_text("ae_title = \n")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_settings(Path(broken))
+
+
+def test_overrides_win_over_the_environment_and_the_file(tmp_path, monkeypatch):
+    config = tmp_path / "echo.toml"
+    config.write_text("port = 104\nquiet_seconds = 3\n")
+    monkeypatch.setenv("ECHO_PORT", "11113")
+    monkeypatch.setenv("ECHO_QUIET_SECONDS", "4")
+    settings = load_settings(config, port=2104)
+    assert (settings.port, settings.quiet_seconds) == (2104, 4.0)
+
+
+def test_an_override_is_validated_like_any_value():
+    with pytest.raises(SettingsError, match="ECHO_PORT"):
+        load_settings(port=0)
+
+
+def test_a_misspelled_toml_key_is_refused_by_name(tmp_path):
+    config = tmp_path / "echo.toml"
+    config.write_text('ae_titel = "ECHO"\n')
+    with pytest.raises(SettingsError, match="unknown key 'ae_titel'"):
+        load_settings(config)

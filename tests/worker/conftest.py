@@ -23,13 +23,13 @@ from sqlalchemy.orm import sessionmaker
 
 from echo.runtime.images import display_pixels
 from echo.runtime.result import GeneratedReport
-from node.database import Database, make_engine, migrate, open_database
-from node.ingest import Ingestor, ReceivedInstance
-from node.models import Study
-from node.settings import Settings, load_settings
-from node.spool import Spool
-from node.states import StudyState
-from node.transitions import transition
+from node.config.settings import Settings, load_settings
+from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.spool import Spool
+from node.store.database import Database, make_engine, migrate, open_database
+from node.store.models import Study
+from node.store.states import StudyState
+from node.store.transitions import transition
 from worker.inference import StudyInference, model_facts, register_model
 
 REDIS_URL = "redis://127.0.0.1:6379/15"

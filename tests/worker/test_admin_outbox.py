@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from exporters.outcome import AckOutcome, StoreOutcome
-from exporters.outcome import DeliveryStatus as SendStatus
-from node.admin import main
-from node.database import Database
-from node.models import Delivery, Study, StudyEvent
-from node.outbox import Outbox
-from node.states import DeliveryKind, DeliveryStatus, StudyState
+from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
+from node.delivery.outbox import Outbox
+from node.ops.admin import main
+from node.store.database import Database
+from node.store.models import Delivery, Study, StudyEvent
+from node.store.states import DeliveryKind, DeliveryStatus, StudyState
 
 PACS = "PACS@127.0.0.1:11113"
 RIS = "127.0.0.1:2575"

@@ -11,19 +11,20 @@ from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun
 from sqlalchemy import select
 
-from node.database import Database
-from node.models import Job, Study
-from node.settings import Settings, load_settings
-from node.states import JobState, StudyState
-from worker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery, create_app, queue_depths
+from node.broker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery, queue_depths
+from node.broker.publish import CeleryPublisher
+from node.config.settings import Settings, load_settings
+from node.store.database import Database
+from node.store.models import Job, Study
+from node.store.states import JobState, StudyState
+from worker.app import create_worker_app
 from worker.cli import main
-from worker.publish import CeleryPublisher
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def test_delivery_guarantees_and_routes(settings: Settings) -> None:
-    app = create_app(settings)
+    app = create_worker_app(settings)
     conf = app.conf
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost, conf.worker_prefetch_multiplier) == (
         True,
@@ -38,7 +39,7 @@ def test_delivery_guarantees_and_routes(settings: Settings) -> None:
 
 
 def test_the_tasks_carry_their_own_limits_and_guarantees(settings: Settings) -> None:
-    app = create_app(settings)
+    app = create_worker_app(settings)
     app.loader.import_default_modules()
     for name, limits in ((INFER_STUDY, (300, 360)), (DELIVER_REPORT, (300, 330))):
         task = app.tasks[name]
@@ -90,7 +91,7 @@ def _round_trip(app: EchoCelery, database: Database, study_id: int, engine) -> N
 def test_infer_study_through_redis(
     settings: Settings, database: Database, store_study, images, engine, redis_prefix: str
 ) -> None:
-    app = create_app(load_settings(data_dir=settings.data_dir, broker_url=REDIS_URL))
+    app = create_worker_app(load_settings(data_dir=settings.data_dir, broker_url=REDIS_URL))
     app.conf.broker_transport_options = {"global_keyprefix": redis_prefix}  # private keys in the shared db
     _round_trip(app, database, store_study(images.chest()), engine)
 
@@ -99,7 +100,7 @@ def test_infer_study_through_redis(
 def test_infer_study_through_the_embedded_sqlite_broker(
     settings: Settings, database: Database, store_study, images, engine
 ) -> None:
-    app = create_app(settings)
+    app = create_worker_app(settings)
     assert settings.embedded_broker
     _round_trip(app, database, store_study(images.chest()), engine)
     assert (settings.data_dir / "broker.db").is_file()
@@ -107,7 +108,7 @@ def test_infer_study_through_the_embedded_sqlite_broker(
 
 @pytest.mark.integration
 def test_queue_depths_counts_waiting_messages(settings: Settings, add_study, database: Database) -> None:
-    app = create_app(settings)
+    app = create_worker_app(settings)
     assert queue_depths(app) == {"gpu": 0, "io": 0}
     CeleryPublisher(app).publish_inference(add_study())
     assert queue_depths(app) == {"gpu": 1, "io": 0}

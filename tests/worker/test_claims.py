@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from node.database import Database
-from node.jobs import claim_inference, finish_job
-from node.models import Job, Study
-from node.states import JobKind, JobState, StudyState
+from node.store.database import Database
+from node.store.jobs import claim_inference, finish_job
+from node.store.models import Job, Study
+from node.store.states import JobKind, JobState, StudyState
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 LIMIT = timedelta(seconds=360)

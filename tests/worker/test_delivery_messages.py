@@ -9,7 +9,7 @@ import hl7
 import pytest
 
 from exporters.identity import is_valid_uid
-from node.delivery_messages import MANUFACTURER, model_identity, report_oru, report_sr, sr_series_uid
+from node.delivery.messages import MANUFACTURER, model_identity, report_oru, report_sr, sr_series_uid
 
 DRAFTED = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from exporters.outcome import DeliveryStatus as SendStatus
-from node.delivery_policy import BACKOFF_CAP_SECONDS, Decision, backoff_seconds, decide
-from node.states import DeliveryStatus
+from exporters.outcome import SendStatus
+from node.delivery.policy import BACKOFF_CAP_SECONDS, Decision, backoff_seconds, decide
+from node.store.states import DeliveryStatus
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -10,10 +10,10 @@ import pytest
 from pydicom.uid import JPEG2000Lossless
 from sqlalchemy import select
 
-from node.database import Database
-from node.models import Delivery, Instance, Job, ModelVersion, Report, Study, StudyEvent
-from node.settings import Settings
-from node.states import DeliveryKind, DeliveryStatus, JobState, StudyState
+from node.config.settings import Settings
+from node.store.database import Database
+from node.store.models import Delivery, Instance, Job, ModelVersion, Report, Study, StudyEvent
+from node.store.states import DeliveryKind, DeliveryStatus, JobState, StudyState
 from worker.inference import EngineUnavailable, StudyInference, model_facts, register_model
 
 PACS = "PACS@127.0.0.1:11113"

@@ -14,13 +14,12 @@ import pytest
 from pydicom import Dataset
 from sqlalchemy import select
 
-from exporters.outcome import AckOutcome, StoreOutcome
-from exporters.outcome import DeliveryStatus as SendStatus
-from node.database import Database
-from node.delivery_messages import sr_series_uid
-from node.models import Delivery, Instance, Study, StudyEvent
-from node.outbox import Outbox
-from node.states import DeliveryKind, DeliveryStatus, StudyState
+from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
+from node.delivery.messages import sr_series_uid
+from node.delivery.outbox import Outbox
+from node.store.database import Database
+from node.store.models import Delivery, Instance, Study, StudyEvent
+from node.store.states import DeliveryKind, DeliveryStatus, StudyState
 
 PACS = "PACS@127.0.0.1:11113"
 RIS = "127.0.0.1:2575"

@@ -11,18 +11,19 @@ from celery.signals import task_failure
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from node.database import Database
-from node.jobs import claim_inference
-from node.models import Job, Study, StudyEvent, utcnow
-from node.settings import Settings
-from node.states import JobState, StudyState
-from worker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery, create_app
+from node.broker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery
+from node.config.settings import Settings
+from node.store.database import Database
+from node.store.jobs import claim_inference
+from node.store.models import Job, Study, StudyEvent, utcnow
+from node.store.states import JobState, StudyState
+from worker.app import create_worker_app
 from worker.inference import TransientInferenceError
 
 
 @pytest.fixture
 def app(settings: Settings, database: Database) -> Iterator[EchoCelery]:
-    app = create_app(settings)
+    app = create_worker_app(settings)
     app.loader.import_default_modules()
     yield app
     for name in (INFER_STUDY, DELIVER_REPORT):

@@ -1,0 +1,76 @@
+"""The Celery app as the node knows it: broker, queue and task names, delivery guarantees, in one place.
+
+The node publishes by task name and reads queue depths; it never imports task code. The worker
+(`worker.app`) builds the same app with its tasks included.
+
+Delivery guarantees: a message is acknowledged after its task returns (acks_late) and handed
+back to the broker when the worker process dies mid-task (reject_on_worker_lost); each worker
+process takes one message at a time (prefetch 1: inference is long, a prefetched message would
+wait behind it). JSON only. No result backend: every outcome is a row in our database.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.exceptions import ChannelError
+
+from node.config.settings import Settings
+
+INFERENCE_QUEUE = "gpu"
+DELIVERY_QUEUE = "io"
+QUEUES = (INFERENCE_QUEUE, DELIVERY_QUEUE)
+
+INFER_STUDY = "echo.infer_study"
+DELIVER_REPORT = "echo.deliver_report"
+DELIVERY_TASKS = "echo.deliver_*"  # every delivery task is named under this prefix
+
+
+class EchoCelery(Celery):
+    """A Celery app that carries the node's Settings to the tasks (the worker's tasks read them)."""
+
+    def __init__(self, settings: Settings, include: tuple[str, ...] = ()) -> None:
+        super().__init__("echo", broker=settings.effective_broker_url, include=list(include))
+        self.echo_settings = settings
+
+
+def create_app(settings: Settings, include: tuple[str, ...] = ()) -> EchoCelery:
+    """The app; `include` names the task modules a worker imports (the node publishes by name only)."""
+    app = EchoCelery(settings, include)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_routes={
+            INFER_STUDY: {"queue": INFERENCE_QUEUE},
+            DELIVERY_TASKS: {"queue": DELIVERY_QUEUE},
+        },
+        task_default_queue=INFERENCE_QUEUE,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        timezone="UTC",
+    )
+    if settings.embedded_broker:
+        # kombu's SQL transport hands these to create_engine: wait for SQLite's lock, never fail on it.
+        # (It hands over every option, so its 1 s polling interval cannot be set here.)
+        app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
+    return app
+
+
+def queue_depths(app: Celery, timeout_s: float = 3.0) -> dict[str, int]:
+    """Messages waiting per queue (raises the transport's error when the broker is unreachable)."""
+    depths: dict[str, int] = {}
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1, timeout=timeout_s)
+        channel = connection.default_channel
+        for queue in QUEUES:
+            try:
+                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+            except ChannelError:  # never declared: nothing was ever sent to it
+                depths[queue] = 0
+    return depths

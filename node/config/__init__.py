@@ -1,0 +1,1 @@
+"""Settings (one typed object) and what every entry point does first."""

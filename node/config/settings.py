@@ -1,0 +1,240 @@
+"""The node's settings: one typed object, read once in `main` and passed down.
+
+Values come from environment variables (``ECHO_*``) and, optionally, a TOML file whose keys are
+the same names without the prefix, lower-case (``ae_title = "ECHO"``). Environment variables win
+over the file. A bad value is a `SettingsError` with a one-line message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from exporters.ae_title import check_ae_title
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line, fit for an operator."""
+
+
+@dataclass(frozen=True)
+class CallerRule:
+    """One entry of the calling-AE allow-list: an AE title, optionally pinned to a host."""
+
+    ae_title: str
+    host: str | None = None
+
+    def admits(self, ae_title: str, host: str) -> bool:
+        return ae_title.strip() == self.ae_title and (self.host is None or self.host == host)
+
+
+@dataclass(frozen=True)
+class DicomPeer:
+    """A DICOM destination given as ``AET@host:port``."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MllpPeer:
+    """An HL7 MLLP destination given as ``host:port``."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _split_host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{what} {value!r} must be host:port with a port between 1 and 65535")
+    return host.strip("[]"), int(port)
+
+
+def parse_callers(value: str) -> tuple[CallerRule, ...]:
+    rules = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        ae, _, host = item.partition("@")
+        rules.append(CallerRule(check_ae_title(ae, "calling AE"), host.strip() or None))
+    return tuple(rules)
+
+
+def parse_dicom_peer(value: str) -> DicomPeer:
+    ae, sep, rest = value.partition("@")
+    if not sep:
+        raise ValueError(f"PACS {value!r} must be AET@host:port")
+    host, port = _split_host_port(rest, "PACS address")
+    return DicomPeer(check_ae_title(ae, "PACS AE title"), host, port)
+
+
+def parse_mllp_peer(value: str) -> MllpPeer:
+    return MllpPeer(*_split_host_port(value, "RIS"))
+
+
+def bundled_model_dir() -> Path:
+    """The exported demo student shipped inside the `echo` package."""
+    return Path(__file__).resolve().parents[2] / "echo" / "assets" / "models" / "student-onnx"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ECHO_", extra="ignore", frozen=True)
+    read_environment: ClassVar[bool] = True  # False only for the overrides step of load_settings
+
+    ae_title: str = "ECHO"
+    port: int = Field(11112, ge=1, le=65535)
+    allowed_callers: Annotated[tuple[CallerRule, ...], NoDecode] = ()
+    data_dir: Path = Path("./echo-data")
+    database_url: str = ""  # empty: SQLite in the data dir
+    broker_url: str = ""  # empty: kombu's SQLAlchemy transport on SQLite in the data dir
+    quiet_seconds: float = Field(10.0, ge=0)
+    pacs: Annotated[DicomPeer | None, NoDecode] = None
+    ris: Annotated[MllpPeer | None, NoDecode] = None
+    model_dir: Path | None = None  # unset: the bundled demo model
+    max_associations: int = Field(10, ge=1, le=1000)
+    # TLS for DICOM (SCP and SCU) and MLLP; all unset: plain TCP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    ris_tls: bool = False
+    # HL7 header fields and delivery policy.
+    hl7_sending_application: str = "ECHO"
+    hl7_sending_facility: str = "ECHO"
+    hl7_receiving_application: str = "RIS"
+    hl7_receiving_facility: str = "RIS"
+    delivery_timeout_seconds: float = Field(10.0, gt=0)
+    delivery_max_attempts: int = Field(8, ge=1)
+    delivery_backoff_seconds: float = Field(5.0, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value, "AE title")
+
+    @field_validator("allowed_callers", mode="before")
+    @classmethod
+    def _callers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_callers(value)
+        if isinstance(value, list | tuple):
+            return parse_callers(",".join(v if isinstance(v, str) else str(v) for v in value))
+        return value
+
+    @field_validator("pacs", mode="before")
+    @classmethod
+    def _pacs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_dicom_peer(value) if value.strip() else None
+        return value
+
+    @field_validator("ris", mode="before")
+    @classmethod
+    def _ris(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_mllp_peer(value) if value.strip() else None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"log level {value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        for path in (self.tls_cert, self.tls_key, self.tls_ca):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init_settings carries the TOML file's values (see load_settings); the environment wins.
+        return (env_settings, init_settings) if cls.read_environment else (init_settings,)
+
+    # Derived locations: defined once, used by every role.
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'echo.db').resolve()}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.effective_broker_url.startswith("sqla+")
+
+    @property
+    def effective_model_dir(self) -> Path:
+        return self.model_dir or bundled_model_dir()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(f"settings file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"settings file {path} is not valid TOML: {error}") from None
+    values = {key.lower().removeprefix("echo_"): value for key, value in raw.items()}
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"settings file {path}: unknown key {unknown[0]!r} (a misspelled setting?)")
+    return values
+
+
+class _OverriddenSettings(Settings):
+    """Settings validated from given values only: the environment was already read into them."""
+
+    read_environment: ClassVar[bool] = False
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment and an optional TOML file (``ECHO_CONFIG`` names one).
+
+    The environment wins over the file; ``overrides`` (command-line flags, tests) win over both.
+    """
+    path = config_file or (Path(os.environ["ECHO_CONFIG"]) if os.environ.get("ECHO_CONFIG") else None)
+    file_values = _read_toml(path) if path else {}
+    try:
+        settings = Settings(**file_values)
+        if overrides:
+            settings = _OverriddenSettings(**{**settings.model_dump(), **overrides})
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"bad setting ECHO_{name.upper()}: {message}") from None
+    return settings

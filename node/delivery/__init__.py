@@ -1,0 +1,1 @@
+"""Delivery: the outbox, its retry policy, message assembly (SR, ORU) and resend."""

@@ -1,0 +1,97 @@
+"""A stored report as the messages the outbox sends: the SR for the PACS, the ORU for the RIS.
+
+Both are rebuilt from the database and the spool on every attempt, with the identifiers fixed
+when the report was stored (SR SOP Instance UID, HL7 control id) and the report's own time: a
+resend carries the same identifiers and text, so a PACS replaces the instance it already has and
+a RIS can recognise a duplicate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+from exporters.identity import ModelIdentity, study_info_from_dataset
+from exporters.oru import build_oru, encode_er7, new_control_id
+from exporters.sr import build_sr
+from node.config.settings import Settings
+from node.store.models import Delivery, ModelVersion
+from node.store.states import DeliveryKind, DeliveryStatus
+
+MANUFACTURER = "ECHO Project"
+_SERIES_NAMESPACE = uuid.UUID("0b0f6a47-2f1e-4a55-8d8c-5c1b7f0e3a91")
+
+
+def destinations(settings: Settings) -> dict[DeliveryKind, str]:
+    """Where a report goes: the SR to ECHO_PACS, the ORU to ECHO_RIS, each only when set."""
+    wanted: dict[DeliveryKind, str] = {}
+    if settings.pacs is not None:
+        wanted[DeliveryKind.SR] = str(settings.pacs)
+    if settings.ris is not None:
+        wanted[DeliveryKind.ORU] = str(settings.ris)
+    return wanted
+
+
+def new_delivery(report_id: int, kind: DeliveryKind, target: str, now: datetime) -> Delivery:
+    """A pending outbox row, due now, with its message identifier (SR SOP Instance UID or HL7
+    control id) fixed here, once: every later attempt and resend carries the same one."""
+    return Delivery(
+        report_id=report_id,
+        kind=kind,
+        target=target,
+        message_id=generate_uid() if kind is DeliveryKind.SR else new_control_id(),
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def model_identity(model: ModelVersion) -> ModelIdentity:
+    return ModelIdentity(name=model.name, version=model.version, manufacturer=MANUFACTURER)
+
+
+def sr_series_uid(sop_instance_uid: str) -> str:
+    """The SR's series, a pure function of its instance UID, so a resend lands in the same series."""
+    return f"2.25.{uuid.uuid5(_SERIES_NAMESPACE, sop_instance_uid).int}"
+
+
+def report_sr(
+    source: Dataset, findings: str, impression: str, model: ModelIdentity, sop_instance_uid: str
+) -> Dataset:
+    return build_sr(
+        [source],
+        findings,
+        impression,
+        model,
+        series_instance_uid=sr_series_uid(sop_instance_uid),
+        sop_instance_uid=sop_instance_uid,
+    )
+
+
+def report_oru(
+    source: Dataset,
+    findings: str,
+    impression: str,
+    model: ModelIdentity,
+    control_id: str,
+    drafted_at: datetime,  # MSH-7 and OBR-22: the report's own time
+    settings: Settings,
+) -> bytes:
+    message = build_oru(
+        study_info_from_dataset(source),
+        findings,
+        impression,
+        model,
+        control_id=control_id,
+        sending_app=settings.hl7_sending_application,
+        sending_facility=settings.hl7_sending_facility,
+        receiving_app=settings.hl7_receiving_application,
+        receiving_facility=settings.hl7_receiving_facility,
+        now=drafted_at,
+    )
+    return encode_er7(message)

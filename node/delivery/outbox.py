@@ -1,0 +1,359 @@
+"""The outbox: delivery rows (written with their report) sent to the PACS and the RIS until done.
+
+One tick (`Outbox.run_due`):
+
+1. claim the due rows (pending or retrying, next_attempt_at <= now) with one conditional UPDATE
+   each, which pushes next_attempt_at a lease ahead and counts the attempt: two runners (the node's
+   loop and an "io" worker) never send the same row at once, and a runner that dies mid-send
+   leaves a row that comes due again when its lease ends;
+2. send: the SRs for one PACS in one association, each ORU on its own MLLP connection; after a
+   connection-level failure the rest of that RIS's ORUs wait for the next tick instead of each
+   waiting out the timeout;
+3. record each outcome (`node.delivery.policy.decide`) and, in the same transaction, settle the
+   study: inferred -> delivered when every row of its report is delivered, -> failed when one
+   failed for good.
+
+A PACS or RIS that is down loses nothing: its rows stay retrying with growing waits and go out
+when it is back (an operator can bring failed ones back with `echo-admin resend`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from exporters.dicom_sender import send_datasets
+from exporters.identity import ModelIdentity
+from exporters.mllp import send_hl7
+from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
+from node.config.settings import DicomPeer, MllpPeer, Settings, parse_dicom_peer, parse_mllp_peer
+from node.delivery.client_tls import dicom_client_tls, mllp_client_tls
+from node.delivery.messages import model_identity, report_oru, report_sr
+from node.delivery.policy import decide
+from node.delivery.settle import settle_study
+from node.store.models import Delivery, Instance, ModelVersion, Report, Study, utcnow
+from node.store.states import DeliveryKind, DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 20
+LEASE_MARGIN_SECONDS = 30.0
+_DUE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+
+StoreSender = Callable[..., list[StoreOutcome]]  # exporters.dicom_sender.send_datasets
+Hl7Sender = Callable[..., AckOutcome]  # exporters.mllp.send_hl7
+
+
+@dataclass
+class OutboxTick:
+    """What one tick did; the counts are of outcomes recorded."""
+
+    delivered: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+    @property
+    def attempted(self) -> int:
+        return len(self.delivered) + len(self.retrying) + len(self.failed)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A claimed row and what its message is built from, read in one go (no session held open)."""
+
+    delivery_id: int
+    kind: DeliveryKind
+    target: str
+    message_id: str
+    attempts: int
+    report_id: int
+    findings: str
+    impression: str
+    drafted_at: datetime
+    model: ModelIdentity
+    source_path: str | None
+    accession: str | None
+
+
+@dataclass(frozen=True)
+class _Result:
+    status: SendStatus
+    error: str | None = None
+    ack_code: str | None = None
+    ack_text: str | None = None
+
+
+class _NotBuilt(Exception):
+    """The message could not be built; `result` says whether that is permanent."""
+
+    def __init__(self, result: _Result) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+class Outbox:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        jitter: Callable[[], float] = random.random,
+        store: StoreSender = send_datasets,
+        send_oru: Hl7Sender = send_hl7,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock
+        self.jitter = jitter
+        self.store = store
+        self.send_oru = send_oru
+        self.batch_size = batch_size
+        self.lease = timedelta(
+            seconds=settings.delivery_timeout_seconds * (batch_size + 2) + LEASE_MARGIN_SECONDS
+        )
+        self._dicom_tls: ssl.SSLContext | None = dicom_client_tls(settings)
+        self._mllp_tls: ssl.SSLContext | None = mllp_client_tls(settings)
+
+    # ---- one tick ---------------------------------------------------------------------------------
+
+    def run_due(self, report_id: int | None = None) -> OutboxTick:
+        """Send what is due (only `report_id`'s rows when given); returns the outcomes recorded."""
+        tick = OutboxTick()
+        claimed = self._claim(report_id)
+        if not claimed:
+            return tick
+        work = self._load(claimed)
+        srs = sorted((item for item in work if item.kind is DeliveryKind.SR), key=lambda item: item.target)
+        for target, items in groupby(srs, key=lambda item: item.target):
+            self._send_srs(target, list(items), tick)
+        released: set[int] = set()  # ORUs handed back unsent this tick (their RIS did not answer)
+        for item in (item for item in work if item.kind is DeliveryKind.ORU):
+            if item.delivery_id not in released:
+                self._send_oru(item, work, released, tick)
+        return tick
+
+    def _claim(self, report_id: int | None) -> list[int]:
+        now = self.clock()
+        due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
+        query = (
+            select(Delivery.id)
+            .where(Delivery.status.in_(_DUE), due)
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(self.batch_size)
+        )
+        if report_id is not None:
+            query = query.where(Delivery.report_id == report_id)
+        claimed = []
+        with self.sessions.begin() as session:
+            for delivery_id in session.scalars(query).all():
+                taken = session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id, Delivery.status.in_(_DUE), due)
+                    .values(next_attempt_at=now + self.lease, attempts=Delivery.attempts + 1, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if taken.rowcount == 1:
+                    claimed.append(delivery_id)
+        return claimed
+
+    def _load(self, claimed: list[int]) -> list[_Work]:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Delivery, Report, ModelVersion, Instance.path, Study.accession_number)
+                .join(Report, Delivery.report_id == Report.id)
+                .join(ModelVersion, Report.model_version_id == ModelVersion.id)
+                .join(Study, Report.study_id == Study.id)
+                .outerjoin(Instance, Report.instance_id == Instance.id)
+                .where(Delivery.id.in_(claimed))
+                .order_by(Delivery.id)
+            ).all()
+            return [
+                _Work(
+                    delivery_id=delivery.id,
+                    kind=delivery.kind,
+                    target=delivery.target,
+                    message_id=delivery.message_id,
+                    attempts=delivery.attempts,
+                    report_id=report.id,
+                    findings=report.findings,
+                    impression=report.impression,
+                    drafted_at=report.created_at,
+                    model=model_identity(model),
+                    source_path=path,
+                    accession=accession,
+                )
+                for delivery, report, model, path, accession in rows
+            ]
+
+    # ---- sending ----------------------------------------------------------------------------------
+
+    def _send_srs(self, target: str, items: list[_Work], tick: OutboxTick) -> None:
+        try:
+            peer: DicomPeer = parse_dicom_peer(target)
+        except ValueError as error:
+            for item in items:
+                self._record(item, _Result(SendStatus.FAILED, f"bad PACS target: {error}"), tick)
+            return
+        ready: list[tuple[_Work, Dataset]] = []
+        for item in items:
+            try:
+                source = _read_source(item)
+                ready.append(
+                    (item, report_sr(source, item.findings, item.impression, item.model, item.message_id))
+                )
+            except _NotBuilt as problem:
+                self._record(item, problem.result, tick)
+            except (ValueError, TypeError) as error:
+                self._record(item, _Result(SendStatus.FAILED, f"cannot build the SR: {error}"), tick)
+        if not ready:
+            return
+        outcomes = self.store(
+            [dataset for _, dataset in ready],
+            peer,
+            calling_ae=self.settings.ae_title,
+            timeout=self.settings.delivery_timeout_seconds,
+            tls=self._dicom_tls,
+        )
+        for (item, _), outcome in zip(ready, outcomes, strict=True):
+            code = f"{outcome.status_code:04X}" if outcome.status_code is not None else None
+            text = outcome.warning or (outcome.error if outcome.status_code is not None else None)
+            self._record(item, _Result(outcome.status, outcome.error, code, text), tick)
+
+    def _send_oru(self, item: _Work, batch: Sequence[_Work], released: set[int], tick: OutboxTick) -> None:
+        try:
+            peer: MllpPeer = parse_mllp_peer(item.target)
+        except ValueError as error:
+            self._record(item, _Result(SendStatus.FAILED, f"bad RIS target: {error}"), tick)
+            return
+        try:
+            source = _read_source(item)
+            message = report_oru(
+                source,
+                item.findings,
+                item.impression,
+                item.model,
+                item.message_id,
+                item.drafted_at,
+                self.settings,
+            )
+        except _NotBuilt as problem:
+            self._record(item, problem.result, tick)
+            return
+        except (ValueError, TypeError) as error:
+            self._record(item, _Result(SendStatus.FAILED, f"cannot build the ORU: {error}"), tick)
+            return
+        outcome = self.send_oru(
+            message,
+            peer.host,
+            peer.port,
+            control_id=item.message_id,
+            timeout=self.settings.delivery_timeout_seconds,
+            tls_context=self._mllp_tls,
+        )
+        result = _Result(outcome.status, outcome.error, outcome.ack_code, outcome.ack_text)
+        next_at = self._record(item, result, tick)
+        if outcome.retryable and outcome.ack_code is None:  # no answer at all: the RIS is unreachable
+            later = [
+                other
+                for other in batch
+                if other.kind is DeliveryKind.ORU
+                and other.target == item.target
+                and other.delivery_id > item.delivery_id
+                and other.delivery_id not in released
+            ]
+            self._release(later, next_at)
+            released.update(other.delivery_id for other in later)
+
+    def _release(self, items: list[_Work], until: datetime | None) -> None:
+        """Hand back claimed rows unsent (their attempt not counted), due again at `until`."""
+        if not items:
+            return
+        with self.sessions.begin() as session:
+            for item in items:
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == item.delivery_id)
+                    .values(next_attempt_at=until or self.clock(), attempts=Delivery.attempts - 1)
+                    .execution_options(synchronize_session=False)
+                )
+
+    # ---- recording --------------------------------------------------------------------------------
+
+    def _record(self, item: _Work, result: _Result, tick: OutboxTick) -> datetime | None:
+        now = self.clock()
+        decision = decide(
+            result.status,
+            result.error,
+            attempts=item.attempts,
+            max_attempts=self.settings.delivery_max_attempts,
+            now=now,
+            base_seconds=self.settings.delivery_backoff_seconds,
+            jitter=self.jitter(),
+        )
+        with self.sessions.begin() as session:
+            row = session.get_one(Delivery, item.delivery_id)
+            row.status = decision.status
+            row.next_attempt_at = decision.next_attempt_at
+            row.last_error = decision.error
+            row.ack_code = result.ack_code
+            row.ack_text = result.ack_text
+            row.updated_at = now
+            session.flush()
+            settle_study(session, item.report_id)
+        {
+            DeliveryStatus.DELIVERED: tick.delivered,
+            DeliveryStatus.RETRYING: tick.retrying,
+            DeliveryStatus.FAILED: tick.failed,
+        }[decision.status].append(item.delivery_id)
+        wait = (
+            f" (next try in {(decision.next_attempt_at - now).total_seconds():.1f} s)"
+            if decision.next_attempt_at
+            else ""
+        )
+        log.log(
+            logging.INFO if decision.status is DeliveryStatus.DELIVERED else logging.WARNING,
+            "delivery %d (%s to %s, accession %s, attempt %d): %s%s%s",
+            item.delivery_id,
+            item.kind,
+            item.target,
+            item.accession,
+            item.attempts,
+            decision.status,
+            f": {decision.error}" if decision.error else "",
+            wait,
+        )
+        return decision.next_attempt_at
+
+
+def _read_source(item: _Work) -> Dataset:
+    """The header of the image the report was drafted from (the spool file, pixels not read)."""
+    if item.source_path is None:
+        raise _NotBuilt(_Result(SendStatus.FAILED, "the report's source image is no longer recorded"))
+    try:
+        return dcmread(item.source_path, stop_before_pixels=True)
+    except FileNotFoundError:
+        raise _NotBuilt(
+            _Result(SendStatus.FAILED, "the report's source image is missing from the spool")
+        ) from None
+    except InvalidDicomError as error:
+        raise _NotBuilt(
+            _Result(SendStatus.FAILED, f"the report's source image is not DICOM: {error}")
+        ) from None
+    except OSError as error:  # a mount or disk problem: the file may be readable later
+        raise _NotBuilt(
+            _Result(SendStatus.RETRY, f"cannot read the report's source image: {error.strerror or error}")
+        ) from None

@@ -1,0 +1,296 @@
+"""Storing one received instance: read its identifiers, write the file, record it. No DICOM networking here.
+
+The SCP calls `Ingestor.store` once per C-STORE and answers with the DIMSE status that
+`node.dicom.dimse_status` maps the returned `IngestResult` to. Success is returned only after the file
+is renamed into place and the database rows are committed. A failure before the rename (a header
+refused, the disk full) leaves the earlier copy of the instance untouched; a database failure after
+it leaves the new file in place but unrecorded, and the sender is told to send again (the re-send
+replaces the file in one rename, see `node.dicom.spool`, and records it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels.utils import get_expected_length
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.dicom.spool import Spool
+from node.store.models import Instance, Study, utcnow
+from node.store.states import StudyState
+from node.store.transitions import record_creation
+from node.store.uids import short_uid
+
+log = logging.getLogger(__name__)
+
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class IngestOutcome(StrEnum):
+    STORED = "stored"
+    STORED_AGAIN = "stored-again"  # a re-sent instance: same row, file replaced
+    CANNOT_DECODE = "cannot-decode"
+    MISSING_ATTRIBUTE = "missing-attribute"
+    INVALID_ATTRIBUTE = "invalid-attribute"
+    UID_MISMATCH = "uid-mismatch"  # the data set is not the instance the request announced
+    DISK_FULL = "disk-full"
+    DISK_ERROR = "disk-error"
+    DATABASE_ERROR = "database-error"
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """What the SCP hands over: the request's identifiers and the instance exactly as it was sent."""
+
+    sop_class_uid: str  # the C-STORE request's Affected SOP Class UID
+    sop_instance_uid: str  # the C-STORE request's Affected SOP Instance UID
+    transfer_syntax_uid: str  # of the presentation context: the file keeps it
+    encoded: bytes  # DICOM Part 10: preamble, file meta, then the data set bytes as received
+    association_id: int | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: IngestOutcome
+    detail: str  # one line for logs and the DIMSE Error Comment; never patient data
+    study_id: int | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.outcome in (IngestOutcome.STORED, IngestOutcome.STORED_AGAIN)
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """The attributes the node keeps from a data set."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    accession_number: str | None
+    patient_id: str | None
+    modality: str | None
+    body_part: str | None
+    view_position: str | None
+
+
+class HeaderError(ValueError):
+    def __init__(self, outcome: IngestOutcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
+
+# keyword -> longest value the standard allows for its VR (and the column holds)
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+_OPTIONAL_TEXT = {
+    "AccessionNumber": 16,
+    "PatientID": 64,
+    "Modality": 16,
+    "BodyPartExamined": 16,
+    "ViewPosition": 16,
+}
+
+
+def _text(dataset: Dataset, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    if value is None:
+        return None
+    if not isinstance(value, str):  # a multi-valued element
+        value = "\\".join(str(item) for item in value)
+    return value.strip() or None
+
+
+def _native_pixel_data_short(dataset: Dataset) -> bool:
+    """True if uncompressed Pixel Data holds fewer bytes than Rows x Columns x ... require (a cut file).
+
+    pydicom reads a truncated last element without complaint; a chest image is exactly that element.
+    Raises (AttributeError) when the Image Pixel module that describes the pixels is missing.
+    """
+    if "PixelData" not in dataset or dataset.file_meta.TransferSyntaxUID.is_compressed:
+        return False
+    return len(dataset.PixelData) < get_expected_length(dataset, unit="bytes")
+
+
+def read_header(encoded: bytes) -> InstanceHeader:
+    """Decode `encoded` (a Part 10 stream) and pull out what the node keeps; raises `HeaderError`."""
+    try:
+        dataset = dcmread(BytesIO(encoded))
+        uids = {keyword: _text(dataset, keyword) for keyword in _REQUIRED_UIDS}
+        texts = {keyword: _text(dataset, keyword) for keyword in _OPTIONAL_TEXT}
+        short_pixels = _native_pixel_data_short(dataset)
+    except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
+        raise HeaderError(
+            IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})"
+        ) from None
+    if short_pixels:
+        raise HeaderError(IngestOutcome.CANNOT_DECODE, "pixel data shorter than its Image Pixel module says")
+    for keyword, value in uids.items():
+        if value is None:
+            raise HeaderError(IngestOutcome.MISSING_ATTRIBUTE, f"{keyword} is missing")
+        if len(value) > 64 or not _UID.match(value):
+            raise HeaderError(IngestOutcome.INVALID_ATTRIBUTE, f"{keyword} is not a valid UID")
+    for keyword, limit in _OPTIONAL_TEXT.items():
+        value = texts[keyword]
+        if value is not None and len(value) > limit:
+            raise HeaderError(IngestOutcome.INVALID_ATTRIBUTE, f"{keyword} is longer than {limit} characters")
+    return InstanceHeader(
+        sop_class_uid=str(uids["SOPClassUID"]),
+        sop_instance_uid=str(uids["SOPInstanceUID"]),
+        study_instance_uid=str(uids["StudyInstanceUID"]),
+        series_instance_uid=str(uids["SeriesInstanceUID"]),
+        accession_number=texts["AccessionNumber"],
+        patient_id=texts["PatientID"],
+        modality=texts["Modality"].upper() if texts["Modality"] else None,
+        body_part=texts["BodyPartExamined"].upper() if texts["BodyPartExamined"] else None,
+        view_position=texts["ViewPosition"],
+    )
+
+
+class Ingestor:
+    def __init__(
+        self, sessions: sessionmaker[Session], spool: Spool, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.sessions = sessions
+        self.spool = spool
+        self.clock = clock
+
+    def store(self, received: ReceivedInstance) -> IngestResult:
+        try:
+            header = read_header(received.encoded)
+        except HeaderError as error:
+            log.warning("refused instance %s: %s", short_uid(received.sop_instance_uid), error.detail)
+            return IngestResult(error.outcome, error.detail)
+        if (
+            header.sop_instance_uid != received.sop_instance_uid
+            or header.sop_class_uid != received.sop_class_uid
+        ):
+            detail = "SOP Class/Instance UID of the data set differ from the request"
+            log.warning("refused instance %s: %s", short_uid(received.sop_instance_uid), detail)
+            return IngestResult(IngestOutcome.UID_MISMATCH, detail)
+
+        path = self.spool.path_for(
+            header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
+        )
+        try:
+            self.spool.write(path, received.encoded)
+        except OSError as error:
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            detail = f"cannot write file: {error.strerror or type(error).__name__}"
+            log.error("instance %s not stored: %s", short_uid(header.sop_instance_uid), detail)
+            return IngestResult(IngestOutcome.DISK_FULL if full else IngestOutcome.DISK_ERROR, detail)
+
+        try:
+            return self._record(header, received, path)
+        except SQLAlchemyError as error:
+            # str(error) would carry the SQL parameters (patient data): name the failure only.
+            cause = type(getattr(error, "orig", None) or error).__name__
+            log.error(
+                "instance %s not recorded: database error %s", short_uid(header.sop_instance_uid), cause
+            )
+            return IngestResult(IngestOutcome.DATABASE_ERROR, f"database error ({cause})")
+
+    def _record(self, header: InstanceHeader, received: ReceivedInstance, path: Path) -> IngestResult:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            study = self._study_for(session, header, now)
+            fields = {
+                "study_id": study.id,
+                "association_id": received.association_id,
+                "series_instance_uid": header.series_instance_uid,
+                "sop_class_uid": header.sop_class_uid,
+                "path": str(path),
+                "size": len(received.encoded),
+                "transfer_syntax_uid": received.transfer_syntax_uid,
+                "view_position": header.view_position,
+                "received_at": now,
+            }
+            instance, again = _upsert_instance(session, header.sop_instance_uid, fields)
+            replaced_path = instance.path if again and instance.path != str(path) else None
+            for name, value in fields.items():
+                setattr(instance, name, value)
+            study_id, state = study.id, study.state
+        if replaced_path:  # re-sent under another study or series: the old copy is now stale
+            with contextlib.suppress(OSError):
+                Path(replaced_path).unlink()
+        if state is not StudyState.RECEIVED:
+            log.warning(
+                "late instance for study %s (accession %s) in state %s: stored, study not re-queued",
+                short_uid(header.study_instance_uid),
+                header.accession_number,
+                state,
+            )
+        log.debug(
+            "stored instance %s of study %s (accession %s)",
+            short_uid(header.sop_instance_uid),
+            short_uid(header.study_instance_uid),
+            header.accession_number,
+        )
+        outcome = IngestOutcome.STORED_AGAIN if again else IngestOutcome.STORED
+        return IngestResult(outcome, "stored again" if again else "stored", study_id)
+
+    def _study_for(self, session: Session, header: InstanceHeader, now: datetime) -> Study:
+        query = select(Study).where(Study.study_instance_uid == header.study_instance_uid)
+        study = session.scalar(query)
+        if study is None:
+            try:
+                with session.begin_nested():
+                    study = Study(
+                        study_instance_uid=header.study_instance_uid,
+                        state=StudyState.RECEIVED,
+                        first_received_at=now,
+                        last_received_at=now,
+                    )
+                    session.add(study)
+                    session.flush()
+                    record_creation(session, study, "first instance received")
+                log.info(
+                    "new study %s (accession %s)",
+                    short_uid(header.study_instance_uid),
+                    header.accession_number,
+                )
+            except IntegrityError:  # another association created it a moment ago
+                study = session.scalars(query).one()
+        study.last_received_at = now
+        study.accession_number = study.accession_number or header.accession_number
+        study.patient_id = study.patient_id or header.patient_id
+        # A radiograph's modality and body part decide the study; a PR or SR sent first must not.
+        study_is_radiograph = study.modality in RADIOGRAPH_MODALITIES
+        if study.modality is None or (not study_is_radiograph and header.modality in RADIOGRAPH_MODALITIES):
+            study.modality = header.modality
+            study.body_part = header.body_part
+        elif study.body_part is None and header.modality == study.modality:
+            study.body_part = header.body_part
+        return study
+
+
+def _upsert_instance(
+    session: Session, sop_instance_uid: str, fields: dict[str, object]
+) -> tuple[Instance, bool]:
+    """The instance row for `sop_instance_uid` and whether it existed (a concurrent insert counts)."""
+    query = select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
+    existing = session.scalar(query)
+    if existing is not None:
+        return existing, True
+    try:
+        with session.begin_nested():
+            instance = Instance(sop_instance_uid=sop_instance_uid, **fields)
+            session.add(instance)
+        return instance, False
+    except IntegrityError:  # another association inserted it between our SELECT and INSERT
+        return session.scalars(query).one(), True

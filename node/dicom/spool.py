@@ -1,0 +1,77 @@
+"""Where received files live, and how they get there without ever being half-written.
+
+Layout: ``<spool>/<study digest>/<series digest>/<SOP instance digest>.dcm`` (see `node.store.uids`).
+A path depends only on the UIDs, so a re-sent instance lands on the same path and replaces the
+old file in one rename: a reader sees the old file or the new one, never a mix or nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from node.store.uids import uid_digest
+
+TEMP_PREFIX = ".incoming-"
+TEMP_SUFFIX = ".part"
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
+        return (
+            self.root / uid_digest(study_uid) / uid_digest(series_uid) / f"{uid_digest(sop_instance_uid)}.dcm"
+        )
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Write `data` to `path` atomically and durably (temp file, fsync, rename, fsync folder).
+
+        Raises OSError (ENOSPC when the disk is full); then `path` is exactly as it was before.
+        """
+        _make_directories(path.parent)
+        descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
+        _fsync_directory(path.parent)
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete temp files a killed process left behind (never answered as stored); returns how many."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for leftover in self.root.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                removed += 1
+        return removed
+
+
+def _make_directories(directory: Path) -> None:
+    """mkdir -p, syncing each parent that gained an entry so the new folders survive a power cut."""
+    if directory.is_dir():
+        return
+    _make_directories(directory.parent)
+    with contextlib.suppress(FileExistsError):  # another association made it first
+        directory.mkdir()
+        _fsync_directory(directory.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable: without this a power cut can forget the new directory entry."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

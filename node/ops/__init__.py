@@ -1,0 +1,1 @@
+"""The operator's side: the admin CLI, read-only overviews, the demo."""

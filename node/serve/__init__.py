@@ -1,0 +1,1 @@
+"""The composition root: `echo-node serve` starts the SCP, the loops and (embedded) a worker process. Nothing imports it."""

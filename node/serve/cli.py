@@ -1,0 +1,90 @@
+"""`echo-node`: run the node (`serve`), or try a running one with the bundled study (`demo`)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from echo.errors import UserError, run_cli
+from node.config.startup import configure_logging, settings_for_cli
+
+app = typer.Typer(
+    name="echo-node",
+    help="The ECHO node: receives studies over DICOM, queues chest radiographs for a draft report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Keeps `serve` and `demo` subcommands."""
+
+
+@app.command()
+def serve(
+    config: Path | None = typer.Option(None, "--config", help="settings TOML file (ECHO_* variables win)"),
+) -> None:
+    """Migrate the database, start the SCP and study assembly and, with the embedded broker, a worker.
+
+    Runs until Ctrl-C or SIGTERM, then stops cleanly.
+    """
+    from node.serve.runtime import Node, NodeStartError  # pynetdicom, SQLAlchemy, Celery: not for --help
+
+    settings = settings_for_cli(config)
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+
+    def _request_stop(_signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():  # asked twice: stop waiting for a clean stop
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    node = Node(settings)
+    try:
+        node.start()
+        while not stop.wait(1.0):
+            pass
+    except NodeStartError as error:
+        raise UserError(str(error)) from None
+    finally:
+        node.stop()
+
+
+@app.command()
+def demo(
+    host: str = typer.Option("127.0.0.1", "--host", help="the node's address"),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="the node's DICOM port (default ECHO_PORT)"
+    ),
+    called_ae: str | None = typer.Option(
+        None, "--called-ae", help="the node's AE title (default ECHO_AE_TITLE)"
+    ),
+    calling_ae: str = typer.Option("ECHODEMO", "--calling-ae", help="our AE title; the node must allow it"),
+    timeout: float = typer.Option(120.0, "--timeout", min=1.0, help="seconds to wait for the report"),
+    config: Path | None = typer.Option(None, "--config", help="the node's settings TOML file"),
+) -> None:
+    """Send the bundled synthetic chest study to a running node and print the report it drafts.
+
+    Reads the answer from the node's database, so run it on the node's machine with the node's
+    settings.
+    """
+    from node.ops.demo_command import run_demo  # pynetdicom, SQLAlchemy: not for --help
+
+    settings = settings_for_cli(config)
+    run_demo(settings, host, port or settings.port, called_ae or settings.ae_title, calling_ae, timeout)
+
+
+def main() -> None:
+    run_cli(app, "echo-node")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""A running node: database (migrated), SCP, background loops and, with the embedded broker, a worker.
+
+Each role can also run alone (`echo-worker` on a GPU host); this class puts together the ones
+that belong to the node host. Background work is a list of `PeriodicLoop`s: study assembly, the
+delivery loop (the outbox: SRs to the PACS, ORUs to the RIS) and, embedded, the worker's watch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node.config.settings import Settings
+from node.delivery.outbox import Outbox
+from node.dicom.assembly import InferencePublisher, StudyAssembler
+from node.dicom.association_log import AssociationLog
+from node.dicom.ingest import Ingestor
+from node.dicom.scp import start_scp
+from node.dicom.spool import Spool
+from node.serve.embedded_worker import EmbeddedWorker
+from node.serve.loops import PeriodicLoop
+from node.store.database import Database, migrate, open_database, safe_url
+
+log = logging.getLogger(__name__)
+
+WORKER_WATCH_INTERVAL_S = 5.0
+
+
+class NodeStartError(RuntimeError):
+    """The node cannot start for a reason the operator can fix (port taken, database unreachable)."""
+
+
+def delivery_interval(backoff_seconds: float) -> float:
+    """Look for due deliveries at least every second, more often when the backoff is shorter."""
+    return max(0.1, min(1.0, backoff_seconds / 2))
+
+
+def assembly_interval(quiet_seconds: float) -> float:
+    """Sweep often enough that a study waits at most a quarter of its quiet period more (1 s cap)."""
+    return max(0.05, min(1.0, quiet_seconds / 4))
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        publisher: InferencePublisher | None = None,
+        embedded_worker: bool | None = None,
+        bind_address: str = "0.0.0.0",
+    ) -> None:
+        self.settings = settings
+        self._publisher = publisher
+        self._run_worker = settings.embedded_broker if embedded_worker is None else embedded_worker
+        self.bind_address = bind_address
+        self.database: Database | None = None
+        self.server: ThreadedAssociationServer | None = None
+        self.worker: EmbeddedWorker | None = None
+        self.associations: AssociationLog | None = None
+        self.assembler: StudyAssembler | None = None
+        self.outbox: Outbox | None = None
+        self._loops: list[PeriodicLoop] = []
+
+    def start(self) -> None:
+        settings = self.settings
+        spool = Spool(settings.spool_dir)
+        try:
+            spool.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise NodeStartError(f"cannot create the spool folder {spool.root}: {error.strerror}") from error
+        try:
+            database = self.database = open_database(settings)
+            migrate(database.engine)
+        except Exception as error:  # unreachable server, bad credentials, unwritable file, bad revision
+            raise NodeStartError(
+                f"cannot open and migrate the database at {safe_url(settings.effective_database_url)}: "
+                f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            ) from error
+        self.associations = AssociationLog(database.sessions)
+        orphans = self.associations.close_orphans()
+        leftovers = spool.remove_stale_temp_files()
+        if orphans or leftovers:
+            log.warning("closed %d associations left open and removed %d partial files", orphans, leftovers)
+        self.assembler = StudyAssembler(
+            database.sessions, settings.quiet_seconds, self._publisher or self._celery_publisher()
+        )
+        if self._run_worker and settings.embedded_broker:
+            # Our previous child worker died with us; what it had fetched from the SQL broker is gone.
+            again = self.assembler.republish_unfinished()
+            if again:
+                log.info("%d queued studies will be published again to the embedded broker", again)
+        try:
+            self.server = start_scp(
+                settings, Ingestor(database.sessions, spool), self.associations, self.bind_address
+            )
+        except OSError as error:
+            raise NodeStartError(
+                f"cannot listen on port {settings.port}: {error.strerror or error}"
+            ) from error
+        log.info(
+            "SCP %s listening on %s:%d (data in %s)",
+            settings.ae_title,
+            self.bind_address,
+            settings.port,
+            settings.data_dir,
+        )
+        self.outbox = Outbox(database.sessions, settings)
+        self._loops = [
+            PeriodicLoop("assembly", assembly_interval(settings.quiet_seconds), self._assembly_tick),
+            PeriodicLoop(
+                "delivery", delivery_interval(settings.delivery_backoff_seconds), self.outbox.run_due
+            ),
+        ]
+        if self._run_worker:
+            self.worker = EmbeddedWorker(settings)
+            self.worker.start()
+            self._loops.append(
+                PeriodicLoop("worker-watch", WORKER_WATCH_INTERVAL_S, self.worker.ensure_running)
+            )
+        for loop in self._loops:
+            loop.start()
+
+    def _assembly_tick(self) -> None:
+        assert self.associations is not None and self.assembler is not None, "node not started"
+        self.associations.retry_pending()
+        self.assembler.sweep()
+
+    def _celery_publisher(self) -> InferencePublisher:
+        from node.broker.app import create_app
+        from node.broker.publish import CeleryPublisher
+
+        return CeleryPublisher(create_app(self.settings))
+
+    def stop(self) -> None:
+        """Stop taking associations, then the loops and the worker; safe to call twice."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+        for loop in self._loops:
+            loop.stop()
+        self._loops = []
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        if self.database is not None:
+            self.database.dispose()
+            self.database = None
+        log.info("node stopped")

@@ -1,0 +1,1 @@
+"""The database and the study lifecycle: tables, sessions, states and transitions, jobs, model versions."""
