@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -102,6 +103,8 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # When the inference task was handed to the broker; NULL while queued means "publish it (again)".
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Set when the instances disagree on patient or accession (revision 0003): never drafted then.
+    identity_conflict: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -205,6 +208,8 @@ class Report(Base):
     instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"))
     view_reason: Mapped[str | None] = mapped_column(Text)  # why that image was the one read
     timings: Mapped[dict[str, float] | None] = mapped_column(JSON)  # seconds per stage, from the engine
+    # Who the draft is about, frozen at inference (revision 0003): the SR and ORU are built from this.
+    identity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Delivery(Base):
@@ -263,3 +268,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The process running the attempt and its last sign of life (revision 0003): the reconciler's facts.
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -61,3 +61,4 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     RETRYING = "retrying"
     FAILED = "failed"
+    HELD = "held"  # stopped for an operator: the message would not match its frozen identity

@@ -57,7 +57,7 @@ def test_upgrade_builds_exactly_the_models_schema(engine: Engine) -> None:
     migrate(engine)  # a second start finds nothing to do
     assert set(inspect(engine).get_table_names()) == TABLES
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
 
@@ -97,3 +97,20 @@ def test_downgrade_removes_every_table(engine: Engine) -> None:
     migrate(engine)
     _drop_everything(engine)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_a_held_delivery_is_a_legal_status_after_0003_and_not_before(engine: Engine) -> None:
+    def check_clause() -> str:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            [check] = [c for c in inspector.get_check_constraints("deliveries") if "status" in c["sqltext"]]
+            return check["sqltext"]
+
+    migrate(engine)
+    assert "'held'" in check_clause()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    assert "'held'" not in check_clause()
