@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydicom import dcmread
 from sqlalchemy import select
@@ -34,6 +34,7 @@ from echo.errors import UserError, one_line
 from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
 from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
+from node.delivery.identity import IdentityError, freeze_identity
 from node.delivery.messages import destinations, new_delivery
 from node.store.jobs import claim_inference, finish_job
 from node.store.model_versions import ModelFacts, activate, find_or_create
@@ -132,6 +133,20 @@ def read_candidates(instances: list[tuple[int, str]]) -> tuple[list[ViewCandidat
     return candidates, problems
 
 
+def read_identity(path: str) -> dict[str, Any]:
+    """The source image's patient, order and study, frozen for the report (see node.delivery.identity)."""
+    try:
+        header = dcmread(path, stop_before_pixels=True)
+    except FileNotFoundError as error:
+        raise UnusableStudy("the chosen image left the spool before its identity was frozen") from error
+    except OSError as error:
+        raise SpoolUnavailable(f"cannot read {path}: {error.strerror or error}") from error
+    try:
+        return freeze_identity(header)
+    except IdentityError as error:
+        raise UnusableStudy(str(error)) from error
+
+
 class StudyInference:
     """Runs inference for one study at a time; `engine` is called only when a report must be written."""
 
@@ -199,7 +214,8 @@ class StudyInference:
                 )
             ).first()
         generated = None if existing is not None else self._generate(engine, instances, pick)
-        return self._store(study_id, job_id, model_version_id, pick, generated)
+        identity = None if generated is None else read_identity(dict(instances)[pick.candidate.instance_id])
+        return self._store(study_id, job_id, model_version_id, pick, generated, identity)
 
     def _generate(
         self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick
@@ -219,6 +235,7 @@ class StudyInference:
         model_version_id: int,
         pick: ViewPick,
         generated: GeneratedReport | None,
+        identity: dict[str, Any] | None = None,
     ) -> InferenceResult:
         now = self.clock()
         with self.sessions.begin() as session:
@@ -245,6 +262,7 @@ class StudyInference:
                     timings=dict(generated.timings),
                     instance_id=pick.candidate.instance_id,
                     view_reason=pick.reason,
+                    identity=identity,  # who the draft is about, frozen now: the outbox builds from it
                     created_at=now,
                 )
                 session.add(report)

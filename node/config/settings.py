@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     hl7_receiving_application: str = "RIS"
     hl7_receiving_facility: str = "RIS"
     delivery_timeout_seconds: float = Field(10.0, gt=0)
-    delivery_max_attempts: int = Field(8, ge=1)
+    delivery_max_attempts: int = Field(0, ge=0)  # 0: no cap; the horizon decides when to give up
+    delivery_horizon_hours: float = Field(24.0, gt=0)  # transient failures are retried this long
     delivery_backoff_seconds: float = Field(5.0, ge=0)
     log_level: str = "INFO"
 

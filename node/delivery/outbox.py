@@ -19,6 +19,7 @@ when it is back (an operator can bring failed ones back with `echo-admin resend`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import ssl
@@ -26,22 +27,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
+from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from echo.errors import one_line
 from exporters.dicom_sender import send_datasets
 from exporters.identity import ModelIdentity
 from exporters.mllp import send_hl7
 from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
 from node.config.settings import DicomPeer, MllpPeer, Settings, parse_dicom_peer, parse_mllp_peer
 from node.delivery.client_tls import dicom_client_tls, mllp_client_tls
+from node.delivery.identity import IdentityError, compare_with_spool, thawed_header
 from node.delivery.messages import model_identity, report_oru, report_sr
 from node.delivery.policy import decide
 from node.delivery.settle import settle_study
-from node.store.models import Delivery, Instance, ModelVersion, Report, Study, utcnow
+from node.store.models import Delivery, Instance, ModelVersion, Report, utcnow
 from node.store.states import DeliveryKind, DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,15 @@ class OutboxTick:
     delivered: list[int] = field(default_factory=list)
     retrying: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)  # stopped for an operator (identity no longer agrees)
 
     @property
     def attempted(self) -> int:
-        return len(self.delivered) + len(self.retrying) + len(self.failed)
+        return len(self.delivered) + len(self.retrying) + len(self.failed) + len(self.held)
+
+    @property
+    def settled(self) -> set[int]:
+        return {*self.delivered, *self.retrying, *self.failed, *self.held}
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,9 @@ class _Work:
     impression: str
     drafted_at: datetime
     model: ModelIdentity
-    source_path: str | None
-    accession: str | None
+    created_at: datetime  # the row's: the retry horizon counts from here
+    identity: dict[str, Any] | None  # frozen at inference: what the messages are built from
+    source_path: str | None  # the spool file, read only to check it still agrees
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,10 @@ class _NotBuilt(Exception):
     def __init__(self, result: _Result) -> None:
         super().__init__(result.error)
         self.result = result
+
+
+class _Held(Exception):
+    """The message must not go out until an operator looks; the text says why (no identifiers)."""
 
 
 class Outbox:
@@ -137,13 +151,21 @@ class Outbox:
         if not claimed:
             return tick
         work = self._load(claimed)
-        srs = sorted((item for item in work if item.kind is DeliveryKind.SR), key=lambda item: item.target)
-        for target, items in groupby(srs, key=lambda item: item.target):
-            self._send_srs(target, list(items), tick)
         released: set[int] = set()  # ORUs handed back unsent this tick (their RIS did not answer)
-        for item in (item for item in work if item.kind is DeliveryKind.ORU):
-            if item.delivery_id not in released:
-                self._send_oru(item, work, released, tick)
+        try:
+            srs = sorted((item for item in work if item.kind is DeliveryKind.SR), key=lambda item: item.target)
+            for target, items in groupby(srs, key=lambda item: item.target):
+                self._send_srs(target, list(items), tick)
+            for item in (item for item in work if item.kind is DeliveryKind.ORU):
+                if item.delivery_id not in released:
+                    self._send_oru(item, work, released, tick)
+        finally:
+            # Whatever stopped this tick (a bug, the database gone), rows it did not settle are due
+            # again at once instead of waiting out their lease.
+            unsettled = [item for item in work if item.delivery_id not in tick.settled | released]
+            if unsettled:
+                with contextlib.suppress(Exception):
+                    self._release(unsettled, None)
         return tick
 
     def _claim(self, report_id: int | None) -> list[int]:
@@ -173,10 +195,9 @@ class Outbox:
     def _load(self, claimed: list[int]) -> list[_Work]:
         with self.sessions() as session:
             rows = session.execute(
-                select(Delivery, Report, ModelVersion, Instance.path, Study.accession_number)
+                select(Delivery, Report, ModelVersion, Instance.path)
                 .join(Report, Delivery.report_id == Report.id)
                 .join(ModelVersion, Report.model_version_id == ModelVersion.id)
-                .join(Study, Report.study_id == Study.id)
                 .outerjoin(Instance, Report.instance_id == Instance.id)
                 .where(Delivery.id.in_(claimed))
                 .order_by(Delivery.id)
@@ -193,10 +214,11 @@ class Outbox:
                     impression=report.impression,
                     drafted_at=report.created_at,
                     model=model_identity(model),
+                    created_at=delivery.created_at,
+                    identity=report.identity,
                     source_path=path,
-                    accession=accession,
                 )
-                for delivery, report, model, path, accession in rows
+                for delivery, report, model, path in rows
             ]
 
     # ---- sending ----------------------------------------------------------------------------------
@@ -211,23 +233,30 @@ class Outbox:
         ready: list[tuple[_Work, Dataset]] = []
         for item in items:
             try:
-                source = _read_source(item)
+                source = _source(item)
                 ready.append(
                     (item, report_sr(source, item.findings, item.impression, item.model, item.message_id))
                 )
+            except _Held as held:
+                self._hold(item, str(held), tick)
             except _NotBuilt as problem:
                 self._record(item, problem.result, tick)
-            except (ValueError, TypeError) as error:
-                self._record(item, _Result(SendStatus.FAILED, f"cannot build the SR: {error}"), tick)
+            except Exception as error:  # any builder failure fails this SR only; the batch goes on
+                self._record(item, _Result(SendStatus.FAILED, _not_built("SR", error)), tick)
         if not ready:
             return
-        outcomes = self.store(
-            [dataset for _, dataset in ready],
-            peer,
-            calling_ae=self.settings.ae_title,
-            timeout=self.settings.delivery_timeout_seconds,
-            tls=self._dicom_tls,
-        )
+        try:
+            outcomes = self.store(
+                [dataset for _, dataset in ready],
+                peer,
+                calling_ae=self.settings.ae_title,
+                timeout=self.settings.delivery_timeout_seconds,
+                tls=self._dicom_tls,
+            )
+        except Exception as error:  # the sender itself broke: try these again later
+            for item, _ in ready:
+                self._record(item, _Result(SendStatus.RETRY, f"C-STORE failed: {one_line(error)}"), tick)
+            return
         for (item, _), outcome in zip(ready, outcomes, strict=True):
             code = f"{outcome.status_code:04X}" if outcome.status_code is not None else None
             text = outcome.warning or (outcome.error if outcome.status_code is not None else None)
@@ -240,7 +269,7 @@ class Outbox:
             self._record(item, _Result(SendStatus.FAILED, f"bad RIS target: {error}"), tick)
             return
         try:
-            source = _read_source(item)
+            source = _source(item)
             message = report_oru(
                 source,
                 item.findings,
@@ -250,20 +279,27 @@ class Outbox:
                 item.drafted_at,
                 self.settings,
             )
+        except _Held as held:
+            self._hold(item, str(held), tick)
+            return
         except _NotBuilt as problem:
             self._record(item, problem.result, tick)
             return
-        except (ValueError, TypeError) as error:
-            self._record(item, _Result(SendStatus.FAILED, f"cannot build the ORU: {error}"), tick)
+        except Exception as error:  # any builder failure (hl7apy's included) fails this ORU only
+            self._record(item, _Result(SendStatus.FAILED, _not_built("ORU", error)), tick)
             return
-        outcome = self.send_oru(
-            message,
-            peer.host,
-            peer.port,
-            control_id=item.message_id,
-            timeout=self.settings.delivery_timeout_seconds,
-            tls_context=self._mllp_tls,
-        )
+        try:
+            outcome = self.send_oru(
+                message,
+                peer.host,
+                peer.port,
+                control_id=item.message_id,
+                timeout=self.settings.delivery_timeout_seconds,
+                tls_context=self._mllp_tls,
+            )
+        except Exception as error:  # the sender itself broke: try again later
+            self._record(item, _Result(SendStatus.RETRY, f"MLLP send failed: {one_line(error)}"), tick)
+            return
         result = _Result(outcome.status, outcome.error, outcome.ack_code, outcome.ack_text)
         next_at = self._record(item, result, tick)
         if outcome.retryable and outcome.ack_code is None:  # no answer at all: the RIS is unreachable
@@ -300,6 +336,8 @@ class Outbox:
             result.error,
             attempts=item.attempts,
             max_attempts=self.settings.delivery_max_attempts,
+            first_queued_at=item.created_at,
+            horizon=timedelta(hours=self.settings.delivery_horizon_hours),
             now=now,
             base_seconds=self.settings.delivery_backoff_seconds,
             jitter=self.jitter(),
@@ -314,6 +352,8 @@ class Outbox:
             row.updated_at = now
             session.flush()
             settle_study(session, item.report_id)
+            if decision.status is DeliveryStatus.DELIVERED:
+                _wake_waiting(session, item, now)
         {
             DeliveryStatus.DELIVERED: tick.delivered,
             DeliveryStatus.RETRYING: tick.retrying,
@@ -326,11 +366,11 @@ class Outbox:
         )
         log.log(
             logging.INFO if decision.status is DeliveryStatus.DELIVERED else logging.WARNING,
-            "delivery %d (%s to %s, accession %s, attempt %d): %s%s%s",
+            "delivery %d (%s to %s, report %d, attempt %d): %s%s%s",
             item.delivery_id,
             item.kind,
             item.target,
-            item.accession,
+            item.report_id,
             item.attempts,
             decision.status,
             f": {decision.error}" if decision.error else "",
@@ -338,22 +378,59 @@ class Outbox:
         )
         return decision.next_attempt_at
 
+    def _hold(self, item: _Work, reason: str, tick: OutboxTick) -> None:
+        """Stop the row for an operator (`echo-admin study` shows it; `echo-admin resend` releases it)."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = session.get_one(Delivery, item.delivery_id)
+            row.status = DeliveryStatus.HELD
+            row.next_attempt_at = None
+            row.last_error = reason
+            row.updated_at = now
+        tick.held.append(item.delivery_id)
+        log.error("delivery %d (%s, report %d) held: %s", item.delivery_id, item.kind, item.report_id, reason)
 
-def _read_source(item: _Work) -> Dataset:
-    """The header of the image the report was drafted from (the spool file, pixels not read)."""
-    if item.source_path is None:
-        raise _NotBuilt(_Result(SendStatus.FAILED, "the report's source image is no longer recorded"))
+
+def _wake_waiting(session: Session, item: _Work, now: datetime) -> None:
+    """The destination answered again: its other retrying rows need not wait out their backoff."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.target == item.target,
+            Delivery.kind == item.kind,
+            Delivery.status == DeliveryStatus.RETRYING,
+            Delivery.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _not_built(what: str, error: Exception) -> str:
+    """A builder's refusal (ValueError/TypeError: its own clear words) or any other error, in one line."""
+    text = str(error) if isinstance(error, ValueError | TypeError) and str(error) else one_line(error)
+    return f"cannot build the {what}: {text}"
+
+
+def _source(item: _Work) -> Dataset:
+    """The header the messages are built from: the frozen identity, checked against the spool's copy."""
     try:
-        return dcmread(item.source_path, stop_before_pixels=True)
+        header = thawed_header(item.identity)
+    except IdentityError as error:
+        raise _Held(f"{error}; check the study, then resend it") from None
+    if item.source_path is None:
+        return header  # the image row is gone (purged): the frozen copy is all there is, and enough
+    try:
+        current = dcmread(item.source_path, stop_before_pixels=True)
     except FileNotFoundError:
-        raise _NotBuilt(
-            _Result(SendStatus.FAILED, "the report's source image is missing from the spool")
-        ) from None
-    except InvalidDicomError as error:
-        raise _NotBuilt(
-            _Result(SendStatus.FAILED, f"the report's source image is not DICOM: {error}")
-        ) from None
+        return header  # removed from the spool (retention): nothing can disagree
+    except InvalidDicomError:
+        raise _Held("the spool's copy of the source image is no longer DICOM; held for an operator") from None
     except OSError as error:  # a mount or disk problem: the file may be readable later
         raise _NotBuilt(
             _Result(SendStatus.RETRY, f"cannot read the report's source image: {error.strerror or error}")
         ) from None
+    disagreement = compare_with_spool(item.identity or {}, current)
+    if disagreement is not None:
+        raise _Held(str(disagreement))
+    return header

@@ -7,7 +7,9 @@ for MSA-1) as delivered, retry or failed; this module only acts on that class:
 - FAILED (a permanent refusal: sending the same bytes again would be refused again): failed at once.
 - RETRY (no connection, timeout, busy, out of resources, MSA-1 AE/CE, a malformed ACK): tried again
   after ``min(cap, base * 2**(attempts-1))`` seconds, scaled by a jitter in [0.5, 1] so that deliveries
-  that failed together do not all come back in the same second; failed after `max_attempts`.
+  that failed together do not all come back in the same second. Given up (failed) only once the row
+  is older than the horizon (default 24 h: a PACS down overnight loses nothing), or after
+  `max_attempts` when a site sets that cap (0: none).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def decide(
     attempts: int,
     max_attempts: int,
     now: datetime,
+    first_queued_at: datetime | None = None,
+    horizon: timedelta | None = None,
     base_seconds: float,
     jitter: float,
     cap_seconds: float = BACKOFF_CAP_SECONDS,
@@ -59,9 +63,16 @@ def decide(
         return Decision(DeliveryStatus.DELIVERED, None, None)
     if sent is SendStatus.FAILED:
         return Decision(DeliveryStatus.FAILED, None, error or "refused")
-    if attempts >= max_attempts:
+    if max_attempts and attempts >= max_attempts:
         return Decision(
             DeliveryStatus.FAILED, None, f"gave up after {attempts} attempts: {error or 'no reason'}"
+        )
+    if horizon is not None and first_queued_at is not None and now - first_queued_at >= horizon:
+        hours = horizon.total_seconds() / 3600
+        return Decision(
+            DeliveryStatus.FAILED,
+            None,
+            f"gave up after {hours:g} h and {attempts} attempts: {error or 'no reason'}",
         )
     wait = backoff_seconds(attempts, base_seconds, cap_seconds, jitter)
     return Decision(DeliveryStatus.RETRYING, now + timedelta(seconds=wait), error or "no reason")

@@ -1,7 +1,10 @@
 """`echo-admin resend STUDY`: send a study's newest report again to the PACS and RIS configured now.
 
-Each configured destination gets its delivery row reset (pending, attempts 0, due now, errors
-cleared) or, if the report has none of that kind yet, a new row. A reset row keeps its SR SOP
+Each configured destination whose message was not delivered (pending, retrying, failed, held)
+gets its delivery row reset (pending, attempts 0, due now, errors cleared, its retry horizon
+started again) or, if the report has none of that kind yet, a new row; what a destination already
+accepted is left alone unless the operator asks for it (`include_delivered`), so a resend after a
+PACS outage does not put a duplicate ORU in the RIS. A reset row keeps its SR SOP
 Instance UID and HL7 control id, so the PACS replaces the SR it may already hold and the RIS can
 recognise the message. A study that failed (a delivery refused, or given up) goes back to
 "inferred" through the state machine (failed -> queued -> inferred, both audited), so the outbox
@@ -34,6 +37,7 @@ class ResendResult:
     reset: list[str] = field(default_factory=list)  # "SR to PACS@host:104 (was failed)"
     created: list[str] = field(default_factory=list)
     untouched: list[str] = field(default_factory=list)  # rows of a kind no longer configured
+    already_delivered: list[str] = field(default_factory=list)  # accepted already; left alone
     state: StudyState = StudyState.INFERRED
 
 
@@ -60,7 +64,9 @@ def find_study(session: Session, reference: str) -> Study:
     raise ResendError(f"no study with id, Study Instance UID or accession number {reference!r}")
 
 
-def resend_report(session: Session, settings: Settings, reference: str, now: datetime) -> ResendResult:
+def resend_report(
+    session: Session, settings: Settings, reference: str, now: datetime, *, include_delivered: bool = False
+) -> ResendResult:
     """Reset or create the delivery rows of `reference`'s newest report, in the caller's transaction."""
     wanted = destinations(settings)
     if not wanted:
@@ -80,10 +86,14 @@ def resend_report(session: Session, settings: Settings, reference: str, now: dat
             session.add(new_delivery(report.id, kind, target, now))
             result.created.append(label)
             continue
+        if row.status is DeliveryStatus.DELIVERED and not include_delivered:
+            result.already_delivered.append(label)
+            continue
         result.reset.append(f"{label} (was {row.status.value})")
         row.target = target
         row.status = DeliveryStatus.PENDING
         row.attempts = 0
+        row.created_at = now  # the retry horizon starts again
         row.next_attempt_at = now
         row.last_error = row.ack_code = row.ack_text = None
         row.updated_at = now

@@ -148,16 +148,19 @@ def studies(
 @app.command()
 def resend(
     study: str = typer.Argument(..., help="study id, Study Instance UID or accession number"),
+    everything: bool = typer.Option(
+        False, "--all", help="also send again what its destination already accepted (a duplicate there)"
+    ),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Send a study's report again to the PACS and RIS configured now (failed deliveries included)."""
+    """Send a study's report again to the PACS and RIS configured now: what was not delivered, or --all."""
     from node.delivery.resend import ResendError, resend_report  # hl7apy and pydicom: not for --help
 
     settings = settings_for_cli(config)
     database = _database(settings)
     try:
         with database.sessions.begin() as session:
-            result = resend_report(session, settings, study, utcnow())
+            result = resend_report(session, settings, study, utcnow(), include_delivered=everything)
     except ResendError as error:
         raise UserError(str(error)) from None
     except SQLAlchemyError as error:
@@ -171,6 +174,8 @@ def resend(
         console.print(f"new: {line}")
     for line in result.untouched:
         console.print(f"left as is (not configured now): {line}")
+    for line in result.already_delivered:
+        console.print(f"left as is (already delivered; --all sends it again): {line}")
     console.print(
         f"study {result.study_id}, report {result.report_id}: {result.state}; "
         "the node's delivery loop sends it within seconds"

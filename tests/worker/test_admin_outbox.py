@@ -62,7 +62,7 @@ def test_resend_brings_a_failed_study_back_with_the_same_identifiers(
     )
 
     assert (code, err) == (0, "")
-    assert f"reset: SR to {PACS} (was delivered)" in out
+    assert f"left as is (already delivered; --all sends it again): SR to {PACS}" in out
     assert f"reset: ORU to {RIS} (was failed)" in out
     assert f"study {study_id}, report {report_id}: inferred" in out
     with database.sessions() as session:
@@ -74,13 +74,27 @@ def test_resend_brings_a_failed_study_back_with_the_same_identifiers(
             )
         ][-2:]
     assert {kind: row.message_id for kind, row in rows.items()} == before
-    assert {(row.status, row.attempts, row.last_error, row.ack_code) for row in rows.values()} == {
-        (DeliveryStatus.PENDING, 0, None, None)
-    }
+    oru, sr = rows[DeliveryKind.ORU], rows[DeliveryKind.SR]
+    assert (oru.status, oru.attempts, oru.last_error, oru.ack_code) == (DeliveryStatus.PENDING, 0, None, None)
+    assert (sr.status, sr.attempts) == (DeliveryStatus.DELIVERED, 1), "the PACS has it: not sent twice"
     assert moves == [
         (StudyState.FAILED, StudyState.QUEUED, "operator resend"),
         (StudyState.QUEUED, StudyState.INFERRED, f"report {report_id} sent again"),
     ]
+
+
+def test_resend_all_sends_again_what_was_delivered_too(
+    database: Database, node_settings, store_study, images, report_for, capsys, monkeypatch
+) -> None:
+    settings = node_settings(pacs=PACS, ris=RIS)
+    study_id = store_study(images.chest())
+    report_for(study_id, settings)
+    refuse_oru(database, settings)
+    code, out, _ = run_admin(
+        ["resend", "--all", str(study_id)], capsys, monkeypatch, settings, ECHO_PACS=PACS, ECHO_RIS=RIS
+    )
+    assert code == 0
+    assert f"reset: SR to {PACS} (was delivered)" in out and f"reset: ORU to {RIS} (was failed)" in out
 
 
 def test_resend_adds_a_destination_configured_since(

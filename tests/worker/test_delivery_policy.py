@@ -59,3 +59,28 @@ def test_a_transient_failure_is_retried_until_the_limit() -> None:
     assert _decide(SendStatus.RETRY, "down", 3) == Decision(
         DeliveryStatus.FAILED, None, "gave up after 3 attempts: down"
     )
+
+
+def _over(attempts: int, age: timedelta, max_attempts: int = 0) -> Decision:
+    return decide(
+        SendStatus.RETRY,
+        "down",
+        attempts=attempts,
+        max_attempts=max_attempts,
+        now=NOW,
+        first_queued_at=NOW - age,
+        horizon=timedelta(hours=24),
+        base_seconds=5.0,
+        jitter=1.0,
+    )
+
+
+def test_without_an_attempt_cap_only_the_horizon_gives_up() -> None:
+    assert _over(200, timedelta(hours=23, minutes=59)).status is DeliveryStatus.RETRYING
+    assert _over(200, timedelta(hours=24)) == Decision(
+        DeliveryStatus.FAILED, None, "gave up after 24 h and 200 attempts: down"
+    )
+
+
+def test_a_site_cap_on_attempts_still_applies_within_the_horizon() -> None:
+    assert _over(5, timedelta(minutes=1), max_attempts=5).error == "gave up after 5 attempts: down"

@@ -15,10 +15,11 @@ from pydicom import Dataset
 from sqlalchemy import select
 
 from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
+from node.delivery import outbox as outbox_module
 from node.delivery.messages import sr_series_uid
 from node.delivery.outbox import Outbox
 from node.store.database import Database
-from node.store.models import Delivery, Instance, Study, StudyEvent
+from node.store.models import Delivery, Instance, Report, Study, StudyEvent
 from node.store.states import DeliveryKind, DeliveryStatus, StudyState
 
 PACS = "PACS@127.0.0.1:11113"
@@ -260,20 +261,151 @@ def test_run_due_for_one_report_sends_only_its_rows(
     assert {statuses[(first, kind)] for kind in DeliveryKind} == {DeliveryStatus.PENDING}
 
 
-def test_a_source_image_gone_from_the_spool_fails_the_delivery(
+def test_a_source_image_gone_from_the_spool_is_sent_from_the_frozen_identity(
     database: Database, peers, store_study, images, report_for, clock
 ) -> None:
-    study_id = store_study(images.chest())
+    study_id = store_study(images.chest(patient_id="MRN-FROZEN"))
     report_id = report_for(study_id, peers)
     with database.sessions() as session:
         Path(session.scalars(select(Instance.path)).one()).unlink()
+    store, ris = RecordingStore(), RecordingRis()
+    outbox(database, peers, clock, store, ris).run_due()
+    rows = deliveries(database)
+    assert {rows[(report_id, kind)].status for kind in DeliveryKind} == {DeliveryStatus.DELIVERED}
+    [([sr], _)] = store.calls
+    assert sr.PatientID == "MRN-FROZEN"
+    assert "MRN-FROZEN" in hl7.parse(ris.sent[0][0].decode().replace("\n", "\r")).segment("PID")[3][0][0]
+
+
+def test_a_report_never_goes_out_under_the_patient_of_a_later_resend(
+    database: Database, peers, store_study, images, report_for, clock
+) -> None:
+    """The same SOP Instance UID re-sent under another study and patient while the first draft waits."""
+    first_image = images.chest(patient_id="MRN-FIRST", accession="ACC-FIRST", PatientName="First^Pat")
+    first_study = store_study(first_image)
+    report_id = report_for(first_study, peers)
+    second_image = images.chest(patient_id="MRN-SECOND", accession="ACC-SECOND", PatientName="Second^Pat")
+    second_image.SOPInstanceUID = first_image.SOPInstanceUID
+    store_study(second_image, state=StudyState.RECEIVED)
+
+    store, ris = RecordingStore(), RecordingRis()
+    tick = outbox(database, peers, clock, store, ris).run_due()
+
+    rows = deliveries(database)
+    assert (store.calls, ris.sent) == ([], [])
+    assert sorted(tick.held) == sorted(rows[(report_id, kind)].id for kind in DeliveryKind)
+    for kind in DeliveryKind:
+        row = rows[(report_id, kind)]
+        assert (row.status, row.next_attempt_at) == (DeliveryStatus.HELD, None)
+        assert "held for an operator" in row.last_error and "PatientID" in row.last_error
+        assert "MRN-" not in row.last_error and "ACC-" not in row.last_error
+    assert study_state(database, first_study)[0] is StudyState.INFERRED
+    clock.advance(3600)
+    assert outbox(database, peers, clock, store, ris).run_due().attempted == 0
+
+
+def test_a_report_without_a_frozen_identity_is_held(
+    database: Database, peers, store_study, images, report_for, clock
+) -> None:
+    report_id = report_for(store_study(images.chest()), peers)
+    with database.sessions.begin() as session:
+        session.get_one(Report, report_id).identity = None
     store = RecordingStore()
     outbox(database, peers, clock, store).run_due()
     rows = deliveries(database)
     assert store.calls == []
-    for kind in DeliveryKind:
-        assert rows[(report_id, kind)].status is DeliveryStatus.FAILED
-        assert rows[(report_id, kind)].last_error == "the report's source image is missing from the spool"
+    assert rows[(report_id, DeliveryKind.SR)].status is DeliveryStatus.HELD
+    assert "no frozen identity" in rows[(report_id, DeliveryKind.SR)].last_error
+
+
+def test_any_builder_error_fails_that_message_and_the_batch_goes_on(
+    database: Database, peers, store_study, images, report_for, clock, monkeypatch
+) -> None:
+    broken = report_for(store_study(images.chest(accession="ACC-BROKEN")), peers)
+    fine = report_for(store_study(images.chest(accession="ACC-FINE")), peers)
+
+    real_report_oru = outbox_module.report_oru
+
+    def report_oru(source, *args, **kwargs):
+        if source.AccessionNumber == "ACC-BROKEN":
+            raise LookupError("MaxLengthReached: a field longer than the standard allows")
+        return real_report_oru(source, *args, **kwargs)
+
+    monkeypatch.setattr(outbox_module, "report_oru", report_oru)
+    ris = RecordingRis()
+    tick = outbox(database, peers, clock, ris=ris).run_due()
+
+    rows = deliveries(database)
+    assert rows[(broken, DeliveryKind.ORU)].status is DeliveryStatus.FAILED
+    assert rows[(broken, DeliveryKind.ORU)].last_error == (
+        "cannot build the ORU: LookupError: MaxLengthReached: a field longer than the standard allows"
+    )
+    assert rows[(fine, DeliveryKind.ORU)].status is DeliveryStatus.DELIVERED
+    assert len(ris.sent) == 1 and tick.attempted == 4
+
+
+def test_a_sender_that_raises_leaves_its_rows_due_again_not_stuck(
+    database: Database, peers, store_study, images, report_for, clock
+) -> None:
+    report_id = report_for(store_study(images.chest()), peers)
+
+    def exploding_store(*args, **kwargs):
+        raise RuntimeError("association thread died")
+
+    outbox(database, peers, clock, exploding_store).run_due()
+    row = deliveries(database)[(report_id, DeliveryKind.SR)]
+    assert row.status is DeliveryStatus.RETRYING
+    assert row.last_error == "C-STORE failed: RuntimeError: association thread died"
+
+
+def test_a_crash_mid_tick_hands_unsent_rows_back_at_once(
+    database: Database, peers, store_study, images, report_for, clock, monkeypatch
+) -> None:
+    report_id = report_for(store_study(images.chest()), peers)
+    box = outbox(database, peers, clock)
+    monkeypatch.setattr(box, "_send_srs", lambda *args: (_ for _ in ()).throw(MemoryError("boom")))
+    with pytest.raises(MemoryError):
+        box.run_due()
+    row = deliveries(database)[(report_id, DeliveryKind.SR)]
+    assert row.status is DeliveryStatus.PENDING
+    assert row.next_attempt_at <= clock.now(), "not left waiting for the lease"
+
+
+def test_transient_failures_are_retried_over_the_horizon_not_a_count(
+    database: Database, node_settings, store_study, images, report_for, clock
+) -> None:
+    settings = node_settings(pacs=PACS, delivery_backoff_seconds=60.0, delivery_horizon_hours=24)
+    study_id = store_study(images.chest())
+    report_id = report_for(study_id, settings)
+    store = RecordingStore([SendStatus.RETRY])
+    box = outbox(database, settings, clock, store)
+    for _ in range(40):  # about 8 hours of a PACS that is down
+        box.run_due()
+        clock.advance(900)
+    row = deliveries(database)[(report_id, DeliveryKind.SR)]
+    assert row.status is DeliveryStatus.RETRYING and row.attempts > 8
+    assert study_state(database, study_id)[0] is StudyState.INFERRED
+    clock.advance(24 * 3600)
+    box.run_due()
+    row = deliveries(database)[(report_id, DeliveryKind.SR)]
+    assert row.status is DeliveryStatus.FAILED
+    assert row.last_error.startswith("gave up after 24 h and ")
+
+
+def test_a_destination_that_answers_again_wakes_its_waiting_rows(
+    database: Database, node_settings, store_study, images, report_for, clock
+) -> None:
+    settings = node_settings(pacs=PACS, delivery_backoff_seconds=600.0)
+    waiting = report_for(store_study(images.chest()), settings)
+    outbox(database, settings, clock, RecordingStore([SendStatus.RETRY])).run_due()
+    assert deliveries(database)[(waiting, DeliveryKind.SR)].next_attempt_at > clock.now()
+    fresh = report_for(store_study(images.chest()), settings)
+    clock.advance(1)
+    store = RecordingStore()
+    outbox(database, settings, clock, store).run_due(report_id=fresh)
+    assert deliveries(database)[(waiting, DeliveryKind.SR)].next_attempt_at <= clock.now()
+    outbox(database, settings, clock, store).run_due()
+    assert deliveries(database)[(waiting, DeliveryKind.SR)].status is DeliveryStatus.DELIVERED
 
 
 def test_a_study_without_accession_gets_its_sr_but_no_oru(
