@@ -184,7 +184,8 @@ class SiteRis:
         return ack_for(message, code, {"AE": "busy, try later", "AR": "unknown order"}.get(code, ""))
 
 
-def _start_ris(ris: SiteRis) -> socketserver.ThreadingTCPServer:
+def _start_ris(ris: SiteRis, port: int = 0) -> socketserver.ThreadingTCPServer:
+    """Serve `ris` on `port` (0: any free port), in a thread; shutdown() and server_close() stop it."""
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             connection = self.request
@@ -205,7 +206,7 @@ def _start_ris(ris: SiteRis) -> socketserver.ThreadingTCPServer:
                 pass
 
     socketserver.ThreadingTCPServer.allow_reuse_address = True
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     ris.port = server.server_address[1]
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
