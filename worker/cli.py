@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from echo.errors import UserError, run_cli
+from echo.errors import UserError
 from node.broker.app import QUEUES
-from node.config.startup import configure_logging, settings_for_cli
+from node.config.startup import check_worker, configure_logging, run_role_cli, settings_for_cli
 from worker.app import create_worker_app
 
 app = typer.Typer(name="echo-worker", add_completion=False, pretty_exceptions_enable=False)
@@ -36,6 +36,7 @@ def command(
             f"--queues {queues!r}: unknown queue(s) {', '.join(unknown) or '(none given)'}; use {', '.join(QUEUES)}"
         )
     configure_logging(level)
+    check_worker(settings, config)  # model, database, broker: one line and exit 2 or 3 if not
     create_worker_app(settings).worker_main(
         [
             "worker",
@@ -48,7 +49,7 @@ def command(
 
 
 def main() -> None:
-    run_cli(app, "echo-worker")
+    run_role_cli(app, "echo-worker")
 
 
 if __name__ == "__main__":

@@ -98,8 +98,13 @@ class Settings(BaseSettings):
     ae_title: str = "ECHO"
     port: int = Field(11112, ge=1, le=65535)
     allowed_callers: Annotated[tuple[CallerRule, ...], NoDecode] = ()
+    # A production node (see `production_reason`) refuses an empty allow-list unless this is true.
+    allow_any_caller: bool = False
+    production: bool = False  # true: a production node even on the embedded SQLite and broker
     data_dir: Path = Path("./echo-data")
     database_url: str = ""  # empty: SQLite in the data dir
+    # A file holding the database password (a Docker/systemd secret): the URL then carries none.
+    database_password_file: Path | None = None
     broker_url: str = ""  # empty: kombu's SQLAlchemy transport on SQLite in the data dir
     quiet_seconds: float = Field(10.0, ge=0)
     pacs: Annotated[DicomPeer | None, NoDecode] = None
@@ -126,6 +131,34 @@ class Settings(BaseSettings):
     @classmethod
     def _ae_title(cls, value: str) -> str:
         return check_ae_title(value, "AE title")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url  # not at import: --help stays fast
+        from sqlalchemy.exc import ArgumentError
+
+        value = value.strip()
+        if value:
+            try:
+                make_url(value)
+            except ArgumentError:  # the value itself is not repeated: it may hold a password
+                raise ValueError(
+                    "not a SQLAlchemy URL (dialect+driver://user@host:port/database, "
+                    "e.g. postgresql+psycopg://echo@db.hospital.local:5432/echo)"
+                ) from None
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme, sep, _ = value.partition("://")
+        if value and (not sep or not scheme):
+            raise ValueError(
+                "not a broker URL (transport://host:port/..., e.g. redis://queue.hospital.local:6379/0)"
+            )
+        return value
 
     @field_validator("allowed_callers", mode="before")
     @classmethod
@@ -159,6 +192,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _database_password_file(self) -> Settings:
+        path = self.database_password_file
+        if path is not None:
+            if not self.database_url:
+                raise ValueError(
+                    "ECHO_DATABASE_PASSWORD_FILE needs ECHO_DATABASE_URL (the SQLite default has no password)"
+                )
+            if not path.is_file():
+                raise ValueError(f"ECHO_DATABASE_PASSWORD_FILE: {path} does not exist")
+        return self
+
+    @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
@@ -186,7 +231,14 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'echo.db').resolve()}"
+        if not self.database_url:
+            return f"sqlite:///{(self.data_dir / 'echo.db').resolve()}"
+        if self.database_password_file is None:
+            return self.database_url
+        from sqlalchemy.engine import make_url
+
+        password = self.database_password_file.read_text(encoding="utf-8").strip()
+        return make_url(self.database_url).set(password=password).render_as_string(hide_password=False)
 
     @property
     def effective_broker_url(self) -> str:
@@ -199,6 +251,17 @@ class Settings(BaseSettings):
     @property
     def effective_model_dir(self) -> Path:
         return self.model_dir or bundled_model_dir()
+
+    @property
+    def production_reason(self) -> str | None:
+        """Why this is a production node (its SCP then refuses an empty allow-list); None: embedded."""
+        if self.production:
+            return "ECHO_PRODUCTION is true"
+        if not self.embedded_broker:
+            return "ECHO_BROKER_URL names an external broker"
+        if self.database_url and not self.database_url.startswith("sqlite"):
+            return "ECHO_DATABASE_URL names an external database"
+        return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -222,12 +285,34 @@ class _OverriddenSettings(Settings):
     read_environment: ClassVar[bool] = False
 
 
+def _config_path(config_file: Path | None) -> Path | None:
+    return config_file or (Path(os.environ["ECHO_CONFIG"]) if os.environ.get("ECHO_CONFIG") else None)
+
+
+def _label(field: str, path: Path | None, file_values: dict[str, Any]) -> str:
+    variable = f"ECHO_{field.upper()}"
+    if path is not None and field in file_values and variable not in os.environ:
+        return f"{field} in {path}"
+    return variable
+
+
+def setting_name(field: str, config_file: Path | None = None) -> str:
+    """How the operator gave `field`: ``model_dir in /etc/echo/echo.toml`` or ``ECHO_MODEL_DIR``."""
+    path = _config_path(config_file)
+    try:
+        file_values = _read_toml(path) if path else {}
+    except SettingsError:
+        file_values = {}
+    return _label(field, path, file_values)
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Read settings from the environment and an optional TOML file (``ECHO_CONFIG`` names one).
 
     The environment wins over the file; ``overrides`` (command-line flags, tests) win over both.
+    A bad value names the variable, or the file's key when the value came from the file.
     """
-    path = config_file or (Path(os.environ["ECHO_CONFIG"]) if os.environ.get("ECHO_CONFIG") else None)
+    path = _config_path(config_file)
     file_values = _read_toml(path) if path else {}
     try:
         settings = Settings(**file_values)
@@ -235,7 +320,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             settings = _OverriddenSettings(**{**settings.model_dump(), **overrides})
     except ValidationError as error:
         first = error.errors()[0]
-        name = ".".join(str(part) for part in first["loc"]) or "settings"
         message = first["msg"].removeprefix("Value error, ")
-        raise SettingsError(f"bad setting ECHO_{name.upper()}: {message}") from None
+        if not first["loc"]:  # a check across settings: its message names them
+            raise SettingsError(f"bad settings: {message}") from None
+        name = _label(str(first["loc"][0]), path, file_values)
+        raise SettingsError(f"bad setting {name}: {message}") from None
     return settings

@@ -9,8 +9,8 @@ from types import FrameType
 
 import typer
 
-from echo.errors import UserError, run_cli
-from node.config.startup import configure_logging, settings_for_cli
+from echo.errors import UserError
+from node.config.startup import check_serve, configure_logging, run_role_cli, settings_for_cli
 
 app = typer.Typer(
     name="echo-node",
@@ -32,12 +32,15 @@ def serve(
 ) -> None:
     """Migrate the database, start the SCP and study assembly and, with the embedded broker, a worker.
 
-    Runs until Ctrl-C or SIGTERM, then stops cleanly.
+    Checks first what it will need (the database and an external broker answer, the model
+    directory holds a model) and stops with one line if not: exit 2 for a wrong setting, 3 for a
+    service that does not answer (it may later). Runs until Ctrl-C or SIGTERM, then stops cleanly.
     """
     from node.serve.runtime import Node, NodeStartError  # pynetdicom, SQLAlchemy, Celery: not for --help
 
     settings = settings_for_cli(config)
     configure_logging(settings.log_level)
+    check_serve(settings, config)
     stop = threading.Event()
 
     def _request_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -83,7 +86,7 @@ def demo(
 
 
 def main() -> None:
-    run_cli(app, "echo-node")
+    run_role_cli(app, "echo-node")
 
 
 if __name__ == "__main__":
