@@ -7,23 +7,27 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from echo.errors import UserError, run_cli
+from node.config.demo_model import is_demo_model_version
 from node.config.settings import Settings
-from node.config.startup import settings_for_cli
+from node.config.startup import check_database, settings_for_cli
 from node.ops.overview import counts_by_state, last_association, open_associations, recent_studies
+from node.ops.study_detail import StudyDetail, study_detail
 from node.store.database import Database, open_database, safe_url
 from node.store.model_versions import list_model_versions
-from node.store.models import utcnow
+from node.store.models import Study, utcnow
 from node.store.states import StudyState
 from node.store.uids import short_uid
 
 app = typer.Typer(
     name="echo-admin",
-    help="Operate an ECHO node: status, studies, resend, models.",
+    help="Operate an ECHO node: status, studies, study, requeue, resend, models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,11 +40,13 @@ def _time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _database(settings: Settings) -> Database:
-    """The node's database; a SQLite file that does not exist yet is an error, not a new empty file."""
+def _database(settings: Settings, config: Path | None = None) -> Database:
+    """The node's database; a SQLite file that does not exist yet is an error, not a new empty file,
+    and a server that does not answer is one line after a few seconds, not a long hang."""
     url = make_url(settings.effective_database_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
         raise UserError(f"no database at {url.database}: start `echo-node serve` once to create it")
+    check_database(settings, config)
     return open_database(settings)
 
 
@@ -140,9 +146,213 @@ def studies(
             _time(row.first_received_at),
             _time(row.last_received_at),
             _time(row.updated_at),
-            row.skip_reason or "",
+            row.note,
         )
     Console().print(table)
+
+
+def _find(session: Session, reference: str) -> Study:
+    from node.delivery.resend import ResendError, find_study
+
+    try:
+        return find_study(session, reference)
+    except ResendError as error:
+        raise UserError(str(error)) from None
+
+
+@app.command()
+def study(
+    reference: str = typer.Argument(
+        ..., metavar="STUDY", help="study id, Study Instance UID or accession number"
+    ),
+    config: Path | None = ConfigOption,
+) -> None:
+    """One study: instances, inference attempts, drafts, deliveries and the timeline of its states."""
+    settings = settings_for_cli(config)
+    database = _database(settings, config)
+    try:
+        with database.sessions() as session:
+            detail = study_detail(session, _find(session, reference))
+    except SQLAlchemyError as error:
+        raise _database_error(settings, error) from None
+    finally:
+        database.dispose()
+    _print_detail(Console(), detail)
+
+
+def _print_detail(console: Console, detail: StudyDetail) -> None:
+    console.print(
+        f"study {detail.id}: {short_uid(detail.study_instance_uid)}, accession "
+        f"{detail.accession_number or '-'}, {detail.modality or '-'} {detail.body_part or ''}".rstrip()
+    )
+    state = f"state: {detail.state}"
+    reason = detail.failure_reason or (detail.skip_reason if detail.state is StudyState.SKIPPED else None)
+    console.print(state + (f" ({escape(reason)})" if reason else ""))
+    if detail.identity_conflict:
+        console.print(
+            f"identity conflict: the instances disagree on {escape(detail.identity_conflict)}; not drafted"
+        )
+    received = f"received {_time(detail.first_received_at)} .. {_time(detail.last_received_at)}"
+    if detail.enqueued_at is not None:
+        received += f"; handed to the broker {_time(detail.enqueued_at)}"
+    elif detail.state is StudyState.QUEUED:
+        received += "; waiting for the node to hand it to the broker"
+    console.print(received)
+    views = ", ".join(f"{view} {count}" for view, count in sorted(detail.views.items()))
+    console.print(f"instances: {len(detail.instances)}" + (f" (views: {escape(views)})" if views else ""))
+    _table(
+        console,
+        "Instances",
+        ("id", "series", "SOP class", "view", "bytes", "received"),
+        [
+            (
+                str(line.id),
+                short_uid(line.series_uid),
+                line.sop_class,
+                line.view_position or "-",
+                str(line.size),
+                _time(line.received_at),
+            )
+            for line in detail.instances
+        ],
+        "",
+    )
+    _table(
+        console,
+        "Jobs",
+        ("id", "kind", "attempt", "state", "worker", "started", "ended", "error"),
+        [
+            (
+                str(job.id),
+                str(job.kind),
+                str(job.attempt),
+                str(job.state),
+                job.worker or "-",
+                _time(job.started_at),
+                _time(job.ended_at),
+                job.error or "",
+            )
+            for job in detail.jobs
+        ],
+        "jobs: none",
+    )
+    _table(
+        console,
+        "Reports",
+        ("id", "model", "version", "tokens", "seconds", "created"),
+        [
+            (
+                str(report.id),
+                report.model_name,
+                report.model_version
+                + (" (demo model)" if is_demo_model_version(report.model_version) else ""),
+                str(report.tokens),
+                f"{report.seconds:.2f}",
+                _time(report.created_at),
+            )
+            for report in detail.reports
+        ],
+        "reports: none",
+    )
+    _table(
+        console,
+        "Deliveries",
+        ("id", "report", "kind", "target", "status", "attempts", "next try", "last error", "ack"),
+        [
+            (
+                str(row.id),
+                str(row.report_id),
+                row.kind.value.upper(),
+                row.target,
+                str(row.status),
+                str(row.attempts),
+                _time(row.next_attempt_at),
+                row.last_error or "",
+                " ".join(part for part in (row.ack_code, row.ack_text) if part) or "-",
+            )
+            for row in detail.deliveries
+        ],
+        "deliveries: none",
+    )
+    _table(
+        console,
+        "Timeline",
+        ("at", "from", "to", "reason"),
+        [
+            (_time(event.at), str(event.from_state or "-"), str(event.to_state), event.reason or "")
+            for event in detail.events
+        ],
+        "timeline: no events",
+    )
+
+
+def _table(
+    console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str
+) -> None:
+    if not rows:
+        if empty:
+            console.print(empty)
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))  # database text is data, never rich markup
+    console.print(table)
+
+
+@app.command()
+def requeue(
+    reference: str | None = typer.Argument(
+        None, metavar="[STUDY]", help="study id, Study Instance UID or accession number"
+    ),
+    state: str | None = typer.Option(
+        None, "--state", help="re-queue every study in this state (only: failed)"
+    ),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Send a failed study (or, with --state failed, every failed one) back to the inference queue.
+
+    The node's assembly loop publishes it within seconds. A failed study that already has a draft
+    is resent instead (`echo-admin resend`).
+    """
+    from node.ops.requeue import RequeueError, requeue_failed, requeue_study
+
+    if (reference is None) == (state is None):
+        raise UserError("give either a study (id, Study Instance UID or accession number) or --state failed")
+    if state is not None and state.lower() != StudyState.FAILED:
+        raise UserError(
+            f"--state {state!r}: only failed studies can be re-queued (failed -> queued); use --state failed"
+        )
+    settings = settings_for_cli(config)
+    database = _database(settings, config)
+    console = Console()
+    try:
+        with database.sessions.begin() as session:
+            if reference is not None:
+                found = _find(session, reference)
+                try:
+                    requeue_study(session, found)
+                except RequeueError as error:
+                    raise UserError(str(error)) from None
+                requeued, refused = [found.id], []
+            else:
+                result = requeue_failed(session)
+                requeued, refused = result.requeued, result.refused
+    except SQLAlchemyError as error:
+        raise _database_error(settings, error) from None
+    finally:
+        database.dispose()
+    for line in refused:
+        console.print(f"left as is: {escape(line)}")
+    if requeued:
+        console.print(
+            f"re-queued {len(requeued)} {'study' if len(requeued) == 1 else 'studies'} "
+            f"({', '.join(str(study_id) for study_id in requeued)}): the node publishes "
+            f"{'it' if len(requeued) == 1 else 'them'} to the inference queue within seconds"
+        )
+    else:
+        console.print("no failed study to re-queue")
 
 
 @app.command()

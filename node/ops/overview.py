@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from node.store.models import Association, Instance, Study
+from node.store.models import Association, Instance, Study, StudyEvent
 from node.store.states import AssociationOutcome, StudyState
 
 
@@ -36,6 +36,18 @@ class StudyRow:
     first_received_at: datetime
     last_received_at: datetime
     updated_at: datetime
+    failure_reason: str | None = None  # the reason of its newest move to failed, when it is failed
+    identity_conflict: str | None = None  # the attributes its instances disagree on
+
+    @property
+    def note(self) -> str:
+        """Why the study is where it is: the skip or failure reason, and any identity conflict."""
+        parts = [
+            self.skip_reason if self.state is StudyState.SKIPPED else None,
+            self.failure_reason if self.state is StudyState.FAILED else None,
+            f"instances disagree on {self.identity_conflict}" if self.identity_conflict else None,
+        ]
+        return "; ".join(part for part in parts if part)
 
 
 def counts_by_state(session: Session) -> dict[StudyState, int]:
@@ -75,7 +87,19 @@ def recent_studies(session: Session, state: StudyState | None, limit: int) -> li
         .correlate(Study)
         .scalar_subquery()
     )
-    query = select(Study, instance_count).order_by(Study.updated_at.desc(), Study.id.desc()).limit(limit)
+    failure_reason = (
+        select(StudyEvent.reason)
+        .where(StudyEvent.study_id == Study.id, StudyEvent.to_state == StudyState.FAILED)
+        .order_by(StudyEvent.id.desc())
+        .limit(1)
+        .correlate(Study)
+        .scalar_subquery()
+    )
+    query = (
+        select(Study, instance_count, failure_reason)
+        .order_by(Study.updated_at.desc(), Study.id.desc())
+        .limit(limit)
+    )
     if state is not None:
         query = query.where(Study.state == state)
     return [
@@ -90,6 +114,8 @@ def recent_studies(session: Session, state: StudyState | None, limit: int) -> li
             study.first_received_at,
             study.last_received_at,
             study.updated_at,
+            failure_reason if study.state is StudyState.FAILED else None,
+            study.identity_conflict,
         )
-        for study, count in session.execute(query)
+        for study, count, failure_reason in session.execute(query)
     ]
