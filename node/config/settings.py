@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     database_password_file: Path | None = None
     broker_url: str = ""  # empty: kombu's SQLAlchemy transport on SQLite in the data dir
     quiet_seconds: float = Field(10.0, ge=0)
+    draft_lateral_only: bool = False  # draft a study of lateral views alone (else it waits for a frontal)
     pacs: Annotated[DicomPeer | None, NoDecode] = None
     ris: Annotated[MllpPeer | None, NoDecode] = None
     model_dir: Path | None = None  # unset: the bundled demo model

@@ -3,7 +3,9 @@
 A study is complete when it is in state received, no instance of it has arrived for the quiet
 period, and every association that delivered one of its instances ended at least the quiet
 period ago. Then, in one transaction, it moves received -> complete -> queued (a chest
-radiograph) or -> skipped (with the reason).
+radiograph, see `node.dicom.chest`), -> skipped (with the reason: another body part or modality, a
+lateral view alone), or -> failed when its instances disagree on who the patient is or on the order
+(studies.identity_conflict names the attribute; such a study is never drafted).
 
 Publishing happens after that commit, with the study id only. ``studies.enqueued_at`` is set
 once the broker took the message; a queued study whose enqueued_at is NULL is (re)published by
@@ -15,15 +17,18 @@ publishes it twice, and the task is idempotent (`node.store.jobs.claim_inference
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Select, and_, exists, or_, select, update
+from pydicom import Dataset, dcmread
+from sqlalchemy import Select, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.dicom.ingest import RADIOGRAPH_MODALITIES
+from node.dicom.chest import ChestDecision, ImageFacts, decide, facts_from_dataset
+from node.dicom.ingest import IDENTITY_ATTRIBUTES, disagreeing, identity_conflict
 from node.store.models import Association, Instance, Job, Study, utcnow
 from node.store.states import JobKind, JobState, StudyState
 from node.store.transitions import IllegalTransition, transition
@@ -31,27 +36,17 @@ from node.store.uids import short_uid
 
 log = logging.getLogger(__name__)
 
-CHEST_BODY_PARTS = frozenset({"CHEST"})
-
 
 class InferencePublisher(Protocol):
     def publish_inference(self, study_id: int) -> None:
         """Hand the inference task for `study_id` to the broker; raise if the broker did not take it."""
 
 
-def skip_reason(modality: str | None, body_part: str | None) -> str | None:
-    """Why a study is not a chest radiograph (CR/DX, body part CHEST or unspecified); None if it is."""
-    if modality not in RADIOGRAPH_MODALITIES:
-        return f"modality {modality or 'unspecified'} is not CR or DX"
-    if body_part is not None and body_part.upper() not in CHEST_BODY_PARTS:
-        return f"body part {body_part} is not CHEST"
-    return None
-
-
 @dataclass
 class SweepResult:
     queued: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)  # not drafted: the instances disagree on the patient
     published: list[int] = field(default_factory=list)
 
 
@@ -72,6 +67,95 @@ def _quiet_studies(cutoff: datetime) -> Select[tuple[int]]:
     )
 
 
+def skip_counts(session: Session) -> dict[str, int]:
+    """Skipped studies per reason, most frequent first (what an operator's overview shows)."""
+    rows = session.execute(
+        select(Study.skip_reason, func.count())
+        .where(Study.state == StudyState.SKIPPED)
+        .group_by(Study.skip_reason)
+        .order_by(func.count().desc())
+    )
+    return {reason or "": count for reason, count in rows}
+
+
+@dataclass(frozen=True)
+class _StoredInstance:
+    id: int
+    received_at: datetime
+    path: str
+    view_position: str | None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A study as its headers were read: assembly decides only if nothing changed since."""
+
+    last_received_at: datetime
+    instances: tuple[_StoredInstance, ...]
+    modality: str | None
+    body_part: str | None
+
+    @property
+    def fingerprint(self) -> tuple[object, ...]:
+        return (self.last_received_at, tuple((i.id, i.received_at, i.path) for i in self.instances))
+
+
+def _snapshot(session: Session, study: Study) -> _Snapshot:
+    rows = session.execute(
+        select(Instance.id, Instance.received_at, Instance.path, Instance.view_position)
+        .where(Instance.study_id == study.id)
+        .order_by(Instance.id)
+    )
+    return _Snapshot(
+        study.last_received_at,
+        tuple(_StoredInstance(*row) for row in rows),
+        study.modality,
+        study.body_part,
+    )
+
+
+@dataclass(frozen=True)
+class _Headers:
+    facts: list[ImageFacts]
+    conflicts: list[str]  # identity attributes the instances disagree on
+
+
+def _read_headers(study_id: int, snapshot: _Snapshot) -> _Headers:
+    """Every stored instance's anatomy, view and identity, read from the spool (pixels not read).
+
+    An unreadable file counts with what its database row knows (the study's modality and body part,
+    the instance's view position) and takes no part in the identity comparison.
+    """
+    facts: list[ImageFacts] = []
+    known: dict[str, str | None] = dict.fromkeys(IDENTITY_ATTRIBUTES)
+    conflicts: set[str] = set()
+    for instance in snapshot.instances:
+        try:
+            dataset = dcmread(instance.path, stop_before_pixels=True)
+            image = facts_from_dataset(dataset)
+            seen = {name: _identity_text(dataset, name) for name in IDENTITY_ATTRIBUTES}
+        except Exception as error:  # missing file, damaged header
+            log.warning(
+                "study %d: stored instance %d unreadable (%s); decided from its database row",
+                study_id,
+                instance.id,
+                type(error).__name__,
+            )
+            facts.append(ImageFacts(snapshot.modality, snapshot.body_part, instance.view_position))
+            continue
+        facts.append(image)
+        conflicts.update(disagreeing(known, seen))
+        for name, value in seen.items():
+            known[name] = known[name] or value
+    return _Headers(facts, [name for name in IDENTITY_ATTRIBUTES if name in conflicts])
+
+
+def _identity_text(dataset: Dataset, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    text = None if value is None else str(value).strip()
+    return text or None
+
+
 class StudyAssembler:
     def __init__(
         self,
@@ -79,11 +163,15 @@ class StudyAssembler:
         quiet_seconds: float,
         publisher: InferencePublisher,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        draft_lateral_only: bool = False,
     ) -> None:
         self.sessions = sessions
         self.quiet = timedelta(seconds=quiet_seconds)
         self.publisher = publisher
         self.clock = clock
+        self.draft_lateral_only = draft_lateral_only
+        self.skips: Counter[str] = Counter()  # skip reason -> studies skipped by this process
 
     def sweep(self) -> SweepResult:
         result = SweepResult()
@@ -96,40 +184,71 @@ class StudyAssembler:
                 result.queued.append(study_id)
             elif state is StudyState.SKIPPED:
                 result.skipped.append(study_id)
+            elif state is StudyState.FAILED:
+                result.failed.append(study_id)
         result.published = self.publish_pending()
         return result
 
+    def decide(self, facts: Sequence[ImageFacts]) -> ChestDecision:
+        return decide(facts, allow_lateral_only=self.draft_lateral_only)
+
     def _complete(self, study_id: int, cutoff: datetime) -> StudyState | None:
-        """received -> complete -> queued | skipped, in one transaction; None if it is no longer quiet."""
+        """received -> complete -> queued | skipped | failed; None if it is no longer quiet.
+
+        The headers are read before the deciding transaction (no file I/O while the row is locked).
+        That transaction locks the study row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN
+        IMMEDIATE serialises anyway): an instance being stored holds the same lock, so assembly waits
+        for it, then sees that the study changed since its headers were read and leaves it received.
+        """
+        with self.sessions.begin() as session:
+            study = session.get(Study, study_id)
+            if study is None or study.state is not StudyState.RECEIVED:
+                return None
+            snapshot = _snapshot(session, study)
+        headers = _read_headers(study_id, snapshot)
+        decision = self.decide(headers.facts)
         try:
             with self.sessions.begin() as session:
-                # Asked again inside the transaction: an instance may have arrived since the scan.
+                study = session.get(Study, study_id, with_for_update=True)
+                if study is None or study.state is not StudyState.RECEIVED:
+                    return None
+                if _snapshot(session, study).fingerprint != snapshot.fingerprint:
+                    return None  # an instance arrived (or was re-sent) while the headers were read
+                # Asked again under the lock: an association may have delivered since the scan.
                 if session.scalar(_quiet_studies(cutoff).where(Study.id == study_id)) is None:
                     return None
-                study = session.get_one(Study, study_id)
                 transition(
                     session,
                     study,
                     StudyState.COMPLETE,
                     f"no instance for {self.quiet.total_seconds():g} s after its associations ended",
                 )
-                reason = skip_reason(study.modality, study.body_part)
-                if reason is None:
-                    transition(session, study, StudyState.QUEUED, "chest radiograph: inference requested")
+                conflict = identity_conflict(study.identity_conflict, headers.conflicts)
+                if conflict:
+                    study.identity_conflict = conflict
+                    outcome, reason = StudyState.FAILED, f"{conflict}: not drafted"
+                elif decision.draft:
+                    outcome, reason = StudyState.QUEUED, f"{decision.reason}: inference requested"
                 else:
-                    transition(session, study, StudyState.SKIPPED, reason)
-                accession, study_uid = study.accession_number, study.study_instance_uid
+                    outcome, reason = StudyState.SKIPPED, decision.reason
+                transition(session, study, outcome, reason)
+                study_uid = study.study_instance_uid
         except IllegalTransition as error:  # another node process moved it first
             log.info("assembly left study %d alone: %s", study_id, error)
             return None
-        outcome = StudyState.QUEUED if reason is None else StudyState.SKIPPED
-        log.info(
-            "study %s (accession %s) complete: %s%s",
-            short_uid(study_uid),
-            accession,
-            outcome,
-            f" ({reason})" if reason else "",
-        )
+        if outcome is StudyState.FAILED:
+            log.warning("study %d (%s) complete: failed (%s)", study_id, short_uid(study_uid), reason)
+        elif outcome is StudyState.SKIPPED:
+            self.skips[reason] += 1
+            log.info(
+                "study %d (%s) complete: skipped (%s); %d skipped for this reason since start",
+                study_id,
+                short_uid(study_uid),
+                reason,
+                self.skips[reason],
+            )
+        else:
+            log.info("study %d (%s) complete: queued (%s)", study_id, short_uid(study_uid), decision.reason)
         return outcome
 
     def publish_pending(self) -> list[int]:

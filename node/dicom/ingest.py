@@ -14,7 +14,7 @@ import contextlib
 import errno
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,15 +28,20 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.dicom.chest import RADIOGRAPH_MODALITIES
 from node.dicom.spool import Spool
 from node.store.models import Instance, Study, utcnow
 from node.store.states import StudyState
-from node.store.transitions import record_creation
+from node.store.transitions import record_creation, transition
 from node.store.uids import short_uid
 
 log = logging.getLogger(__name__)
 
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
+# Who a study is about: its instances must agree on each of these (both present and different is a
+# conflict; a missing value is not). Reasons name the attribute, never its values.
+IDENTITY_ATTRIBUTES = ("PatientID", "IssuerOfPatientID", "AccessionNumber")
+_CONFLICT_PREFIX = "instances disagree on "
+REOPEN_REASON = "a CR/DX instance arrived after the skip: assembled again"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -84,6 +89,7 @@ class InstanceHeader:
     series_instance_uid: str
     accession_number: str | None
     patient_id: str | None
+    issuer_of_patient_id: str | None
     modality: str | None
     body_part: str | None
     view_position: str | None
@@ -105,6 +111,25 @@ _OPTIONAL_TEXT = {
     "BodyPartExamined": 16,
     "ViewPosition": 16,
 }
+_UNCHECKED_TEXT = ("IssuerOfPatientID",)  # kept as sent: the frozen identity and the ORU deal with its length
+
+
+def identity_conflict(existing: str | None, attributes: Iterable[str]) -> str | None:
+    """`existing` (a studies.identity_conflict value) with `attributes` added, in a fixed order."""
+    named = set(attributes)
+    if existing:
+        named.update(existing.removeprefix(_CONFLICT_PREFIX).split(", "))
+    ordered = [name for name in IDENTITY_ATTRIBUTES if name in named]
+    return _CONFLICT_PREFIX + ", ".join(ordered) if ordered else existing
+
+
+def disagreeing(known: dict[str, str | None], seen: dict[str, str | None]) -> list[str]:
+    """The identity attributes present in both and different, in IDENTITY_ATTRIBUTES order."""
+    return [
+        name
+        for name in IDENTITY_ATTRIBUTES
+        if known.get(name) is not None and seen.get(name) is not None and known[name] != seen[name]
+    ]
 
 
 def _text(dataset: Dataset, keyword: str) -> str | None:
@@ -132,7 +157,7 @@ def read_header(encoded: bytes) -> InstanceHeader:
     try:
         dataset = dcmread(BytesIO(encoded))
         uids = {keyword: _text(dataset, keyword) for keyword in _REQUIRED_UIDS}
-        texts = {keyword: _text(dataset, keyword) for keyword in _OPTIONAL_TEXT}
+        texts = {keyword: _text(dataset, keyword) for keyword in (*_OPTIONAL_TEXT, *_UNCHECKED_TEXT)}
         short_pixels = _native_pixel_data_short(dataset)
     except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
         raise HeaderError(
@@ -156,6 +181,7 @@ def read_header(encoded: bytes) -> InstanceHeader:
         series_instance_uid=str(uids["SeriesInstanceUID"]),
         accession_number=texts["AccessionNumber"],
         patient_id=texts["PatientID"],
+        issuer_of_patient_id=texts["IssuerOfPatientID"],
         modality=texts["Modality"].upper() if texts["Modality"] else None,
         body_part=texts["BodyPartExamined"].upper() if texts["BodyPartExamined"] else None,
         view_position=texts["ViewPosition"],
@@ -208,7 +234,7 @@ class Ingestor:
     def _record(self, header: InstanceHeader, received: ReceivedInstance, path: Path) -> IngestResult:
         now = self.clock()
         with self.sessions.begin() as session:
-            study = self._study_for(session, header, now)
+            study, conflicts, reopened = self._study_for(session, header, now)
             fields = {
                 "study_id": study.id,
                 "association_id": received.association_id,
@@ -228,25 +254,39 @@ class Ingestor:
         if replaced_path:  # re-sent under another study or series: the old copy is now stale
             with contextlib.suppress(OSError):
                 Path(replaced_path).unlink()
-        if state is not StudyState.RECEIVED:
+        if reopened:
+            log.info("study %d reopened: %s", study_id, REOPEN_REASON)
+        elif state is not StudyState.RECEIVED:
             log.warning(
-                "late instance for study %s (accession %s) in state %s: stored, study not re-queued",
-                short_uid(header.study_instance_uid),
-                header.accession_number,
+                "late instance %s for study %d in state %s: stored, study not re-queued",
+                short_uid(header.sop_instance_uid),
+                study_id,
                 state,
             )
-        log.debug(
-            "stored instance %s of study %s (accession %s)",
-            short_uid(header.sop_instance_uid),
-            short_uid(header.study_instance_uid),
-            header.accession_number,
-        )
+            conflicts = conflicts or self._late_issuer_conflict(study_id, header)
+        if conflicts:
+            log.warning(
+                "study %d: instance %s disagrees with the study on %s; the study will not be drafted",
+                study_id,
+                short_uid(header.sop_instance_uid),
+                ", ".join(conflicts),
+            )
+        log.debug("stored instance %s of study %d", short_uid(header.sop_instance_uid), study_id)
         outcome = IngestOutcome.STORED_AGAIN if again else IngestOutcome.STORED
         return IngestResult(outcome, "stored again" if again else "stored", study_id)
 
-    def _study_for(self, session: Session, header: InstanceHeader, now: datetime) -> Study:
+    def _study_for(
+        self, session: Session, header: InstanceHeader, now: datetime
+    ) -> tuple[Study, list[str], bool]:
+        """The study row, locked until commit; the identity attributes this instance contradicts; and
+        whether a skipped study was reopened.
+
+        The row lock (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises anyway)
+        makes assembly, which takes the same lock, wait until this instance is recorded, and makes
+        this transaction see the state assembly committed.
+        """
         query = select(Study).where(Study.study_instance_uid == header.study_instance_uid)
-        study = session.scalar(query)
+        study = session.scalar(query.with_for_update())
         if study is None:
             try:
                 with session.begin_nested():
@@ -259,13 +299,15 @@ class Ingestor:
                     session.add(study)
                     session.flush()
                     record_creation(session, study, "first instance received")
-                log.info(
-                    "new study %s (accession %s)",
-                    short_uid(header.study_instance_uid),
-                    header.accession_number,
-                )
+                log.info("new study %d (%s)", study.id, short_uid(header.study_instance_uid))
             except IntegrityError:  # another association created it a moment ago
-                study = session.scalars(query).one()
+                study = session.scalars(query.with_for_update()).one()
+        conflicts = disagreeing(
+            {"PatientID": study.patient_id, "AccessionNumber": study.accession_number},
+            {"PatientID": header.patient_id, "AccessionNumber": header.accession_number},
+        )
+        if conflicts:
+            study.identity_conflict = identity_conflict(study.identity_conflict, conflicts)
         study.last_received_at = now
         study.accession_number = study.accession_number or header.accession_number
         study.patient_id = study.patient_id or header.patient_id
@@ -276,7 +318,40 @@ class Ingestor:
             study.body_part = header.body_part
         elif study.body_part is None and header.modality == study.modality:
             study.body_part = header.body_part
-        return study
+        reopened = study.state is StudyState.SKIPPED and header.modality in RADIOGRAPH_MODALITIES
+        if reopened:  # e.g. the frontal a lateral-only study was waiting for
+            transition(session, study, StudyState.RECEIVED, REOPEN_REASON)
+        return study, conflicts, reopened
+
+    def _late_issuer_conflict(self, study_id: int, header: InstanceHeader) -> list[str]:
+        """For an instance arriving after assembly: does its IssuerOfPatientID contradict the study's?
+
+        The study row keeps no issuer, so another instance's stored header is asked. While the study
+        is still being received, assembly compares every instance's header instead.
+        """
+        if header.issuer_of_patient_id is None:
+            return []
+        with self.sessions() as session:
+            sibling = session.scalar(
+                select(Instance.path)
+                .where(Instance.study_id == study_id, Instance.sop_instance_uid != header.sop_instance_uid)
+                .order_by(Instance.id)
+                .limit(1)
+            )
+        if sibling is None:
+            return []
+        try:
+            known = _text(dcmread(sibling, stop_before_pixels=True), "IssuerOfPatientID")
+        except Exception:  # gone or unreadable: nothing to compare with
+            return []
+        conflicts = disagreeing(
+            {"IssuerOfPatientID": known}, {"IssuerOfPatientID": header.issuer_of_patient_id}
+        )
+        if conflicts:
+            with self.sessions.begin() as session:
+                study = session.get_one(Study, study_id, with_for_update=True)
+                study.identity_conflict = identity_conflict(study.identity_conflict, conflicts)
+        return conflicts
 
 
 def _upsert_instance(

@@ -83,7 +83,10 @@ class Node:
         if orphans or leftovers:
             log.warning("closed %d associations left open and removed %d partial files", orphans, leftovers)
         self.assembler = StudyAssembler(
-            database.sessions, settings.quiet_seconds, self._publisher or self._celery_publisher()
+            database.sessions,
+            settings.quiet_seconds,
+            self._publisher or self._celery_publisher(),
+            draft_lateral_only=settings.draft_lateral_only,
         )
         if self._run_worker and settings.embedded_broker:
             # Our previous child worker died with us; what it had fetched from the SQL broker is gone.

@@ -16,7 +16,7 @@ class StudyState(StrEnum):
     QUEUED = "queued"  # inference task published (or about to be: see studies.enqueued_at)
     INFERRED = "inferred"  # a report exists
     DELIVERED = "delivered"  # SR and/or ORU accepted by their targets
-    SKIPPED = "skipped"  # not a chest radiograph; studies.skip_reason says why
+    SKIPPED = "skipped"  # not drafted (not a chest radiograph, a lateral alone); studies.skip_reason says why
     FAILED = "failed"  # gave up; the study_events row says why
 
 
@@ -27,7 +27,8 @@ STUDY_TRANSITIONS: Mapping[StudyState, frozenset[StudyState]] = {
     StudyState.QUEUED: frozenset({StudyState.INFERRED, StudyState.FAILED}),
     StudyState.INFERRED: frozenset({StudyState.DELIVERED, StudyState.FAILED}),
     StudyState.DELIVERED: frozenset(),
-    StudyState.SKIPPED: frozenset(),
+    # A CR/DX instance arriving for a skipped study (the frontal a lateral waited for) reopens it.
+    StudyState.SKIPPED: frozenset({StudyState.RECEIVED}),
     StudyState.FAILED: frozenset({StudyState.QUEUED}),  # an operator re-queues a failed study
 }
 

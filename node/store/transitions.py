@@ -38,6 +38,8 @@ def transition(session: Session, study: Study, to: StudyState | str, reason: str
     values: dict[str, object] = {"state": target, "updated_at": now}
     if target is StudyState.SKIPPED:
         values["skip_reason"] = reason
+    elif current is StudyState.SKIPPED:  # reopened: the old reason stays in study_events only
+        values["skip_reason"] = None
     result = session.execute(
         update(Study)
         .where(Study.id == study.id, Study.state == current)

@@ -11,12 +11,12 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import select
 
-from node.dicom.assembly import StudyAssembler, skip_reason
+from node.dicom.assembly import StudyAssembler, skip_counts
 from node.dicom.association_log import AssociationLog, Peer
 from node.dicom.ingest import Ingestor, ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database
-from node.store.models import Job, Study, StudyEvent
+from node.store.models import Instance, Job, Study, StudyEvent
 from node.store.states import AssociationOutcome, JobKind, JobState, StudyState
 
 QUIET = 10.0
@@ -47,9 +47,22 @@ def parts(sqlite_db: Database, tmp_path: Path, clock: Clock, publisher) -> Simpl
     )
 
 
-def receive(parts: SimpleNamespace, dicom: SimpleNamespace, **image_options: object):
-    """One association delivering one image, left open; returns (live association, study id)."""
+def receive(
+    parts: SimpleNamespace,
+    dicom: SimpleNamespace,
+    attributes: dict[str, object] | None = None,
+    **image_options: object,
+):
+    """One association delivering one image, left open; returns (live association, study id).
+
+    `image_options` go to dicom.chest_image; `attributes` are then set on (or, when None, removed from)
+    the image's header."""
     image = dicom.chest_image(**image_options)
+    for keyword, value in (attributes or {}).items():
+        if value is None:
+            delattr(image, keyword)
+        else:
+            setattr(image, keyword, value)
     live = parts.associations.opened(Peer("STORESCU", "ECHO", "127.0.0.1", 4242))
     result = parts.ingestor.store(
         ReceivedInstance(
@@ -63,23 +76,6 @@ def receive(parts: SimpleNamespace, dicom: SimpleNamespace, **image_options: obj
 def state_of(db: Database, study_id: int) -> Study:
     with db.sessions() as session:
         return session.get_one(Study, study_id)
-
-
-@pytest.mark.parametrize(
-    ("modality", "body_part", "reason"),
-    [
-        ("CR", "CHEST", None),
-        ("DX", None, None),
-        ("DX", "chest", None),
-        ("CT", "CHEST", "modality CT is not CR or DX"),
-        (None, None, "modality unspecified is not CR or DX"),
-        ("CR", "KNEE", "body part KNEE is not CHEST"),
-    ],
-)
-def test_what_counts_as_a_chest_radiograph(
-    modality: str | None, body_part: str | None, reason: str | None
-) -> None:
-    assert skip_reason(modality, body_part) == reason
 
 
 def test_a_study_waits_for_its_association_and_then_the_quiet_period(
@@ -139,6 +135,190 @@ def test_other_studies_are_skipped_with_their_reason_and_never_published(
     assert (swept.skipped, swept.queued, publisher.published) == ([study_id], [], [])
     study = state_of(sqlite_db, study_id)
     assert (study.state, study.skip_reason) == (StudyState.SKIPPED, "body part HAND is not CHEST")
+
+
+def deliver(parts: SimpleNamespace, dicom: SimpleNamespace, **options: object) -> int:
+    """One image in one association that ended; returns the study id."""
+    live, study_id = receive(parts, dicom, **options)
+    parts.associations.ended(live, AssociationOutcome.RELEASED)
+    return study_id
+
+
+def events_of(db: Database, study_id: int) -> list[tuple[StudyState | None, StudyState, str | None]]:
+    with db.sessions() as session:
+        rows = session.scalars(
+            select(StudyEvent).where(StudyEvent.study_id == study_id).order_by(StudyEvent.id)
+        )
+        return [(e.from_state, e.to_state, e.reason) for e in rows]
+
+
+def test_a_hand_described_only_in_the_study_description_is_skipped_and_a_thorax_is_queued(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    hand = deliver(parts, dicom, body_part=None, attributes={"StudyDescription": "XR HAND 3 VIEWS"})
+    thorax = deliver(parts, dicom, body_part="THORAX")
+    clock.advance(QUIET)
+    swept = parts.assembler.sweep()
+    assert (swept.skipped, swept.queued, publisher.published) == ([hand], [thorax], [thorax])
+    assert state_of(sqlite_db, hand).skip_reason == "study description names HAND, not CHEST"
+    assert events_of(sqlite_db, thorax)[-1] == (
+        StudyState.COMPLETE,
+        StudyState.QUEUED,
+        "chest radiograph (Body Part Examined THORAX): inference requested",
+    )
+
+
+def test_every_skip_is_counted_by_its_reason(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, sqlite_db: Database, caplog
+) -> None:
+    for body_part in ("KNEE", "KNEE", "HAND"):
+        deliver(parts, dicom, body_part=body_part)
+    deliver(parts, dicom, attributes={"ViewPosition": "LL"})
+    clock.advance(QUIET)
+    with caplog.at_level("INFO", logger="node.dicom.assembly"):
+        assert len(parts.assembler.sweep().skipped) == 4
+    expected = {
+        "body part KNEE is not CHEST": 2,
+        "body part HAND is not CHEST": 1,
+        "lateral view only: waiting for a frontal": 1,
+    }
+    assert dict(parts.assembler.skips) == expected
+    with sqlite_db.sessions() as session:
+        assert skip_counts(session) == expected
+    assert "skipped (body part KNEE is not CHEST); 2 skipped for this reason since start" in caplog.text
+
+
+def test_a_lateral_alone_waits_and_the_frontal_reopens_it(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    study_id = deliver(parts, dicom, attributes={"ViewPosition": "LL"})
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().skipped == [study_id]
+    study = state_of(sqlite_db, study_id)
+    assert (study.state, study.skip_reason) == (
+        StudyState.SKIPPED,
+        "lateral view only: waiting for a frontal",
+    )
+    assert publisher.published == []
+    clock.advance(20)  # the PA arrives 20 s later
+    assert deliver(parts, dicom, study_uid=study.study_instance_uid, modality="DX") == study_id
+    assert state_of(sqlite_db, study_id).state is StudyState.RECEIVED
+    assert parts.assembler.sweep().queued == []  # a new quiet period first
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().queued == [study_id]
+    assert publisher.published == [study_id]
+    assert [(before, after) for before, after, _ in events_of(sqlite_db, study_id)] == [
+        (None, StudyState.RECEIVED),
+        (StudyState.RECEIVED, StudyState.COMPLETE),
+        (StudyState.COMPLETE, StudyState.SKIPPED),
+        (StudyState.SKIPPED, StudyState.RECEIVED),
+        (StudyState.RECEIVED, StudyState.COMPLETE),
+        (StudyState.COMPLETE, StudyState.QUEUED),
+    ]
+    assert state_of(sqlite_db, study_id).skip_reason is None
+
+
+def test_a_lateral_alone_is_drafted_when_the_site_allows_it(
+    sqlite_db: Database, parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher
+) -> None:
+    parts.assembler = StudyAssembler(sqlite_db.sessions, QUIET, publisher, clock, draft_lateral_only=True)
+    study_id = deliver(parts, dicom, attributes={"ViewPosition": "LL"})
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().queued == [study_id]
+
+
+@pytest.mark.parametrize(
+    ("attribute", "first", "second"),
+    [
+        ("PatientID", {}, {"PatientID": "OTHER-PATIENT"}),
+        ("AccessionNumber", {}, {"AccessionNumber": "OTHER-ACC"}),
+        # the study row keeps no issuer: only assembly, reading every header, can see this one
+        ("IssuerOfPatientID", {"IssuerOfPatientID": "HOSP-A"}, {"IssuerOfPatientID": "HOSP-B"}),
+    ],
+)
+def test_instances_that_disagree_on_the_patient_or_order_are_never_drafted(
+    parts: SimpleNamespace,
+    clock: Clock,
+    dicom: SimpleNamespace,
+    publisher,
+    sqlite_db: Database,
+    caplog,
+    attribute: str,
+    first: dict[str, object],
+    second: dict[str, object],
+) -> None:
+    study_id = deliver(parts, dicom, attributes=first)
+    uid = state_of(sqlite_db, study_id).study_instance_uid
+    assert deliver(parts, dicom, study_uid=uid, attributes=second) == study_id
+    clock.advance(QUIET)
+    with caplog.at_level("DEBUG"):
+        swept = parts.assembler.sweep()
+    assert (swept.failed, swept.queued, publisher.published) == ([study_id], [], [])
+    study = state_of(sqlite_db, study_id)
+    assert (study.state, study.identity_conflict) == (StudyState.FAILED, f"instances disagree on {attribute}")
+    assert events_of(sqlite_db, study_id)[-1] == (
+        StudyState.COMPLETE,
+        StudyState.FAILED,
+        f"instances disagree on {attribute}: not drafted",
+    )
+    for value in [*first.values(), *second.values(), dicom.PATIENT_ID, "ACC0001"]:
+        assert str(value) not in caplog.text
+
+
+def test_a_missing_stored_file_is_decided_from_the_database_row(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, sqlite_db: Database
+) -> None:
+    study_id = deliver(parts, dicom)
+    with sqlite_db.sessions() as session:
+        Path(session.scalars(select(Instance.path)).one()).unlink()
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().queued == [study_id]  # CR, Body Part Examined CHEST, PA: from the rows
+
+
+def test_no_identifier_reaches_the_log_while_ingesting_and_assembling(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, caplog
+) -> None:
+    """A PHI canary: names, ids and accession numbers that must appear in no log record."""
+    canaries = {
+        "PatientName": "CANARYNAME^PHI",
+        "PatientID": "CANARY-PID-7731",
+        "IssuerOfPatientID": "CANARY-ISSUER",
+        "AccessionNumber": "CANARY-ACC-55",
+    }
+    with caplog.at_level("DEBUG"):
+        chest = deliver(parts, dicom, attributes=canaries)
+        uid = state_of_uid(parts, chest)
+        deliver(parts, dicom, study_uid=uid, attributes=canaries)  # a second instance
+        hand = deliver(parts, dicom, body_part="HAND", attributes=canaries)
+        lateral = deliver(parts, dicom, attributes={**canaries, "ViewPosition": "LL"})
+        conflict = deliver(parts, dicom, attributes=canaries)
+        other = {**canaries, "PatientID": "CANARY-PID-OTHER", "AccessionNumber": "CANARY-ACC-OTHER"}
+        deliver(parts, dicom, study_uid=state_of_uid(parts, conflict), attributes=other)
+        clock.advance(QUIET)
+        swept = parts.assembler.sweep()
+        # late instances: one after the queueing, one reopening the lateral study
+        deliver(parts, dicom, study_uid=uid, attributes={**canaries, "PatientID": "CANARY-PID-LATE"})
+        deliver(parts, dicom, study_uid=state_of_uid(parts, lateral), attributes=canaries)
+    assert caplog.records
+    logged = "\n".join(
+        f"{record.getMessage()} {record.args!r} {record.exc_text or ''}" for record in caplog.records
+    )
+    for value in [
+        *canaries.values(),
+        *other.values(),
+        "CANARY-PID-LATE",
+        "CANARY",
+        "ACC0001",
+        dicom.PATIENT_ID,
+    ]:
+        assert value not in logged
+    assert f"study {chest}" in logged and f"study {conflict}" in logged
+    # every path was taken: queued, skipped (another body part, a lateral alone), failed (conflict)
+    assert (swept.queued, sorted(swept.skipped), swept.failed) == (
+        [chest],
+        sorted([hand, lateral]),
+        [conflict],
+    )
 
 
 def test_a_broker_outage_delays_publishing_but_loses_nothing(
@@ -264,3 +444,9 @@ def test_an_association_left_open_by_a_dead_node_is_closed_and_its_study_queued(
     assert publisher.published == []
     start_node(settings)
     wait_for(lambda: publisher.published == [1], timeout_s=10, what="the orphaned study to be published")
+
+
+def test_the_node_passes_the_lateral_only_setting_to_assembly(start_node, make_settings) -> None:
+    assert make_settings().draft_lateral_only is False
+    node = start_node(make_settings(draft_lateral_only=True))
+    assert node.assembler is not None and node.assembler.draft_lateral_only is True

@@ -21,6 +21,7 @@ from node.dicom.spool import Spool
 from node.store.database import Database
 from node.store.models import Base, Instance, Study, StudyEvent
 from node.store.states import StudyState
+from node.store.transitions import transition
 
 
 @pytest.fixture
@@ -253,10 +254,16 @@ def test_logs_carry_no_patient_data(send, dicom: SimpleNamespace, caplog: pytest
     bad = dicom.chest_image(study_uid=image.StudyInstanceUID)
     del bad.SeriesInstanceUID
     with caplog.at_level(logging.DEBUG):
-        send(image)
+        study_id = send(image).study_id
         send(bad)
-    assert "ACC0001" in caplog.text and "SeriesInstanceUID is missing" in caplog.text
-    for secret in (dicom.PATIENT_ID, dicom.PATIENT_NAME, image.StudyInstanceUID, image.SOPInstanceUID):
+    assert f"new study {study_id}" in caplog.text and "SeriesInstanceUID is missing" in caplog.text
+    for secret in (
+        dicom.PATIENT_ID,
+        dicom.PATIENT_NAME,
+        "ACC0001",  # the accession number: the node's study id is logged instead
+        image.StudyInstanceUID,
+        image.SOPInstanceUID,
+    ):
         assert secret not in caplog.text
 
 
@@ -288,3 +295,111 @@ def test_a_late_instance_is_stored_without_reopening_the_study(
 def test_read_header_normalises_coded_values(dicom: SimpleNamespace) -> None:
     header = read_header(dicom.part10(dicom.chest_image(modality="cr", body_part="chest")))
     assert (header.modality, header.body_part, header.patient_id) == ("CR", "CHEST", dicom.PATIENT_ID)
+
+
+def _study(db: Database, study_id: int | None) -> Study:
+    assert study_id is not None
+    with db.sessions() as session:
+        return session.get_one(Study, study_id)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "keyword"), [("PatientID", "PatientID"), ("AccessionNumber", "AccessionNumber")]
+)
+def test_instances_disagreeing_on_patient_or_accession_record_the_conflict_without_values(
+    send,
+    sqlite_db: Database,
+    dicom: SimpleNamespace,
+    caplog: pytest.LogCaptureFixture,
+    attribute: str,
+    keyword: str,
+) -> None:
+    first = dicom.chest_image(accession="ACC-FIRST")
+    other = dicom.chest_image(study_uid=first.StudyInstanceUID, accession="ACC-FIRST")
+    setattr(other, keyword, "CANARY-OTHER-9")
+    with caplog.at_level(logging.DEBUG):
+        study_id = send(first).study_id
+        assert send(other).stored  # stored (the sender did nothing wrong), but flagged
+    study = _study(sqlite_db, study_id)
+    assert study.identity_conflict == f"instances disagree on {attribute}"
+    assert (study.patient_id, study.accession_number) == (dicom.PATIENT_ID, "ACC-FIRST")  # first kept
+    assert f"study {study_id}: instance" in caplog.text and f"on {attribute}" in caplog.text
+    for value in ("CANARY-OTHER-9", dicom.PATIENT_ID, "ACC-FIRST"):
+        assert value not in caplog.text
+
+
+def test_a_missing_identifier_is_not_a_conflict_and_conflicts_accumulate(
+    send, sqlite_db: Database, dicom: SimpleNamespace
+) -> None:
+    first = dicom.chest_image(modality="PR", body_part=None)
+    del first.AccessionNumber
+    study_id = send(first).study_id
+    send(dicom.chest_image(study_uid=first.StudyInstanceUID, accession="ACC1"))
+    assert _study(sqlite_db, study_id).identity_conflict is None
+    third = dicom.chest_image(study_uid=first.StudyInstanceUID, accession="ACC2")
+    send(third)
+    fourth = dicom.chest_image(study_uid=first.StudyInstanceUID, accession="ACC1")
+    fourth.PatientID = "SOMEONE-ELSE"
+    send(fourth)
+    assert _study(sqlite_db, study_id).identity_conflict == "instances disagree on PatientID, AccessionNumber"
+
+
+def test_a_late_instance_with_another_issuer_of_patient_id_is_flagged(
+    send, sqlite_db: Database, dicom: SimpleNamespace
+) -> None:
+    first = dicom.chest_image()
+    first.IssuerOfPatientID = "HOSPITAL-A"
+    study_id = send(first).study_id
+    with sqlite_db.sessions.begin() as session:
+        session.get_one(Study, study_id).state = StudyState.QUEUED
+    same = dicom.chest_image(study_uid=first.StudyInstanceUID)
+    same.IssuerOfPatientID = "HOSPITAL-A"
+    send(same)
+    assert _study(sqlite_db, study_id).identity_conflict is None
+    late = dicom.chest_image(study_uid=first.StudyInstanceUID)
+    late.IssuerOfPatientID = "HOSPITAL-B"
+    send(late)
+    study = _study(sqlite_db, study_id)
+    assert (study.state, study.identity_conflict) == (
+        StudyState.QUEUED,
+        "instances disagree on IssuerOfPatientID",
+    )
+
+
+def _skip(db: Database, study_id: int | None, reason: str) -> None:
+    assert study_id is not None
+    with db.sessions.begin() as session:
+        study = session.get_one(Study, study_id)
+        transition(session, study, StudyState.COMPLETE, "quiet")
+        transition(session, study, StudyState.SKIPPED, reason)
+
+
+def test_a_skipped_study_that_receives_a_radiograph_is_reopened(
+    send, sqlite_db: Database, dicom: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    lateral = dicom.chest_image()
+    lateral.ViewPosition = "LL"
+    study_id = send(lateral).study_id
+    _skip(sqlite_db, study_id, "lateral view only: waiting for a frontal")
+    send(dicom.chest_image(study_uid=lateral.StudyInstanceUID, modality="PR", body_part=None))
+    assert _study(sqlite_db, study_id).state is StudyState.SKIPPED  # a presentation state does not
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        frontal = send(dicom.chest_image(study_uid=lateral.StudyInstanceUID, modality="DX"))
+    assert frontal.outcome is IngestOutcome.STORED
+    study = _study(sqlite_db, study_id)
+    assert (study.state, study.skip_reason) == (StudyState.RECEIVED, None)
+    with sqlite_db.sessions() as session:
+        last = session.scalars(select(StudyEvent).order_by(StudyEvent.id.desc()).limit(1)).one()
+    assert (last.from_state, last.to_state, last.reason) == (
+        StudyState.SKIPPED,
+        StudyState.RECEIVED,
+        "a CR/DX instance arrived after the skip: assembled again",
+    )
+    assert f"study {study_id} reopened" in caplog.text and "late instance" not in caplog.text
+
+
+def test_read_header_keeps_the_issuer_of_patient_id(dicom: SimpleNamespace) -> None:
+    image = dicom.chest_image()
+    image.IssuerOfPatientID = "  HOSPITAL-A "
+    assert read_header(dicom.part10(image)).issuer_of_patient_id == "HOSPITAL-A"

@@ -30,7 +30,7 @@ def test_the_happy_path_and_its_exits_are_exactly_these() -> None:
         StudyState.QUEUED: {StudyState.INFERRED, StudyState.FAILED},
         StudyState.INFERRED: {StudyState.DELIVERED, StudyState.FAILED},
         StudyState.DELIVERED: set(),
-        StudyState.SKIPPED: set(),
+        StudyState.SKIPPED: {StudyState.RECEIVED},  # reopened by a CR/DX instance
         StudyState.FAILED: {StudyState.QUEUED},
     } == STUDY_TRANSITIONS
 
@@ -53,6 +53,27 @@ def test_transition_moves_the_study_and_writes_its_audit_row(sqlite_db: Database
         (None, StudyState.RECEIVED, "test"),
         (StudyState.RECEIVED, StudyState.COMPLETE, "quiet"),
         (StudyState.COMPLETE, StudyState.SKIPPED, "modality CT is not CR or DX"),
+    ]
+
+
+def test_a_skipped_study_reopens_and_its_skip_reason_is_cleared(sqlite_db: Database) -> None:
+    study_id = _study(sqlite_db)
+    with sqlite_db.sessions.begin() as session:
+        study = session.get_one(Study, study_id)
+        transition(session, study, StudyState.COMPLETE, "quiet")
+        transition(session, study, StudyState.SKIPPED, "lateral view only: waiting for a frontal")
+    with sqlite_db.sessions.begin() as session:
+        study = session.get_one(Study, study_id)
+        transition(session, study, StudyState.RECEIVED, "a CR/DX instance arrived after the skip")
+    with sqlite_db.sessions() as session:
+        study = session.get_one(Study, study_id)
+        reasons = [
+            e.reason for e in session.scalars(select(StudyEvent).where(StudyEvent.study_id == study_id))
+        ]
+    assert (study.state, study.skip_reason) == (StudyState.RECEIVED, None)
+    assert reasons[-2:] == [
+        "lateral view only: waiting for a frontal",
+        "a CR/DX instance arrived after the skip",
     ]
 
 
