@@ -17,11 +17,11 @@ from pydicom import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 
 from exporters.ae_title import check_ae_title
 from exporters.outcome import SendStatus, StoreOutcome
 from exporters.store_status import classify_store_status
+from exporters.tls_errors import probe_handshake
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class _AssociationEvents:
 
     Read from received PDUs rather than ACSE primitives: pynetdicom also raises a provider abort
     locally when the connection fails or times out, and only a received PDU proves the peer spoke.
+    Read from the raw bytes (EVT_DATA_RECV), not pynetdicom's decoded PDU: pynetdicom cannot decode
+    a rejection whose reason PS3.8 does not define, and would report it as a timeout.
     """
 
     connected: bool = False
@@ -62,12 +64,65 @@ class _AssociationEvents:
     def on_open(self, event: evt.Event) -> None:
         self.connected = True
 
-    def on_pdu(self, event: evt.Event) -> None:
-        pdu = event.pdu
-        if isinstance(pdu, A_ASSOCIATE_RJ):
-            self.rejection = f"{pdu.result_str}, source {pdu.source_str}, reason {pdu.reason_str}"
-        elif isinstance(pdu, A_ABORT_RQ):
-            self.aborted_by_peer = f"source {pdu.source_str}, reason {pdu.reason_str}"
+    def on_data(self, event: evt.Event) -> None:
+        data = bytes(event.data)
+        if len(data) < 10:
+            return
+        if data[0] == _A_ASSOCIATE_RJ:  # PS3.8 9.3.4: result, source, reason in bytes 8-10
+            self.rejection = describe_rejection(data[7], data[8], data[9])
+        elif data[0] == _A_ABORT:  # PS3.8 9.3.8: source and reason in bytes 9-10
+            self.aborted_by_peer = describe_abort(data[8], data[9])
+
+
+_A_ASSOCIATE_RJ = 0x03
+_A_ABORT = 0x07
+_ABORT_SOURCES = {0: "DUL service-user", 1: "Reserved", 2: "DUL service-provider"}
+_ABORT_REASONS = {
+    0: "No reason given",
+    1: "Unrecognised PDU",
+    2: "Unexpected PDU",
+    4: "Unrecognised PDU parameter",
+    5: "Unexpected PDU parameter",
+    6: "Invalid PDU parameter value",
+}
+
+
+def describe_abort(source: int, reason: int) -> str:
+    """An A-ABORT in words (the reason is only meaningful when the service provider aborted)."""
+    source_text = _ABORT_SOURCES.get(source, f"{source} (not defined by PS3.8)")
+    reason_text = (
+        _ABORT_REASONS.get(reason, f"{reason} (not defined by PS3.8)") if source == 2 else "No reason given"
+    )
+    return f"source {source_text}, reason {reason_text}"
+
+
+# PS3.8 9.3.4: A-ASSOCIATE-RJ result, source and reason/diagnostic (per source), worded as pynetdicom
+# words them.
+_RJ_RESULTS = {1: "Rejected (Permanent)", 2: "Rejected (Transient)"}
+_RJ_SOURCES = {
+    1: "DUL service-user",
+    2: "DUL service-provider (ACSE related)",
+    3: "DUL service-provider (presentation related)",
+}
+_RJ_REASONS = {
+    1: {
+        1: "No reason given",
+        2: "Application context name not supported",
+        3: "Calling AE title not recognised",
+        7: "Called AE title not recognised",
+    },
+    2: {1: "No reason given", 2: "Protocol version not supported"},
+    3: {1: "Temporary congestion", 2: "Local limit exceeded"},
+}
+
+
+def describe_rejection(result: int, source: int, reason: int) -> str:
+    """An A-ASSOCIATE-RJ in words: result, source and reason. A value PS3.8 does not define (some
+    PACS send them, and pynetdicom cannot word them) is named with its number instead of lost."""
+    result_text = _RJ_RESULTS.get(result, f"Rejected (result {result}, not defined by PS3.8)")
+    source_text = _RJ_SOURCES.get(source, f"{source} (not defined by PS3.8)")
+    reason_text = _RJ_REASONS.get(source, {}).get(reason, f"{reason} (reserved or not defined by PS3.8)")
+    return f"{result_text}, source {source_text}, reason {reason_text}"
 
 
 def send_datasets(
@@ -94,10 +149,10 @@ def send_datasets(
         peer.port,
         ae_title=peer.ae_title,
         tls_args=(tls, peer.host) if tls is not None else None,
-        evt_handlers=[(evt.EVT_CONN_OPEN, events.on_open), (evt.EVT_PDU_RECV, events.on_pdu)],
+        evt_handlers=[(evt.EVT_CONN_OPEN, events.on_open), (evt.EVT_DATA_RECV, events.on_data)],
     )
     if not assoc.is_established:
-        status, reason = _association_failure(assoc, events, peer, timeout)
+        status, reason = _association_failure(assoc, events, peer, timeout, tls)
         log.warning(
             "C-STORE to %s:%s not sent (%d datasets): %s", peer.host, peer.port, len(datasets), reason
         )
@@ -165,7 +220,11 @@ def _presentation_contexts(datasets: Sequence[Dataset]) -> dict[str, list[str]]:
 
 
 def _association_failure(
-    assoc: Association, events: _AssociationEvents, peer: StoreDestination, timeout: float
+    assoc: Association,
+    events: _AssociationEvents,
+    peer: StoreDestination,
+    timeout: float,
+    tls: ssl.SSLContext | None,
 ) -> tuple[SendStatus, str]:
     where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     if events.rejection is not None:
@@ -182,6 +241,10 @@ def _association_failure(
             SendStatus.RETRY,
             f"timeout or disconnect: no answer to the association request from {where} within {timeout}s",
         )
+    if tls is not None:  # pynetdicom logs a failed handshake as "unable to connect": find out
+        handshake = probe_handshake(peer.host, peer.port, tls, timeout, where, "DICOM")
+        if handshake is not None:
+            return SendStatus.RETRY, handshake
     return (
         SendStatus.RETRY,
         f"could not connect to {where} (refused, unreachable or timed out after {timeout}s)",

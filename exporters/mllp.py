@@ -3,7 +3,8 @@
 Framing (HL7 v2 MLLP release 2): 0x0B, the message, 0x1C 0x0D. The reader keeps what arrives until
 a whole frame is in: an ACK may come in several TCP segments, after stray bytes, or never. Every
 network trouble (refused, reset, closed early, TLS, no answer within `timeout`) is a RETRY: the
-RIS may be back later and the outbox resends.
+RIS may be back later and the outbox resends. A failed TLS handshake is reported as one, naming
+TLS (a TLS client at a plain MLLP port otherwise looks like a RIS that never answers).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 from exporters.ack import check_ack
 from exporters.outcome import AckOutcome, SendStatus
+from exporters.tls_errors import describe_handshake_error
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +83,13 @@ def send_hl7(
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, port), timeout=timeout) as plain:
-            connection = tls_context.wrap_socket(plain, server_hostname=host) if tls_context else plain
+            connection = _handshake(plain, host, tls_context, deadline, where, timeout)
             with connection:
                 connection.settimeout(_remaining(deadline))
                 connection.sendall(framed)
                 payload = _read_frame(connection, deadline)
+    except _HandshakeFailed as failure:
+        outcome = _retry(str(failure))
     except TimeoutError:
         outcome = _retry(f"timeout: no complete ACK from {where} within {timeout}s")
     except ConnectionRefusedError:
@@ -127,6 +131,32 @@ def _check_arguments(
     if not control_id or sent_id != control_id:
         raise ValueError(f"control_id {control_id!r} is not the message's MSH-10 ({sent_id!r})")
     return frame(message_bytes)
+
+
+class _HandshakeFailed(Exception):
+    """The TLS handshake failed; the message names TLS and the likely cause."""
+
+
+def _handshake(
+    plain: socket.socket,
+    host: str,
+    tls_context: ssl.SSLContext | None,
+    deadline: float,
+    where: str,
+    timeout: float,
+) -> socket.socket:
+    """The connection to send on: `plain` itself, or wrapped in TLS after a completed handshake.
+
+    A plain RIS never answers a TLS hello (it waits for an MLLP frame) or hangs up: either is
+    reported as a TLS handshake failure, not as a missing ACK.
+    """
+    if tls_context is None:
+        return plain
+    try:
+        plain.settimeout(_remaining(deadline))
+        return tls_context.wrap_socket(plain, server_hostname=host)
+    except (OSError, ValueError) as error:  # ssl.SSLError and TimeoutError are OSErrors
+        raise _HandshakeFailed(describe_handshake_error(error, where, timeout, "MLLP")) from error
 
 
 def _read_frame(connection: socket.socket, deadline: float) -> bytes:

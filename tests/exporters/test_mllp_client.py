@@ -156,7 +156,9 @@ def test_tls_with_an_untrusted_certificate_is_retried_and_sends_nothing(tls_ris,
     outcome = send(tls_ris, oru, tls_context=ssl.create_default_context())
 
     assert outcome.status is SendStatus.RETRY
-    assert outcome.error.startswith(f"TLS error with 127.0.0.1:{tls_ris.port}:")
+    assert outcome.error.startswith(
+        f"TLS handshake with 127.0.0.1:{tls_ris.port} failed: certificate not trusted"
+    )
     assert "CERTIFICATE_VERIFY_FAILED" in outcome.error
     assert tls_ris.received == []
 
