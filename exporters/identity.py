@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 from pydicom import Dataset
-from pydicom.valuerep import DA, DT, TM
+from pydicom.multival import MultiValue
+
+from exporters.dicom_values import read_date, read_datetime, read_time
 
 # A fixed namespace makes the device UID a pure function of (name, version): every worker, every
 # restart and every site reports the same model build under the same UID, in the SR and in the ORU.
@@ -81,19 +83,28 @@ class StudyInfo:
     patient_id_issuer: str | None = None
 
 
+def header_text(value: object) -> str | None:
+    """A header value as text; several values (a backslash in the file) are joined back with one."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(item) for item in value) or None
+    return str(value)
+
+
 def request_attribute(dataset: Dataset, keyword: str) -> str | None:
     """An order attribute from the image header: top level first, then Request Attributes Sequence.
 
     Modalities put worklist values in either place (the sequence holds one item per requested
     procedure); the first non-empty value wins.
     """
-    value = dataset.get(keyword)
-    if value not in (None, ""):
-        return str(value)
+    value = header_text(dataset.get(keyword))
+    if value is not None:
+        return value
     for item in dataset.get("RequestAttributesSequence") or []:
-        value = item.get(keyword)
-        if value not in (None, ""):
-            return str(value)
+        value = header_text(item.get(keyword))
+        if value is not None:
+            return value
     return None
 
 
@@ -107,40 +118,63 @@ def request_code_item(dataset: Dataset) -> Dataset | None:
     return codes[0] if codes else None
 
 
+# Where the time the images were taken can be read, best first: (date, time) pairs or one DT.
+_OBSERVATION_SOURCES = (
+    ("StudyDate", "StudyTime"),
+    ("AcquisitionDateTime", None),
+    ("SeriesDate", "SeriesTime"),
+    ("AcquisitionDate", "AcquisitionTime"),
+    ("ContentDate", "ContentTime"),
+)
+
+
 def _observation_datetime(dataset: Dataset) -> datetime | None:
-    """When the images were taken: Study Date/Time, else Acquisition DateTime; None if neither."""
-    study_date = dataset.get("StudyDate")
-    if study_date:
-        study_time = dataset.get("StudyTime")
-        moment = TM(study_time) if study_time else time()
-        return datetime.combine(DA(study_date), moment).replace(tzinfo=None)
-    acquired = dataset.get("AcquisitionDateTime")
-    return DT(acquired).replace(tzinfo=None) if acquired else None
+    """When the images were taken: the first valid of Study Date/Time, Acquisition DateTime, Series,
+    Acquisition or Content Date/Time; a missing or invalid time counts as midnight. None if no date
+    in the header is valid: an invalid value is skipped, never an error."""
+    for date_keyword, time_keyword in _OBSERVATION_SOURCES:
+        text = header_text(dataset.get(date_keyword)) or ""
+        if time_keyword is None:
+            moment = read_datetime(text)
+            if moment is not None:
+                return moment
+            continue
+        day = read_date(text)
+        if day is not None:
+            at = read_time(header_text(dataset.get(time_keyword)) or "") or time()
+            return datetime.combine(day, at)
+    return None
 
 
 def study_info_from_dataset(dataset: Dataset) -> StudyInfo:
-    """Read the ORU's patient, order and procedure from one image of the study."""
+    """Read the ORU's patient, order and procedure from one image of the study.
+
+    Values are read as they are (`exporters.sanitize.sanitize_study_info` repairs what an ORU
+    cannot carry); only the observation time is judged here, skipping dates that are not valid.
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a pydicom Dataset, got {type(dataset).__name__}")
     code = request_code_item(dataset)
+
+    def code_text(keyword: str) -> str | None:
+        return header_text(code.get(keyword)) if code is not None else None
+
     return StudyInfo(
-        patient_id=str(dataset.get("PatientID") or ""),
-        patient_name=str(dataset.get("PatientName") or ""),
-        birth_date=str(dataset.get("PatientBirthDate") or ""),
-        sex=str(dataset.get("PatientSex") or ""),
-        accession_number=str(dataset.get("AccessionNumber") or ""),
-        study_instance_uid=str(dataset.get("StudyInstanceUID") or ""),
+        patient_id=header_text(dataset.get("PatientID")) or "",
+        patient_name=header_text(dataset.get("PatientName")) or "",
+        birth_date=header_text(dataset.get("PatientBirthDate")) or "",
+        sex=header_text(dataset.get("PatientSex")) or "",
+        accession_number=header_text(dataset.get("AccessionNumber")) or "",
+        study_instance_uid=header_text(dataset.get("StudyInstanceUID")) or "",
         observation_datetime=_observation_datetime(dataset),
         placer_order_number=request_attribute(dataset, "PlacerOrderNumberImagingServiceRequest"),
         filler_order_number=request_attribute(dataset, "FillerOrderNumberImagingServiceRequest"),
-        procedure_code=str(code.CodeValue) if code is not None and code.get("CodeValue") else None,
-        procedure_coding_scheme=(
-            str(code.CodingSchemeDesignator)
-            if code is not None and code.get("CodingSchemeDesignator")
-            else None
-        ),
+        procedure_code=code_text("CodeValue"),
+        procedure_coding_scheme=code_text("CodingSchemeDesignator"),
         procedure_description=(
             request_attribute(dataset, "RequestedProcedureDescription")
-            or (str(code.CodeMeaning) if code is not None and code.get("CodeMeaning") else None)
-            or (str(dataset.StudyDescription) if dataset.get("StudyDescription") else None)
+            or code_text("CodeMeaning")
+            or header_text(dataset.get("StudyDescription"))
         ),
-        patient_id_issuer=str(dataset.IssuerOfPatientID) if dataset.get("IssuerOfPatientID") else None,
+        patient_id_issuer=header_text(dataset.get("IssuerOfPatientID")),
     )

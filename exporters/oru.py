@@ -1,6 +1,7 @@
 """The draft report as an HL7 v2.5.1 ORU^R01 with preliminary status, built and validated by hl7apy.
 
-Segments: MSH, PID, ORC (RE), OBR (OBR-18 accession, OBR-24 RAD, OBR-25 P), then OBX segments:
+Segments: MSH, PID, ORC (RE), OBR (OBR-18 accession, OBR-24 RAD, OBR-25 P; OBR-7 the study's date
+and time, left empty when the header has no valid one), then OBX segments:
 
 - one HD OBX carrying the Study Instance UID (113014 "DICOM Study", DCM), so the RIS can link the
   report to the images as in IHE RAD-28;
@@ -11,6 +12,10 @@ Segments: MSH, PID, ORC (RE), OBR (OBR-18 accession, OBR-24 RAD, OBR-25 P), then
 The model is named on every OBX in OBX-18 Equipment Instance Identifier (EI: "name version" and the
 device UID that the SR's device observer also carries): OBX-18 is the field HL7 defines for the
 equipment that produced an observation, and being on each OBX it survives any per-line handling.
+
+The study's values go through `exporters.sanitize.sanitize_study_info` first: an invalid birth date
+or sex is repaired or dropped, an issuer longer than HD.1's 20 characters is truncated, and so on.
+Identifiers are sent whole or refused with a ValueError naming them; no hl7apy exception escapes.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import textwrap
 from datetime import UTC, datetime
 
 from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.core import Message
+from hl7apy.core import Message, Segment
+from hl7apy.exceptions import HL7apyException
 
 from exporters.hl7_escape import escape_text
 from exporters.identity import ModelIdentity, StudyInfo
+from exporters.sanitize import IDENTIFIER_LENGTH, sanitize_study_info
 from exporters.text import check_sections
 
 HL7_VERSION = "2.5.1"
@@ -39,7 +46,6 @@ OBX_TEXT_WIDTH = 66
 
 _CONTROL_ID = re.compile(r"^[A-Za-z0-9._-]{1,20}$")  # MSH-10 is ST of at most 20 characters
 _HD_NAMESPACE = re.compile(r"^[^|^~\\&\x00-\x1f]{1,20}$")  # HD.1 is IS: 20 characters, no delimiters
-_BIRTH_DATE = re.compile(r"^(\d{8})?$")
 _SEX = {"M": "M", "F": "F", "O": "O", "": "U"}  # DICOM Patient's Sex -> HL7 table 0001
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -62,9 +68,13 @@ def build_oru(
     receiving_facility: str,
     now: datetime,
 ) -> Message:
-    """The ORU for one study; raises ValueError naming the argument when something it needs is missing."""
+    """The ORU for one study; raises ValueError or TypeError naming the argument it cannot use.
+
+    Invalid optional values are repaired, truncated or dropped first (`sanitize_study_info`; call
+    it yourself to get the notes saying what was changed); a report is never refused over one.
+    """
     findings_lines, impression_lines = check_sections(findings, impression)
-    observed = _check_arguments(study, model, control_id, now)
+    study = _check_arguments(study, model, control_id, now)
     applications = {
         "sending_app": sending_app,
         "sending_facility": sending_facility,
@@ -77,23 +87,23 @@ def build_oru(
 
     message = Message("ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.STRICT)
     msh = message.msh
-    msh.msh_3 = sending_app
-    msh.msh_4 = sending_facility
-    msh.msh_5 = receiving_app
-    msh.msh_6 = receiving_facility
-    msh.msh_7 = _timestamp(now)
+    _put(msh, "MSH-3", sending_app, "sending_app")
+    _put(msh, "MSH-4", sending_facility, "sending_facility")
+    _put(msh, "MSH-5", receiving_app, "receiving_app")
+    _put(msh, "MSH-6", receiving_facility, "receiving_facility")
+    _put(msh, "MSH-7", _timestamp(now), "now")
     msh.msh_9 = "ORU^R01^ORU_R01"
-    msh.msh_10 = control_id
+    _put(msh, "MSH-10", control_id, "control_id")
     msh.msh_11 = "P"
     msh.msh_18 = "UNICODE UTF-8"
 
     result = message.add_group("ORU_R01_PATIENT_RESULT")
     pid = result.add_group("ORU_R01_PATIENT").add_segment("PID")
     pid.pid_1 = "1"
-    pid.pid_3 = _patient_identifier(study)
-    pid.pid_5 = _person_name(study.patient_name)
+    _put(pid, "PID-3", _patient_identifier(study), "study.patient_id / study.patient_id_issuer")
+    _put(pid, "PID-5", _person_name(study.patient_name), "study.patient_name")
     if study.birth_date:
-        pid.pid_7 = study.birth_date
+        _put(pid, "PID-7", study.birth_date, "study.birth_date")
     pid.pid_8 = _SEX[study.sex or ""]
 
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
@@ -102,13 +112,19 @@ def build_oru(
     obr = order.add_segment("OBR")
     obr.obr_1 = "1"
     if study.placer_order_number:
-        orc.orc_2 = obr.obr_2 = _field(study.placer_order_number, "study.placer_order_number")
+        placer = _field(study.placer_order_number, "study.placer_order_number")
+        _put(orc, "ORC-2", placer, "study.placer_order_number")
+        _put(obr, "OBR-2", placer, "study.placer_order_number")
     if study.filler_order_number:
-        orc.orc_3 = obr.obr_3 = _field(study.filler_order_number, "study.filler_order_number")
+        filler = _field(study.filler_order_number, "study.filler_order_number")
+        _put(orc, "ORC-3", filler, "study.filler_order_number")
+        _put(obr, "OBR-3", filler, "study.filler_order_number")
     orc.orc_9 = _timestamp(now)
-    obr.obr_4 = _procedure(study)
-    obr.obr_7 = _timestamp(observed)
-    obr.obr_18 = _field(study.accession_number, "study.accession_number")
+    _put(obr, "OBR-4", _procedure(study), "study.procedure_code / study.procedure_description")
+    observed = study.observation_datetime
+    if observed is not None:
+        _put(obr, "OBR-7", _timestamp(observed), "study.observation_datetime")
+    _put(obr, "OBR-18", _field(study.accession_number, "study.accession_number"), "study.accession_number")
     obr.obr_22 = _timestamp(now)
     obr.obr_24 = "RAD"
     obr.obr_25 = "P"
@@ -129,13 +145,19 @@ def build_oru(
         obx.obx_3 = code
         if sub_id:
             obx.obx_4 = sub_id
-        obx.obx_5 = value
+        _put(
+            obx, "OBX-5", value, "findings / impression" if value_type == "TX" else "study.study_instance_uid"
+        )
         obx.obx_11 = "P"
-        obx.obx_14 = _timestamp(observed)
-        obx.obx_18 = equipment
+        if observed is not None:
+            obx.obx_14 = _timestamp(observed)
+        _put(obx, "OBX-18", equipment, "model")
         obx.obx_19 = _timestamp(now)
 
-    message.validate()
+    try:
+        message.validate()
+    except HL7apyException as error:
+        raise ValueError(f"the ORU fails HL7 v{HL7_VERSION} validation ({type(error).__name__})") from error
     return message
 
 
@@ -144,8 +166,8 @@ def encode_er7(message: Message) -> bytes:
     return (message.to_er7() + "\r").encode("utf-8")
 
 
-def _check_arguments(study: StudyInfo, model: ModelIdentity, control_id: str, now: datetime) -> datetime:
-    """Refuse what the ORU cannot carry; returns the observation time OBR-7 needs."""
+def _check_arguments(study: StudyInfo, model: ModelIdentity, control_id: str, now: datetime) -> StudyInfo:
+    """Refuse what the ORU cannot carry; returns the study with its optional values made fit."""
     if not isinstance(study, StudyInfo):
         raise TypeError(f"study must be a StudyInfo, got {type(study).__name__}")
     if not isinstance(model, ModelIdentity):
@@ -154,23 +176,24 @@ def _check_arguments(study: StudyInfo, model: ModelIdentity, control_id: str, no
         raise ValueError(f"control_id must be 1-20 characters of A-Z a-z 0-9 . _ -, got {control_id!r}")
     if not isinstance(now, datetime):
         raise TypeError(f"now must be a datetime, got {type(now).__name__}")
+    study, _notes = sanitize_study_info(study)
     required = {
-        "study.patient_id": study.patient_id,
-        "study.accession_number": study.accession_number,
-        "study.study_instance_uid": study.study_instance_uid,
+        "study.patient_id": (study.patient_id, "PID-3.1"),
+        "study.accession_number": (study.accession_number, "OBR-18"),
+        "study.study_instance_uid": (study.study_instance_uid, "OBX-5"),
     }
-    for argument, value in required.items():
+    for argument, (value, where) in required.items():
         if not value or not value.strip():
             raise ValueError(f"{argument} is required: the RIS matches the report by it")
-    if not isinstance(study.observation_datetime, datetime):
-        raise ValueError("study.observation_datetime is required (OBR-7, when the images were taken)")
+        escaped = len(escape_text(value.strip()))
+        if escaped > IDENTIFIER_LENGTH:
+            raise ValueError(
+                f"{argument} is {escaped} characters once escaped, more than the {IDENTIFIER_LENGTH} "
+                f"{where} can carry; an identifier is never truncated"
+            )
     if not (study.procedure_code or study.procedure_description):
         raise ValueError("study.procedure_code or study.procedure_description is required (OBR-4)")
-    if not _BIRTH_DATE.match(study.birth_date or ""):
-        raise ValueError(f"study.birth_date must be YYYYMMDD or empty, got {study.birth_date!r}")
-    if (study.sex or "") not in _SEX:
-        raise ValueError(f"study.sex must be M, F, O or empty, got {study.sex!r}")
-    return study.observation_datetime
+    return study
 
 
 def _field(value: str, argument: str) -> str:
@@ -178,6 +201,17 @@ def _field(value: str, argument: str) -> str:
     if _CONTROL_CHARACTERS.search(value):
         raise ValueError(f"{argument} contains a line break or control character")
     return escape_text(value.strip())
+
+
+def _put(segment: Segment, field: str, value: str, argument: str) -> None:
+    """Set one field (e.g. "PID-3"); hl7apy's own refusals become a ValueError naming the field.
+
+    hl7apy's message would quote the value, an identifier: only its kind is kept.
+    """
+    try:
+        setattr(segment, field.lower().replace("-", "_"), value)
+    except HL7apyException as error:
+        raise ValueError(f"{argument} cannot be sent in {field} ({type(error).__name__})") from error
 
 
 def _timestamp(moment: datetime) -> str:

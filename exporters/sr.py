@@ -30,6 +30,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from exporters.identity import ModelIdentity, is_valid_uid, request_attribute, request_code_item
+from exporters.sanitize import sanitize_source
 from exporters.text import check_sections
 
 REPORT_TITLE = codes.LN.DiagnosticImagingReport  # 18748-4
@@ -122,23 +123,29 @@ def build_sr(
     header = _patient_study_header(source[0])
     requested = _referenced_request(header)
     texts = [*findings_lines, *impression_lines, model.name, model.version, model.manufacturer]
-    return hd.sr.ComprehensiveSR(
-        evidence=[header, *source[1:]],
-        content=root,
-        series_instance_uid=series_instance_uid or hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid or hd.UID(),
-        instance_number=instance_number,
-        manufacturer=model.manufacturer,
-        manufacturer_model_name=model.name,
-        software_versions=model.version,
-        series_description=f"Draft report {model.label}"[:64],
-        is_complete=completion_flag is Completion.COMPLETE,
-        is_final=False,
-        is_verified=False,
-        requested_procedures=[requested] if requested is not None else None,
-        specific_character_set=_character_set(header, texts),
-    )
+    try:
+        return hd.sr.ComprehensiveSR(
+            evidence=[header, *(_evidence_only(image) for image in source[1:])],
+            content=root,
+            series_instance_uid=series_instance_uid or hd.UID(),
+            series_number=series_number,
+            sop_instance_uid=sop_instance_uid or hd.UID(),
+            instance_number=instance_number,
+            manufacturer=model.manufacturer,
+            manufacturer_model_name=model.name,
+            software_versions=model.version,
+            series_description=f"Draft report {model.label}"[:64],
+            is_complete=completion_flag is Completion.COMPLETE,
+            is_final=False,
+            is_verified=False,
+            requested_procedures=[requested] if requested is not None else None,
+            specific_character_set=_character_set(header, texts),
+        )
+    except Exception as error:  # noqa: BLE001 - one clear refusal, whatever highdicom raised
+        # highdicom's message may quote a header value (an identifier): only its kind is kept.
+        raise ValueError(
+            f"highdicom cannot build the SR from the source header ({type(error).__name__})"
+        ) from error
 
 
 def _check_source(source: Sequence[Dataset]) -> None:
@@ -220,19 +227,25 @@ def _section(
 
 
 def _patient_study_header(image: Dataset) -> Dataset:
-    """The image's attributes without pixel data, with absent Type 2 patient/study attributes empty.
+    """The image's attributes without pixel data, each valid for its VR (`sanitize_source`: invalid
+    ones repaired, truncated or left empty), with absent Type 2 patient/study attributes empty.
 
-    highdicom copies patient and study from this header; leaving out group 7FE0 keeps a large
-    image from being copied, and the caller's dataset is never modified.
+    highdicom copies patient and study from this header; the caller's dataset is never modified.
     """
-    header = Dataset()
-    for element in image:
-        if element.tag.group != 0x7FE0:
-            header.add(element)
+    header, _notes = sanitize_source(image)
     for keyword in _PATIENT_STUDY_TYPE2:
         if keyword not in header:
             setattr(header, keyword, "")
     return header
+
+
+def _evidence_only(image: Dataset) -> Dataset:
+    """What highdicom reads from a further source image: its UIDs (and nothing it could refuse)."""
+    evidence = Dataset()
+    for keyword in (*_REQUIRED_UIDS, "PatientID"):
+        if keyword in image:
+            evidence[keyword] = image[keyword]
+    return evidence
 
 
 def _referenced_request(header: Dataset) -> Dataset | None:

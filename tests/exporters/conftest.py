@@ -7,12 +7,14 @@ TCP listeners that accept and then stay silent or abort, and a self-signed certi
 
 from __future__ import annotations
 
+import io
 import socket
 import socketserver
 import ssl
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +23,7 @@ from pathlib import Path
 import hl7
 import numpy as np
 import pytest
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
@@ -79,6 +81,27 @@ def build_image(**overrides: object) -> Dataset:
 def make_image() -> Callable[..., Dataset]:
     """The image factory: keyword overrides set attributes, None removes one."""
     return build_image
+
+
+def received_image(**values: object) -> Dataset:
+    """An image as the node reads it back from its spool: written to bytes and read again, with
+    values its VR does not allow kept as they came (pydicom warns, the modality sent them anyway)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = build_image(**values)
+        buffer = io.BytesIO()
+        image.save_as(buffer, enforce_file_format=True)
+        buffer.seek(0)
+        again = dcmread(buffer)
+        for element in again:  # decode every value now, while warnings are ignored
+            _ = element.value
+    return again
+
+
+@pytest.fixture
+def make_received_image() -> Callable[..., Dataset]:
+    """received_image: keyword values, including invalid ones, in an image read back from bytes."""
+    return received_image
 
 
 @pytest.fixture
