@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     ris: Annotated[MllpPeer | None, NoDecode] = None
     model_dir: Path | None = None  # unset: the bundled demo model
     max_associations: int = Field(10, ge=1, le=1000)
+    # What one caller, one socket or one instance may take from the SCP (see node.dicom.limits).
+    max_associations_per_host: int = Field(5, ge=1, le=1000)
+    handshake_timeout_seconds: float = Field(10.0, gt=0)  # TLS handshake and A-ASSOCIATE-RQ
+    idle_timeout_seconds: float = Field(60.0, gt=0)  # an association or a half-read PDU with no data
+    max_instance_mb: int = Field(256, ge=1)
+    min_free_mb: int = Field(1024, ge=0)  # below this free on the spool's disk: C-STORE answers 0xA700
     # TLS for DICOM (SCP and SCU) and MLLP; all unset: plain TCP.
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import re
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -188,6 +190,54 @@ def read_header(encoded: bytes) -> InstanceHeader:
     )
 
 
+def read_header_file(path: Path) -> InstanceHeader:
+    """`read_header` for a Part 10 file (a data set the SCP streamed to disk) without reading its pixel
+    data into memory: what precedes Pixel Data goes through `read_header`, and the Pixel Data element's
+    length is checked against the Image Pixel module and the bytes the file holds. Raises `HeaderError`.
+    """
+    try:
+        with path.open("rb") as handle:
+            dataset = dcmread(handle, stop_before_pixels=True)
+            deflated = dataset.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+            pixels_at = handle.tell()  # in the inflated stream when deflated: not a file offset
+            handle.seek(0)
+            before_pixels = b"" if deflated else handle.read(pixels_at)
+            element = b"" if deflated else handle.read(12)
+        short_pixels = not deflated and _pixel_element_short(
+            dataset, element, path.stat().st_size - pixels_at
+        )
+    except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
+        raise HeaderError(
+            IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})"
+        ) from None
+    if deflated:  # rare, and compressed: read it whole
+        return read_header(path.read_bytes())
+    if short_pixels:
+        raise HeaderError(IngestOutcome.CANNOT_DECODE, "pixel data shorter than its Image Pixel module says")
+    return read_header(before_pixels)
+
+
+def _pixel_element_short(dataset: Dataset, element: bytes, bytes_left: int) -> bool:
+    """`_native_pixel_data_short` from the Pixel Data element's header (`element`, its first 12 bytes)
+    and the `bytes_left` in the file from where it starts."""
+    syntax = dataset.file_meta.TransferSyntaxUID
+    if len(element) < 8 or syntax.is_compressed:
+        return False
+    order = "<" if syntax.is_little_endian else ">"
+    if struct.unpack(f"{order}HH", element[:4]) != (0x7FE0, 0x0010):
+        return False
+    if syntax.is_implicit_VR:
+        (declared,), header_length = struct.unpack(f"{order}L", element[4:8]), 8
+    elif len(element) == 12 and element[4:6] in (b"OB", b"OW", b"UN", b"OD", b"OF", b"OL", b"OV"):
+        (declared,), header_length = struct.unpack(f"{order}L", element[8:12]), 12
+    else:
+        return False
+    if declared == 0xFFFFFFFF:  # undefined length: encapsulated fragments
+        return False
+    held = min(declared, bytes_left - header_length)
+    return held < get_expected_length(dataset, unit="bytes")
+
+
 class Ingestor:
     def __init__(
         self, sessions: sessionmaker[Session], spool: Spool, clock: Callable[[], datetime] = utcnow
@@ -231,6 +281,43 @@ class Ingestor:
             )
             return IngestResult(IngestOutcome.DATABASE_ERROR, f"database error ({cause})")
 
+    def store_file(self, received: ReceivedInstance, source: Path) -> IngestResult:
+        """`store` for a data set already on disk at `source` (streamed there by the SCP, on the spool's
+        file system): its header is read without the pixel data and the file is renamed into the
+        spool, so a large instance is never held in memory. `received.encoded` is not used. A refused
+        instance leaves `source` in place for the caller to delete.
+        """
+        try:
+            header = read_header_file(source)
+        except HeaderError as error:
+            log.warning("refused instance %s: %s", short_uid(received.sop_instance_uid), error.detail)
+            return IngestResult(error.outcome, error.detail)
+        if (
+            header.sop_instance_uid != received.sop_instance_uid
+            or header.sop_class_uid != received.sop_class_uid
+        ):
+            detail = "SOP Class/Instance UID of the data set differ from the request"
+            log.warning("refused instance %s: %s", short_uid(received.sop_instance_uid), detail)
+            return IngestResult(IngestOutcome.UID_MISMATCH, detail)
+        path = self.spool.path_for(
+            header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
+        )
+        try:
+            self.spool.move_into(path, source)
+        except OSError as error:
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            detail = f"cannot write file: {error.strerror or type(error).__name__}"
+            log.error("instance %s not stored: %s", short_uid(header.sop_instance_uid), detail)
+            return IngestResult(IngestOutcome.DISK_FULL if full else IngestOutcome.DISK_ERROR, detail)
+        try:
+            return self._record(header, received, path)
+        except SQLAlchemyError as error:
+            cause = type(getattr(error, "orig", None) or error).__name__
+            log.error(
+                "instance %s not recorded: database error %s", short_uid(header.sop_instance_uid), cause
+            )
+            return IngestResult(IngestOutcome.DATABASE_ERROR, f"database error ({cause})")
+
     def _record(self, header: InstanceHeader, received: ReceivedInstance, path: Path) -> IngestResult:
         now = self.clock()
         with self.sessions.begin() as session:
@@ -241,7 +328,7 @@ class Ingestor:
                 "series_instance_uid": header.series_instance_uid,
                 "sop_class_uid": header.sop_class_uid,
                 "path": str(path),
-                "size": len(received.encoded),
+                "size": path.stat().st_size,  # the bytes as received (store_file has no `encoded`)
                 "transfer_syntax_uid": received.transfer_syntax_uid,
                 "view_position": header.view_position,
                 "received_at": now,

@@ -3,12 +3,16 @@
 Layout: ``<spool>/<study digest>/<series digest>/<SOP instance digest>.dcm`` (see `node.store.uids`).
 A path depends only on the UIDs, so a re-sent instance lands on the same path and replaces the
 old file in one rename: a reader sees the old file or the new one, never a mix or nothing.
+Data sets still arriving are streamed to ``<spool>/.incoming/`` (see `node.dicom.incoming`) and
+renamed into place with `Spool.move_into` once accepted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from node.store.uids import uid_digest
 
 TEMP_PREFIX = ".incoming-"
 TEMP_SUFFIX = ".part"
+COPY_CHUNK_BYTES = 1 << 20
 
 
 class Spool:
@@ -45,6 +50,34 @@ class Spool:
                 os.unlink(temp_name)
             raise
         _fsync_directory(path.parent)
+
+    def move_into(self, path: Path, source: Path) -> None:
+        """Rename `source` (complete and fsynced, on the spool's file system) to `path`, durably.
+
+        Raises OSError; then `path` is exactly as it was before and `source` is still there.
+        """
+        _make_directories(path.parent)
+        try:
+            os.replace(source, path)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            self._copy_into(path, source)  # the spool's folders span file systems: copy, then rename
+            source.unlink()
+        _fsync_directory(path.parent)
+
+    def _copy_into(self, path: Path, source: Path) -> None:
+        descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as handle, source.open("rb") as original:
+                shutil.copyfileobj(original, handle, COPY_CHUNK_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
 
     def remove_stale_temp_files(self) -> int:
         """Delete temp files a killed process left behind (never answered as stored); returns how many."""

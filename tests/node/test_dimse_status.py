@@ -6,7 +6,8 @@ import pytest
 
 from node.config.settings import parse_callers
 from node.dicom.access import AccessPolicy, Refusal
-from node.dicom.dimse_status import STORE_STATUS, store_status
+from node.dicom.dimse_status import STORE_STATUS, refusal_status, store_status
+from node.dicom.incoming import Refusal as IncomingRefusal
 from node.dicom.ingest import IngestOutcome, IngestResult
 
 
@@ -26,10 +27,24 @@ def test_every_outcome_has_exactly_one_status() -> None:
 
 
 def test_a_failure_comment_gives_the_reason_and_fits_an_lo_value() -> None:
-    status, comment = store_status(IngestResult(IngestOutcome.MISSING_ATTRIBUTE, "StudyInstanceUID is missing"))
+    status, comment = store_status(
+        IngestResult(IngestOutcome.MISSING_ATTRIBUTE, "StudyInstanceUID is missing")
+    )
     assert (status, comment) == (0xA900, "incomplete: StudyInstanceUID is missing")
     _, long_comment = store_status(IngestResult(IngestOutcome.DISK_ERROR, "x" * 200))
     assert len(long_comment) == 64
+
+
+def test_a_data_set_refused_while_it_arrived_says_which_limit_and_setting() -> None:
+    assert refusal_status(IncomingRefusal.TOO_LARGE, 256, 1024) == (
+        0xC000,  # "cannot understand": a permanent failure, the sender should not retry it as is
+        "larger than the node's 256 MB limit (ECHO_MAX_INSTANCE_MB)",
+    )
+    assert refusal_status(IncomingRefusal.DISK_LOW, 256, 1024) == (
+        0xA700,  # out of resources: worth a retry once space is freed
+        "disk almost full: less than 1024 MB free (ECHO_MIN_FREE_MB)",
+    )
+    assert len(refusal_status(IncomingRefusal.DISK_LOW, 256, 10**40)[1]) == 64
 
 
 def test_success_carries_no_detail() -> None:

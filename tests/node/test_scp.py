@@ -161,27 +161,6 @@ def test_statuses_per_outcome_and_the_node_keeps_serving(
     assert len(rows(node, Instance)) == 2  # the first and the last; nothing lost, nothing half-stored
 
 
-def test_associations_beyond_the_maximum_are_rejected_and_audited(
-    scu, start_node, make_settings, wait_for
-) -> None:
-    node = start_node(make_settings(max_associations=1))
-    first = scu.associate(node.settings)
-    assert first.is_established
-    try:
-        second = scu.associate(node.settings)
-        assert second.is_rejected
-        rejection = second.acceptor.primitive
-        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x02, 0x03, 0x02)
-    finally:
-        first.release()
-    wait_for(lambda: all(a.ended_at for a in rows(node, Association)), what="both associations closed")
-    outcomes = sorted((a.outcome, a.reason) for a in rows(node, Association))
-    assert outcomes == [
-        (AssociationOutcome.REJECTED, "local limit of concurrent associations exceeded"),
-        (AssociationOutcome.RELEASED, None),
-    ]
-
-
 def test_tls_when_configured(scu, dcmtk, start_node, make_settings, tmp_path: Path) -> None:
     cert, key = tmp_path / "node.crt", tmp_path / "node.key"
     subprocess.run(
