@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     idle_timeout_seconds: float = Field(60.0, gt=0)  # an association or a half-read PDU with no data
     max_instance_mb: int = Field(256, ge=1)
     min_free_mb: int = Field(1024, ge=0)  # below this free on the spool's disk: C-STORE answers 0xA700
+    # Retention of received images: unset keeps them; what drafted a report is kept unless told.
+    retention_days: float | None = Field(None, gt=0)
+    retention_keep_reported: bool = True
     # TLS for DICOM (SCP and SCU) and MLLP; all unset: plain TCP.
     tls_cert: Path | None = None
     tls_key: Path | None = None

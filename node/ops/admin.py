@@ -27,7 +27,7 @@ from node.store.uids import short_uid
 
 app = typer.Typer(
     name="echo-admin",
-    help="Operate an ECHO node: status, studies, study, requeue, resend, models.",
+    help="Operate an ECHO node: status, studies, study, requeue, resend, models, purge.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -423,6 +423,43 @@ def models(config: Path | None = ConfigOption) -> None:
             row.path,
         )
     console.print(table)
+
+
+@app.command()
+def purge(
+    older_than: float | None = typer.Option(
+        None, "--older-than", metavar="DAYS", min=0, help="age limit in days (default: ECHO_RETENTION_DAYS)"
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only say what would be removed"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Remove received images of finished studies (delivered, skipped, failed) older than the limit.
+
+    The image a report was drafted from is kept while ECHO_RETENTION_KEEP_REPORTED is true.
+    """
+    from datetime import timedelta
+
+    from node.store.retention import purge as purge_spool
+
+    settings = settings_for_cli(config)
+    days = older_than if older_than is not None else settings.retention_days
+    if days is None:
+        raise UserError(
+            "no age limit: give --older-than DAYS or set ECHO_RETENTION_DAYS (unset keeps images)"
+        )
+    database = _database(settings, config)
+    try:
+        result = purge_spool(
+            database.sessions,
+            timedelta(days=days),
+            keep_reported=settings.retention_keep_reported,
+            dry_run=dry_run,
+        )
+    except SQLAlchemyError as error:
+        raise _database_error(settings, error) from None
+    finally:
+        database.dispose()
+    Console().print(f"{result.summary()} (older than {days:g} days)")
 
 
 def main() -> None:
