@@ -64,6 +64,7 @@ class DemoOutcome:
     reason: str | None  # the newest study event's reason
     report: DemoReport | None
     deliveries: list[DeliveryLine] = field(default_factory=list)
+    enqueued: bool = False  # the node handed the inference task to the broker
 
     @property
     def settled(self) -> bool:
@@ -142,8 +143,9 @@ def read_outcome(session: Session, study_uid: str) -> DemoOutcome | None:
         .order_by(Report.id.desc())
         .limit(1)
     ).first()
+    enqueued = study.enqueued_at is not None
     if found is None:
-        return DemoOutcome(study.state, reason, None)
+        return DemoOutcome(study.state, reason, None, enqueued=enqueued)
     report, model = found
     deliveries = [
         DeliveryLine(
@@ -168,6 +170,7 @@ def read_outcome(session: Session, study_uid: str) -> DemoOutcome | None:
             view_reason=report.view_reason,
         ),
         deliveries,
+        enqueued,
     )
 
 
@@ -204,6 +207,11 @@ def wait_for_outcome(
         if outcome.state in (StudyState.FAILED, StudyState.SKIPPED):
             raise DemoError(
                 f"the node did not draft a report: the study is {outcome.state} ({outcome.reason})"
+            )
+        if outcome.state is StudyState.QUEUED and not outcome.enqueued:
+            raise DemoError(
+                f"no report within {timeout:g} s: the node has not handed the study to its broker yet; "
+                "is the broker (ECHO_BROKER_URL) up? The node's log and `echo-admin status` say"
             )
         raise DemoError(
             f"no report within {timeout:g} s: the study is {outcome.state}; is a worker running "

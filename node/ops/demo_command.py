@@ -1,7 +1,15 @@
-"""What `echo-node demo` prints: the report, the model that wrote it, its timings, its deliveries."""
+"""What `echo-node demo` prints: the report, the model that wrote it, its timings, its deliveries.
+
+The demo study is a synthetic patient. Before sending it, the demo reads the node's settings (the
+same ones it reads the answer with): when the node would pass the draft on to a PACS or RIS that is
+not on this machine, or the node is a production one (see `Settings.production_reason`), the
+synthetic patient and its draft would land in the hospital's systems, so the demo refuses unless
+told `--yes-send-to-production`. A draft written by the bundled demo model says so.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from pathlib import Path
 
@@ -15,20 +23,63 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from echo.errors import UserError
 from exporters.ae_title import check_ae_title
+from node.config.demo_model import is_demo_model_version
 from node.config.settings import Settings
 from node.ops.demo import DemoError, DemoOutcome, fresh_demo_copy, send_study, wait_for_outcome
 from node.store.database import open_database, safe_url
 from node.store.uids import short_uid
 
+PRODUCTION_FLAG = "--yes-send-to-production"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: assume another machine
+        return False
+
+
+def production_destinations(settings: Settings) -> list[str]:
+    """The PACS/RIS the node would send the demo's draft to that may be the hospital's own."""
+    production = settings.production_reason is not None
+    found = []
+    for variable, peer in (("ECHO_PACS", settings.pacs), ("ECHO_RIS", settings.ris)):
+        if peer is not None and (production or not is_loopback(peer.host)):
+            found.append(f"{peer} ({variable})")
+    return found
+
+
+def check_destinations(settings: Settings, send_to_production: bool) -> None:
+    destinations = production_destinations(settings)
+    if destinations and not send_to_production:
+        where = " and ".join(destinations)
+        why = (
+            f"; this is a production node: {settings.production_reason}" if settings.production_reason else ""
+        )
+        raise UserError(
+            f"the node sends its drafts to {where}{why}: the demo's synthetic patient and its draft "
+            f"would land there; pass {PRODUCTION_FLAG} to send it anyway"
+        )
+
 
 def run_demo(
-    settings: Settings, host: str, port: int, called_ae: str, calling_ae: str, timeout: float
+    settings: Settings,
+    host: str,
+    port: int,
+    called_ae: str,
+    calling_ae: str,
+    timeout: float,
+    *,
+    send_to_production: bool = False,
 ) -> DemoOutcome:
     for option, title in (("--calling-ae", calling_ae), ("--called-ae", called_ae)):
         try:
             check_ae_title(title, option)
         except ValueError as error:
             raise UserError(str(error)) from None
+    check_destinations(settings, send_to_production)
     console = Console()
     try:
         dataset = fresh_demo_copy()
@@ -96,6 +147,11 @@ def _print(console: Console, outcome: DemoOutcome, elapsed: float) -> None:
         f"{report.forwards} forward passes, {report.seconds * 1000:.0f} ms"
         + (f" ({stages})" if stages else "")
     )
+    if is_demo_model_version(report.model_version):
+        console.print(
+            "[bold yellow]this draft was written by the bundled DEMO model, trained on synthetic images "
+            "only: not for clinical use[/bold yellow] (a site serves its own model: ECHO_MODEL_DIR)"
+        )
     if report.view_reason:
         console.print(f"image read: {escape(report.view_reason)}")
     if outcome.deliveries:

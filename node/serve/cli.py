@@ -73,16 +73,30 @@ def demo(
     calling_ae: str = typer.Option("ECHODEMO", "--calling-ae", help="our AE title; the node must allow it"),
     timeout: float = typer.Option(120.0, "--timeout", min=1.0, help="seconds to wait for the report"),
     config: Path | None = typer.Option(None, "--config", help="the node's settings TOML file"),
+    yes_send_to_production: bool = typer.Option(
+        False,
+        "--yes-send-to-production",
+        help="send even when the node passes drafts on to a PACS/RIS off this machine, or is a production node",
+    ),
 ) -> None:
     """Send the bundled synthetic chest study to a running node and print the report it drafts.
 
     Reads the answer from the node's database, so run it on the node's machine with the node's
-    settings.
+    settings. Refuses when those settings send drafts to a PACS or RIS that may be the hospital's
+    (not on this machine, or a production node) unless --yes-send-to-production is given.
     """
     from node.ops.demo_command import run_demo  # pynetdicom, SQLAlchemy: not for --help
 
     settings = settings_for_cli(config)
-    run_demo(settings, host, port or settings.port, called_ae or settings.ae_title, calling_ae, timeout)
+    run_demo(
+        settings,
+        host,
+        port or settings.port,
+        called_ae or settings.ae_title,
+        calling_ae,
+        timeout,
+        send_to_production=yes_send_to_production,
+    )
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from node.config.demo_model import is_demo_model_dir
 from node.config.settings import load_settings
 from node.store.database import open_database
 from node.store.models import Delivery, Report, Study
@@ -73,6 +74,9 @@ def test_demo_prints_the_report_the_embedded_node_drafted_and_delivered(embedded
     assert re.search(rf"SR\s+│\s+{re.escape(embedded['ECHO_PACS'])}\s+│\s+delivered\s+│\s+1\s+│\s+0000", out)
     assert re.search(rf"ORU\s+│\s+{re.escape(embedded['ECHO_RIS'])}\s+│\s+delivered\s+│\s+1\s+│\s+AA", out)
     assert re.search(r"study delivered after \d+\.\d s", out)
+    serves_demo_model = is_demo_model_dir(Path(embedded["ECHO_MODEL_DIR"]))
+    assert ("written by the bundled DEMO model" in out) == serves_demo_model
+    assert ("this node serves the bundled DEMO model" in launch.logs()) == serves_demo_model
     assert len(pacs.received) == 1 and len(ris.received) == 1
     assert str(ris.received[0].segment("OBR")[18]) == study.accession_number
 
@@ -116,3 +120,48 @@ def test_demo_refuses_bad_options(args: list[str], message: str, tmp_path: Path)
     result = demo({"ECHO_DATA_DIR": str(tmp_path)}, *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+# --- issue 15 #14: the demo's synthetic patient does not go to the hospital's PACS or RIS ---------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"ECHO_PACS": "PACS@10.0.10.5:104"},
+            "the node sends its drafts to PACS@10.0.10.5:104 (ECHO_PACS): the demo's synthetic patient and its "
+            "draft would land there; pass --yes-send-to-production to send it anyway",
+        ),
+        (
+            {"ECHO_RIS": "ris.hospital.local:2575", "ECHO_PACS": "PACS@127.0.0.1:10104"},
+            "the node sends its drafts to ris.hospital.local:2575 (ECHO_RIS): the demo's",
+        ),
+        (
+            {"ECHO_PACS": "PACS@127.0.0.1:10104", "ECHO_PRODUCTION": "true"},
+            "the node sends its drafts to PACS@127.0.0.1:10104 (ECHO_PACS); this is a production node: "
+            "ECHO_PRODUCTION is true: the demo's synthetic patient",
+        ),
+    ],
+)
+def test_demo_refuses_to_send_to_a_production_pacs_or_ris(
+    env: dict[str, str], message: str, tmp_path: Path, free_ports
+) -> None:
+    result = demo({"ECHO_DATA_DIR": str(tmp_path), **env}, "--port", str(free_ports()))
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"echo-node: error: {message}")
+
+
+def test_demo_sends_to_a_production_pacs_when_told_to(tmp_path: Path, free_ports) -> None:
+    port = free_ports()
+    result = demo(
+        {"ECHO_DATA_DIR": str(tmp_path), "ECHO_PACS": "PACS@10.0.10.5:104"},
+        "--port",
+        str(port),
+        "--yes-send-to-production",
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"echo-node: error: no DICOM node answers at ECHO@127.0.0.1:{port}: is `echo-node serve` running there?"
+    ]
