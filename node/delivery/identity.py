@@ -48,6 +48,16 @@ def _kept(element: Any) -> bool:
     return tag.group in _KEPT_GROUPS and not tag.is_private and element.VR not in _BINARY_VRS
 
 
+def _serialisable(element: Any) -> bool:
+    single = Dataset()
+    single.add(element)
+    try:
+        single.to_json_dict()
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
 def _key(header: Dataset) -> dict[str, str]:
     return {keyword: str(header.get(keyword) or "").strip() for keyword in IDENTITY_KEYWORDS}
 
@@ -57,13 +67,20 @@ def freeze_identity(header: Dataset) -> dict[str, Any]:
     for keyword in ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not header.get(keyword):
             raise IdentityError(f"the source image has no {keyword}: its identity cannot be frozen")
-    kept = Dataset()
-    for element in header:
-        if _kept(element):
+    kept, dropped = Dataset(), []
+    for tag in list(header.keys()):
+        try:
+            element = header[tag]
+        except (ValueError, TypeError, OverflowError):  # a value pydicom cannot even read
+            dropped.append(str(Tag(tag)))
+            continue
+        if not _kept(element):
+            continue
+        if _serialisable(element):
             kept.add(element)
-    if "SpecificCharacterSet" in header:
-        kept.SpecificCharacterSet = header.SpecificCharacterSet
-    return {"format": IDENTITY_FORMAT, "key": _key(header), "header": kept.to_json_dict()}
+        else:  # a malformed value (a DS of "heavy"): the messages repair or omit it anyway
+            dropped.append(element.keyword or str(Tag(tag)))
+    return {"format": IDENTITY_FORMAT, "key": _key(header), "header": kept.to_json_dict(), "dropped": dropped}
 
 
 def thawed_header(identity: dict[str, Any] | None) -> Dataset:

@@ -16,6 +16,7 @@ from pydicom.uid import generate_uid
 
 from exporters.identity import ModelIdentity, study_info_from_dataset
 from exporters.oru import build_oru, encode_er7, new_control_id
+from exporters.sanitize import sanitize_source, sanitize_study_info
 from exporters.sr import build_sr
 from node.config.settings import Settings
 from node.store.models import Delivery, ModelVersion
@@ -58,6 +59,13 @@ def model_identity(model: ModelVersion) -> ModelIdentity:
 def sr_series_uid(sop_instance_uid: str) -> str:
     """The SR's series, a pure function of its instance UID, so a resend lands in the same series."""
     return f"2.25.{uuid.uuid5(_SERIES_NAMESPACE, sop_instance_uid).int}"
+
+
+def header_repairs(kind: DeliveryKind, source: Dataset) -> list[str]:
+    """What the builder will repair, truncate or drop in `source` for this message (never the values)."""
+    if kind is DeliveryKind.SR:
+        return sanitize_source(source)[1]
+    return sanitize_study_info(study_info_from_dataset(source))[1]
 
 
 def report_sr(

@@ -42,10 +42,10 @@ from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
 from node.config.settings import DicomPeer, MllpPeer, Settings, parse_dicom_peer, parse_mllp_peer
 from node.delivery.client_tls import dicom_client_tls, mllp_client_tls
 from node.delivery.identity import IdentityError, compare_with_spool, thawed_header
-from node.delivery.messages import model_identity, report_oru, report_sr
+from node.delivery.messages import header_repairs, model_identity, report_oru, report_sr
 from node.delivery.policy import decide
 from node.delivery.settle import settle_study
-from node.store.models import Delivery, Instance, ModelVersion, Report, utcnow
+from node.store.models import Delivery, Instance, ModelVersion, Report, Study, utcnow
 from node.store.states import DeliveryKind, DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class _Work:
     created_at: datetime  # the row's: the retry horizon counts from here
     identity: dict[str, Any] | None  # frozen at inference: what the messages are built from
     source_path: str | None  # the spool file, read only to check it still agrees
+    identity_conflict: str | None  # the study's instances disagree on the patient: never sent
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class _Result:
     error: str | None = None
     ack_code: str | None = None
     ack_text: str | None = None
+    repairs: tuple[str, ...] = ()  # header values the builder repaired or dropped: kept in the row's note
 
 
 class _NotBuilt(Exception):
@@ -195,9 +197,10 @@ class Outbox:
     def _load(self, claimed: list[int]) -> list[_Work]:
         with self.sessions() as session:
             rows = session.execute(
-                select(Delivery, Report, ModelVersion, Instance.path)
+                select(Delivery, Report, ModelVersion, Instance.path, Study.identity_conflict)
                 .join(Report, Delivery.report_id == Report.id)
                 .join(ModelVersion, Report.model_version_id == ModelVersion.id)
+                .join(Study, Report.study_id == Study.id)
                 .outerjoin(Instance, Report.instance_id == Instance.id)
                 .where(Delivery.id.in_(claimed))
                 .order_by(Delivery.id)
@@ -217,8 +220,9 @@ class Outbox:
                     created_at=delivery.created_at,
                     identity=report.identity,
                     source_path=path,
+                    identity_conflict=conflict,
                 )
-                for delivery, report, model, path in rows
+                for delivery, report, model, path, conflict in rows
             ]
 
     # ---- sending ----------------------------------------------------------------------------------
@@ -231,9 +235,11 @@ class Outbox:
                 self._record(item, _Result(SendStatus.FAILED, f"bad PACS target: {error}"), tick)
             return
         ready: list[tuple[_Work, Dataset]] = []
+        repairs: dict[int, tuple[str, ...]] = {}
         for item in items:
             try:
                 source = _source(item)
+                repairs[item.delivery_id] = tuple(header_repairs(DeliveryKind.SR, source))
                 ready.append(
                     (item, report_sr(source, item.findings, item.impression, item.model, item.message_id))
                 )
@@ -260,7 +266,8 @@ class Outbox:
         for (item, _), outcome in zip(ready, outcomes, strict=True):
             code = f"{outcome.status_code:04X}" if outcome.status_code is not None else None
             text = outcome.warning or (outcome.error if outcome.status_code is not None else None)
-            self._record(item, _Result(outcome.status, outcome.error, code, text), tick)
+            result = _Result(outcome.status, outcome.error, code, text, repairs.get(item.delivery_id, ()))
+            self._record(item, result, tick)
 
     def _send_oru(self, item: _Work, batch: Sequence[_Work], released: set[int], tick: OutboxTick) -> None:
         try:
@@ -270,6 +277,7 @@ class Outbox:
             return
         try:
             source = _source(item)
+            repaired = tuple(header_repairs(DeliveryKind.ORU, source))
             message = report_oru(
                 source,
                 item.findings,
@@ -300,7 +308,7 @@ class Outbox:
         except Exception as error:  # the sender itself broke: try again later
             self._record(item, _Result(SendStatus.RETRY, f"MLLP send failed: {one_line(error)}"), tick)
             return
-        result = _Result(outcome.status, outcome.error, outcome.ack_code, outcome.ack_text)
+        result = _Result(outcome.status, outcome.error, outcome.ack_code, outcome.ack_text, repaired)
         next_at = self._record(item, result, tick)
         if outcome.retryable and outcome.ack_code is None:  # no answer at all: the RIS is unreachable
             later = [
@@ -348,7 +356,7 @@ class Outbox:
             row.next_attempt_at = decision.next_attempt_at
             row.last_error = decision.error
             row.ack_code = result.ack_code
-            row.ack_text = result.ack_text
+            row.ack_text = _note(result)
             row.updated_at = now
             session.flush()
             settle_study(session, item.report_id)
@@ -406,6 +414,14 @@ def _wake_waiting(session: Session, item: _Work, now: datetime) -> None:
     )
 
 
+def _note(result: _Result) -> str | None:
+    """The peer's answer text, then what the builder repaired in the header (so an operator sees it)."""
+    parts = [result.ack_text] if result.ack_text else []
+    if result.repairs:
+        parts.append("header repaired: " + "; ".join(result.repairs))
+    return "; ".join(parts) or None
+
+
 def _not_built(what: str, error: Exception) -> str:
     """A builder's refusal (ValueError/TypeError: its own clear words) or any other error, in one line."""
     text = str(error) if isinstance(error, ValueError | TypeError) and str(error) else one_line(error)
@@ -414,6 +430,8 @@ def _not_built(what: str, error: Exception) -> str:
 
 def _source(item: _Work) -> Dataset:
     """The header the messages are built from: the frozen identity, checked against the spool's copy."""
+    if item.identity_conflict:
+        raise _Held(f"{item.identity_conflict}; held for an operator")
     try:
         header = thawed_header(item.identity)
     except IdentityError as error:

@@ -427,3 +427,35 @@ def test_a_study_without_accession_gets_its_sr_but_no_oru(
 def test_batch_size_must_be_positive(database: Database, peers, clock) -> None:
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         outbox(database, peers, clock, batch_size=0)
+
+
+def test_a_malformed_optional_header_value_is_repaired_and_noted_not_fatal(
+    database: Database, peers, store_study, images, report_for, clock
+) -> None:
+    image = images.chest(PatientSex="Male", StudyTime="256199", IssuerOfPatientID="ISSUER-" + "X" * 33)
+    report_id = report_for(store_study(image), peers)
+    store, ris = RecordingStore(), RecordingRis()
+    outbox(database, peers, clock, store, ris).run_due()
+    rows = deliveries(database)
+    sr, oru = rows[(report_id, DeliveryKind.SR)], rows[(report_id, DeliveryKind.ORU)]
+    assert (sr.status, oru.status) == (DeliveryStatus.DELIVERED, DeliveryStatus.DELIVERED)
+    assert "header repaired: " in sr.ack_text and "PatientSex" in sr.ack_text
+    assert "header repaired: " in oru.ack_text and "PID-3.4" in oru.ack_text
+    assert "ISSUER-" not in sr.ack_text + oru.ack_text, "notes never carry the values"
+
+
+def test_a_study_flagged_for_conflicting_instances_after_its_draft_is_held(
+    database: Database, peers, store_study, images, report_for, clock
+) -> None:
+    study_id = store_study(images.chest())
+    report_id = report_for(study_id, peers)
+    with database.sessions.begin() as session:
+        session.get_one(Study, study_id).identity_conflict = "instances disagree on PatientID"
+    store = RecordingStore()
+    outbox(database, peers, clock, store).run_due()
+    row = deliveries(database)[(report_id, DeliveryKind.SR)]
+    assert store.calls == []
+    assert (row.status, row.last_error) == (
+        DeliveryStatus.HELD,
+        "instances disagree on PatientID; held for an operator",
+    )
