@@ -25,7 +25,15 @@ from celery.signals import task_failure
 from sqlalchemy.exc import OperationalError
 
 from echo.errors import one_line
-from node.broker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery
+from node.broker.app import (
+    DELIVER_REPORT,
+    DELIVER_SOFT_TIME_LIMIT_S,
+    DELIVER_TIME_LIMIT_S,
+    INFER_SOFT_TIME_LIMIT_S,
+    INFER_STUDY,
+    INFER_TIME_LIMIT_S,
+    EchoCelery,
+)
 from node.broker.publish import CeleryPublisher
 from node.config.settings import Settings
 from node.delivery.outbox import Outbox
@@ -43,13 +51,10 @@ from worker.inference import (
 
 log = logging.getLogger(__name__)
 
-INFER_SOFT_TIME_LIMIT_S = 300  # SoftTimeLimitExceeded raised inside the task: it can record the failure
-INFER_TIME_LIMIT_S = 360  # the pool kills the process; a claim older than this is dead
+# The time limits are the broker's (node.broker.app): Redis' visibility timeout is derived from them.
 INFER_MAX_RETRIES = 5
 INFER_RETRY_BACKOFF_S = 5  # first wait; doubles per retry (full jitter), capped below
 INFER_RETRY_BACKOFF_MAX_S = 300
-DELIVER_SOFT_TIME_LIMIT_S = 300
-DELIVER_TIME_LIMIT_S = 330
 TRANSIENT_ERRORS = (TransientInferenceError, OperationalError, SoftTimeLimitExceeded)
 
 

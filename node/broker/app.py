@@ -7,6 +7,12 @@ Delivery guarantees: a message is acknowledged after its task returns (acks_late
 back to the broker when the worker process dies mid-task (reject_on_worker_lost); each worker
 process takes one message at a time (prefetch 1: inference is long, a prefetched message would
 wait behind it). JSON only. No result backend: every outcome is a row in our database.
+
+The tasks' time limits live here too, because the broker's redelivery has to agree with them: on
+Redis a message that is not acknowledged within the transport's visibility timeout is handed to
+another worker, so that timeout is the longest hard limit plus a margin (Redis' own default,
+one hour, delayed a study by an hour after its worker was killed). The database, not the broker,
+is the source of truth for what still needs doing (`node.store.reconcile`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,19 @@ QUEUES = (INFERENCE_QUEUE, DELIVERY_QUEUE)
 INFER_STUDY = "echo.infer_study"
 DELIVER_REPORT = "echo.deliver_report"
 DELIVERY_TASKS = "echo.deliver_*"  # every delivery task is named under this prefix
+
+INFER_SOFT_TIME_LIMIT_S = 300  # SoftTimeLimitExceeded raised inside the task: it can record the failure
+INFER_TIME_LIMIT_S = 360  # the pool kills the process; a claim older than this is dead
+DELIVER_SOFT_TIME_LIMIT_S = 300
+DELIVER_TIME_LIMIT_S = 330
+VISIBILITY_MARGIN_S = 60
+# Redis hands an unacknowledged message to another worker after this long: past every hard limit.
+REDIS_VISIBILITY_TIMEOUT_S = max(INFER_TIME_LIMIT_S, DELIVER_TIME_LIMIT_S) + VISIBILITY_MARGIN_S
+REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "sentinel"})
+
+
+def is_redis(broker_url: str) -> bool:
+    return broker_url.partition("://")[0].lower() in REDIS_SCHEMES
 
 
 class EchoCelery(Celery):
@@ -59,6 +78,8 @@ def create_app(settings: Settings, include: tuple[str, ...] = ()) -> EchoCelery:
         # kombu's SQL transport hands these to create_engine: wait for SQLite's lock, never fail on it.
         # (It hands over every option, so its 1 s polling interval cannot be set here.)
         app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
+    elif is_redis(settings.effective_broker_url):
+        app.conf.broker_transport_options = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
     return app
 
 

@@ -11,7 +11,13 @@ from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun
 from sqlalchemy import select
 
-from node.broker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery, queue_depths
+from node.broker.app import (
+    DELIVER_REPORT,
+    INFER_STUDY,
+    REDIS_VISIBILITY_TIMEOUT_S,
+    EchoCelery,
+    queue_depths,
+)
 from node.broker.publish import CeleryPublisher
 from node.config.settings import Settings, load_settings
 from node.store.database import Database
@@ -36,6 +42,26 @@ def test_delivery_guarantees_and_routes(settings: Settings) -> None:
     assert app.amqp.router.route({}, "echo.deliver_report")["queue"].name == "io"
     assert conf.broker_url == settings.effective_broker_url
     assert conf.broker_url.startswith("sqla+sqlite:///")
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/15", "rediss://redis.example:6380/0", "sentinel://10.0.0.5:26379"]
+)
+def test_redis_hands_a_message_back_soon_after_the_hard_limit_not_after_an_hour(
+    settings: Settings, url: str
+) -> None:
+    """Redis' default visibility timeout (3600 s) delayed a study by an hour after its worker was
+    killed; it is now the longest hard time limit plus a margin."""
+    app = create_worker_app(load_settings(data_dir=settings.data_dir, broker_url=url))
+    app.loader.import_default_modules()
+    timeout = app.conf.broker_transport_options["visibility_timeout"]
+    hard_limits = [app.tasks[name].time_limit for name in (INFER_STUDY, DELIVER_REPORT)]
+    assert timeout == REDIS_VISIBILITY_TIMEOUT_S == max(hard_limits) + 60 == 420
+
+
+def test_the_embedded_broker_has_no_visibility_timeout(settings: Settings) -> None:
+    options = create_worker_app(settings).conf.broker_transport_options
+    assert options == {"connect_args": {"timeout": 30}}
 
 
 def test_the_tasks_carry_their_own_limits_and_guarantees(settings: Settings) -> None:
