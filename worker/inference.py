@@ -1,15 +1,22 @@
 """One study's inference, from the claim to the committed report and its outbox rows.
 
     claim an attempt (node.store.jobs)  ->  read the instances' headers from the spool  ->  pick the frontal
+    ->  check the image's decoded size against the pixel budget
     ->  generate (the engine preprocesses: MONOCHROME1, VOI LUT / window, rescale, resize)
     ->  ONE transaction: model version, report, delivery rows, queued -> inferred, job succeeded
+
+While an attempt runs, a heartbeat thread refreshes its job row (`jobs.heartbeat_at`), so that the
+node's reconciler (`node.store.reconcile`) can tell a live attempt from one whose process died.
 
 Errors are sorted once, here:
 - transient (`TransientInferenceError`, a database OperationalError): the job is marked failed and the
   exception propagates, so the Celery task retries it with backoff; the last failure is dead-lettered
   by the task (`worker.dead_letter`);
-- the study itself is unusable (`UnusableStudy`: no readable image, an image the model cannot read,
-  an empty report): the job fails and the study is failed with the reason, at once, never retried.
+- the study itself is unusable (`UnusableStudy`: no readable image, an image the model cannot read
+  or that would not fit the pixel budget, an empty report): the job fails and the study is failed
+  with the reason, at once, never retried;
+- the process dies (killed, out of memory, a crash in a native decoder): the attempt is buried by the
+  next claim or the reconciler; after `max_dead_attempts` such attempts in a row the study is failed.
 
 Idempotent on (study, model version): a report that exists is reused, never written twice, and its
 delivery rows are created only if it has none.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydicom import dcmread
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,12 +44,12 @@ from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
 from node.delivery.identity import IdentityError, freeze_identity
 from node.delivery.messages import destinations, new_delivery
-from node.store.jobs import claim_inference, finish_job
+from node.store.jobs import WorkerProcess, claim_inference, finish_job, pid_alive
 from node.store.model_versions import ModelFacts, activate, find_or_create
 from node.store.models import Delivery, Instance, Job, Report, Study, utcnow
 from node.store.states import JobState, StudyState
 from node.store.transitions import IllegalTransition, transition
-from node.store.uids import short_uid
+from worker.pixel_budget import pixel_budget_problem
 from worker.report_text import EmptyReport, clean_report
 from worker.views import ViewCandidate, ViewPick, candidate_from_dataset, pick_frontal
 
@@ -147,6 +155,41 @@ def read_identity(path: str) -> dict[str, Any]:
         raise UnusableStudy(str(error)) from error
 
 
+class Heartbeat:
+    """Refreshes a running job's `heartbeat_at` every `interval_s` from a thread of its own, so it
+    beats while the engine holds the task's thread; a failed beat is logged and tried again."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], job_id: int, interval_s: float, clock: Callable[[], datetime]
+    ) -> None:
+        self.sessions = sessions
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"echo-heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                with self.sessions.begin() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.state == JobState.RUNNING)
+                        .values(heartbeat_at=self.clock())
+                    )
+            except Exception as error:  # the database is away: the next beat tries again
+                log.warning("heartbeat of job %d not recorded (%s)", self.job_id, type(error).__name__)
+
+
 class StudyInference:
     """Runs inference for one study at a time; `engine` is called only when a report must be written."""
 
@@ -159,6 +202,8 @@ class StudyInference:
         *,
         stale_after: timedelta,
         clock: Callable[[], datetime] = utcnow,
+        worker: Callable[[], WorkerProcess] = WorkerProcess.current,
+        is_alive: Callable[[int], bool] = pid_alive,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
@@ -166,15 +211,37 @@ class StudyInference:
         self.model_version_id = model_version_id
         self.stale_after = stale_after
         self.clock = clock
+        self.worker = worker
+        self.is_alive = is_alive
+        self.heartbeat_timeout = timedelta(seconds=settings.heartbeat_timeout_seconds)
+        # Six beats per timeout: one lost beat (a busy database) never makes a live attempt look dead.
+        self.heartbeat_interval_s = settings.heartbeat_timeout_seconds / 6
 
     def run(self, study_id: int, task_id: str | None) -> InferenceResult:
-        with self.sessions.begin() as session:
-            claim = claim_inference(session, study_id, task_id, self.clock(), self.stale_after)
+        try:
+            with self.sessions.begin() as session:
+                claim = claim_inference(
+                    session,
+                    study_id,
+                    task_id,
+                    self.clock(),
+                    self.stale_after,
+                    worker=self.worker(),
+                    heartbeat_timeout=self.heartbeat_timeout,
+                    max_dead_attempts=self.settings.max_dead_attempts,
+                    is_alive=self.is_alive,
+                )
+        except IllegalTransition as moved:  # failing a poison study raced another process's move
+            return InferenceResult("skipped", str(moved))
         if claim.job_id is None:
+            if claim.study_failed:
+                log.error("study %d: %s", study_id, claim.reason.removeprefix(f"study {study_id} "))
+                return InferenceResult("failed", claim.reason)
             return InferenceResult("skipped", claim.reason)
         job_id = claim.job_id
         try:
-            return self._report(study_id, job_id)
+            with Heartbeat(self.sessions, job_id, self.heartbeat_interval_s, self.clock):
+                return self._report(study_id, job_id)
         except UnusableStudy as problem:
             return self._fail_study(study_id, job_id, str(problem))
         except IllegalTransition as moved:  # an operator or another process moved the study meanwhile
@@ -203,8 +270,8 @@ class StudyInference:
         if not candidates:
             raise UnusableStudy(f"no readable image: {'; '.join(problems)}")
         pick = pick_frontal(candidates)
-        if pick.fallback:
-            log.warning("study %d: %s", study_id, pick.reason)
+        if pick.fallback:  # the reason quotes header text: it goes to the report row, not the log
+            log.warning("study %d: no image is marked frontal; drafting from a fallback view", study_id)
         engine = self.engine()
         model_version_id = self.model_version_id(engine)
         with self.sessions() as session:
@@ -221,12 +288,25 @@ class StudyInference:
         self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick
     ) -> GeneratedReport:
         path = dict(instances)[pick.candidate.instance_id]
+        self._check_pixel_budget(path)
         try:
             return engine.generate(Path(path))
         except UserError as error:  # echo's image reading: unreadable pixels, unsupported encoding
             raise UnusableStudy(f"the model cannot read the chosen image: {error}") from error
         except FileNotFoundError as error:
             raise UnusableStudy("the chosen image left the spool before it was read") from error
+
+    def _check_pixel_budget(self, path: str) -> None:
+        """Refuse, before decoding, an image whose pixels would not fit the worker's memory budget."""
+        try:
+            header = dcmread(path, stop_before_pixels=True)
+        except FileNotFoundError as error:
+            raise UnusableStudy("the chosen image left the spool before it was read") from error
+        except PermissionError as error:
+            raise SpoolUnavailable(f"cannot read {path}: {error.strerror}") from error
+        problem = pixel_budget_problem(header, int(self.settings.max_pixel_megabytes * 2**20))
+        if problem is not None:
+            raise UnusableStudy(problem)
 
     def _store(
         self,
@@ -275,16 +355,15 @@ class StudyInference:
                 transition(session, study, StudyState.INFERRED, f"{what}; {pick.reason}")
             finish_job(session, job_id, JobState.SUCCEEDED, now)
             session.get_one(Job, job_id).model_version_id = model_version_id
-            accession, study_uid = study.accession_number, study.study_instance_uid
             report_id, delivery_ids = report.id, tuple(row.id for row in deliveries)
+        # The node's own study id only: no accession, patient or header text (the view reason quotes
+        # descriptions) in logs; the reason is on the report row.
         log.info(
-            "study %s (accession %s): report %d %s, %d deliveries (%s)",
-            short_uid(study_uid),
-            accession,
+            "study %d: report %d %s, %d deliveries",
+            study_id,
             report_id,
             "reused" if reused else "stored",
             len(delivery_ids),
-            pick.reason,
         )
         return InferenceResult("reported", f"report {report_id}", report_id, delivery_ids)
 

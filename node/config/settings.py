@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = Field(0, ge=0)  # 0: no cap; the horizon decides when to give up
     delivery_horizon_hours: float = Field(24.0, gt=0)  # transient failures are retried this long
     delivery_backoff_seconds: float = Field(5.0, ge=0)
+    # Inference recovery: attempts lost with their process, republishing, the heartbeat, image size.
+    max_dead_attempts: int = Field(3, ge=1)
+    requeue_after_seconds: float = Field(600.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(60.0, gt=0)
+    max_pixel_megabytes: float = Field(256.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("ae_title")

@@ -74,10 +74,13 @@ class EmbeddedWorker:
         self.process = subprocess.Popen(self.command(), env=env)
         log.info("embedded worker started (pid %d)", self.process.pid)
 
-    def ensure_running(self) -> None:
+    def ensure_running(self) -> bool:
+        """Start a new worker if ours exited; True when it did (what the old one held is lost)."""
         if self.process is not None and self.process.poll() is not None:
             log.error("embedded worker exited with status %d; starting a new one", self.process.returncode)
             self.start()
+            return True
+        return False
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM: finish the current task), then kill after STOP_TIMEOUT_S."""

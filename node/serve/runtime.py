@@ -2,15 +2,20 @@
 
 Each role can also run alone (`echo-worker` on a GPU host); this class puts together the ones
 that belong to the node host. Background work is a list of `PeriodicLoop`s: study assembly, the
-delivery loop (the outbox: SRs to the PACS, ORUs to the RIS) and, embedded, the worker's watch.
+delivery loop (the outbox: SRs to the PACS, ORUs to the RIS), the reconciler (attempts whose
+process died, studies the broker lost, poison studies: `node.store.reconcile`) and, embedded,
+the worker's watch. The reconciler also runs once at start and after the embedded worker is
+restarted.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from node.broker.app import INFER_TIME_LIMIT_S
 from node.config.settings import Settings
 from node.delivery.outbox import Outbox
 from node.dicom.assembly import InferencePublisher, StudyAssembler
@@ -21,10 +26,13 @@ from node.dicom.spool import Spool
 from node.serve.embedded_worker import EmbeddedWorker
 from node.serve.loops import PeriodicLoop
 from node.store.database import Database, migrate, open_database, safe_url
+from node.store.models import utcnow
+from node.store.reconcile import ReconcilePolicy, Reconciliation, reconcile
 
 log = logging.getLogger(__name__)
 
 WORKER_WATCH_INTERVAL_S = 5.0
+RECONCILE_INTERVAL_S = 5.0
 
 
 class NodeStartError(RuntimeError):
@@ -61,6 +69,8 @@ class Node:
         self.assembler: StudyAssembler | None = None
         self.outbox: Outbox | None = None
         self._loops: list[PeriodicLoop] = []
+        self._policy = ReconcilePolicy.from_settings(settings, INFER_TIME_LIMIT_S)
+        self._reconcile_lock = threading.Lock()  # the loop and the worker's watch both reconcile
 
     def start(self) -> None:
         settings = self.settings
@@ -88,6 +98,12 @@ class Node:
             self._publisher or self._celery_publisher(),
             draft_lateral_only=settings.draft_lateral_only,
         )
+        # Attempts our previous run (or any dead process on this host) left "running": buried, and
+        # their studies published again; poison studies failed.
+        try:
+            self.reconcile()
+        except Exception:  # the periodic loop tries again
+            log.exception("the start-up reconciliation failed; the reconcile loop will try again")
         if self._run_worker and settings.embedded_broker:
             # Our previous child worker died with us; what it had fetched from the SQL broker is gone.
             again = self.assembler.republish_unfinished()
@@ -114,15 +130,31 @@ class Node:
             PeriodicLoop(
                 "delivery", delivery_interval(settings.delivery_backoff_seconds), self.outbox.run_due
             ),
+            PeriodicLoop("reconcile", RECONCILE_INTERVAL_S, self.reconcile),
         ]
         if self._run_worker:
             self.worker = EmbeddedWorker(settings)
             self.worker.start()
-            self._loops.append(
-                PeriodicLoop("worker-watch", WORKER_WATCH_INTERVAL_S, self.worker.ensure_running)
-            )
+            self._loops.append(PeriodicLoop("worker-watch", WORKER_WATCH_INTERVAL_S, self._watch_worker))
         for loop in self._loops:
             loop.start()
+
+    def reconcile(self) -> Reconciliation:
+        """One reconciler pass (`node.store.reconcile`); what it republished, the assembly publishes."""
+        assert self.database is not None, "node not started"
+        with self._reconcile_lock, self.database.sessions.begin() as session:
+            return reconcile(session, utcnow(), self._policy)
+
+    def _watch_worker(self) -> None:
+        assert self.worker is not None and self.assembler is not None, "node not started"
+        if not self.worker.ensure_running():
+            return
+        # The dead worker's attempts and the message it held are lost: bury, fail or republish now.
+        self.reconcile()
+        if self.settings.embedded_broker:
+            again = self.assembler.republish_unfinished()
+            if again:
+                log.info("%d queued studies will be published again after the worker restart", again)
 
     def _assembly_tick(self) -> None:
         assert self.associations is not None and self.assembler is not None, "node not started"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,15 +21,23 @@ from node.store.states import JobState, StudyState
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-def serve(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "node.serve.cli", "serve", *args],
-        cwd=REPOSITORY,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def serve(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+    """`echo-node serve` in a process group of its own (its worker and pool processes with it);
+    with `log`, its output goes to that file (a long run would fill a pipe nobody reads)."""
+    output = log.open("a") if log is not None else subprocess.PIPE
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "node.serve.cli", "serve", *args],
+            cwd=REPOSITORY,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=output,
+            text=True,
+            start_new_session=True,
+        )
+    finally:
+        if log is not None:
+            output.close()
 
 
 @pytest.mark.integration
@@ -106,6 +115,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
                 "ECHO_DATA_DIR": str(tmp_path),
                 "ECHO_PORT": str(port),
                 "ECHO_BROKER_URL": "redis://127.0.0.1:6379/15",
+                "ECHO_ALLOWED_CALLERS": "STORESCU",  # a production node refuses an empty allow-list
             }
         )
         _, err = node.communicate(timeout=60)
@@ -124,3 +134,136 @@ def test_an_unusable_data_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
         err.splitlines()[-1]
         == f"echo-node: error: cannot create the spool folder {blocker / 'data' / 'spool'}: Not a directory"
     )
+
+
+# --- a worker killed mid-inference ----------------------------------------------------------------
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+class KillableNode:
+    """`echo-node serve` on the embedded default, its output in a log file the assertions quote."""
+
+    def __init__(self, tmp_path: Path, make_settings, dcmtk, dicom, wait_for) -> None:
+        self.tmp_path, self.make_settings, self.dcmtk = tmp_path, make_settings, dcmtk
+        self.dicom, self.wait_for = dicom, wait_for
+        self.data_dir = tmp_path / "node"
+        self.log = tmp_path / "node.log"
+        self.process: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.database = open_database(load_settings(data_dir=self.data_dir))
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-8000:] if self.log.is_file() else ""
+
+    def start(self) -> None:
+        self.port = self.make_settings().port
+        env = {
+            "ECHO_DATA_DIR": str(self.data_dir),
+            "ECHO_PORT": str(self.port),
+            "ECHO_QUIET_SECONDS": "0.5",
+            "ECHO_ALLOWED_CALLERS": "STORESCU",
+        }
+        self.process = serve(env, log=self.log)
+        echo = ("echoscu", "-aet", "STORESCU", "-aec", "ECHO", "127.0.0.1", str(self.port))
+        self.wait_for(
+            lambda: self.dcmtk(*echo).returncode == 0 or self.process.poll() is not None, 30, "the SCP"
+        )
+        assert self.process.poll() is None, self.logs()
+
+    def send_study(self) -> None:
+        image = self.dicom.save(self.dicom.chest_image(), self.tmp_path / "cr.dcm")
+        stored = self.dcmtk(
+            "storescu", "-aet", "STORESCU", "-aec", "ECHO", "127.0.0.1", str(self.port), str(image)
+        )
+        assert stored.returncode == 0, stored.stderr
+
+    def running_attempt_pid(self) -> int:
+        """The pool process running the first attempt, as its job row records it."""
+
+        def pid() -> int | None:
+            with self.database.sessions() as session:
+                job = session.scalars(select(Job).where(Job.state == JobState.RUNNING)).first()
+                return job.worker_pid if job is not None else None
+
+        found = self.wait_for(pid, 60, "an inference attempt to start")
+        assert isinstance(found, int)
+        return found
+
+    def wait_until_inferred(self, timeout_s: float) -> list[tuple[int, JobState, str | None]]:
+        def state() -> StudyState | None:
+            with self.database.sessions() as session:
+                study = session.scalars(select(Study)).first()
+                return study.state if study is not None else None
+
+        try:
+            self.wait_for(lambda: state() is StudyState.INFERRED, timeout_s, "the study to be inferred")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\\n{self.logs()}") from None
+        with self.database.sessions() as session:
+            return [
+                (job.attempt, job.state, job.error)
+                for job in session.scalars(select(Job).order_by(Job.attempt))
+            ]
+
+    def kill_all(self) -> None:
+        """kill -9 of the node and every process of its group (worker, pool)."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill_all()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # anything the group left behind
+        self.database.dispose()
+
+
+@pytest.fixture
+def killable_node(tmp_path: Path, make_settings, dcmtk, dicom, wait_for):
+    node = KillableNode(tmp_path, make_settings, dcmtk, dicom, wait_for)
+    yield node
+    node.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_a_study_survives_kill_9_of_the_embedded_worker_and_its_pool_process(killable_node) -> None:
+    """kill -9 of the embedded worker's main and pool processes mid-inference: the SQL broker forgets
+    the message they held. The node restarts its worker, buries the dead attempt and publishes the
+    study again; it is inferred (it used to stay queued for ever)."""
+    killable_node.start()
+    killable_node.send_study()
+    child = killable_node.running_attempt_pid()
+    main = _parent_of(child)
+    os.kill(main, signal.SIGKILL)
+    os.kill(child, signal.SIGKILL)
+    jobs = killable_node.wait_until_inferred(60)
+    assert [(attempt, state) for attempt, state, _ in jobs] == [(1, JobState.DEAD), (2, JobState.SUCCEEDED)]
+    assert jobs[0][2] == f"its worker process (pid {child} on {socket.gethostname()}) is gone"
+    assert "embedded worker exited" in killable_node.logs()
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_a_study_survives_kill_9_of_the_whole_node_and_a_restart(killable_node) -> None:
+    """kill -9 of the node's whole process tree mid-inference, then `echo-node serve` again: the
+    dead attempt no longer blocks the study ("being inferred by job 1")."""
+    killable_node.start()
+    killable_node.send_study()
+    child = killable_node.running_attempt_pid()
+    killable_node.kill_all()
+    killable_node.start()
+    jobs = killable_node.wait_until_inferred(60)
+    assert [(attempt, state) for attempt, state, _ in jobs] == [(1, JobState.DEAD), (2, JobState.SUCCEEDED)]
+    assert jobs[0][2] == f"its worker process (pid {child} on {socket.gethostname()}) is gone"

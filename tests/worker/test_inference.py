@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
 from pydicom.uid import JPEG2000Lossless
 from sqlalchemy import select
 
@@ -15,6 +20,7 @@ from node.store.database import Database
 from node.store.models import Delivery, Instance, Job, ModelVersion, Report, Study, StudyEvent
 from node.store.states import DeliveryKind, DeliveryStatus, JobState, StudyState
 from worker.inference import EngineUnavailable, StudyInference, model_facts, register_model
+from worker.pixel_budget import decoded_bytes, pixel_budget_problem
 
 PACS = "PACS@127.0.0.1:11113"
 RIS = "127.0.0.1:2575"
@@ -219,3 +225,78 @@ def test_a_second_model_becomes_the_active_one(database: Database, engine) -> No
     with database.sessions() as session:
         active = {row.id: row.active for row in session.scalars(select(ModelVersion))}
     assert active == {first: False, second: True}
+
+
+def test_an_image_over_the_pixel_budget_is_refused_before_it_is_decoded(
+    database: Database, node_settings, store_study, images, engine
+) -> None:
+    """64 x 64 x 16-bit x 300 frames = 2.3 MiB decoded, over a 2 MiB budget: never read, never retried."""
+    study_id = store_study(images.chest(NumberOfFrames=300, PixelData=bytes(64 * 64 * 2 * 300)))
+    result = make_inference(database, node_settings(max_pixel_megabytes=2), engine).run(study_id, "t")
+    assert (result.outcome, result.detail) == (
+        "failed",
+        "the chosen image is too large to decode: 64 x 64 pixels x 300 frame(s) x 1 sample(s) x "
+        "2 byte(s) = 2.3 MiB, over the 2.0 MiB budget (ECHO_MAX_PIXEL_MEGABYTES)",
+    )
+    assert engine.read == []
+    [job] = rows(database, Job)
+    assert (job.state, job.error) == (JobState.FAILED, result.detail)
+    assert rows(database, Study)[0].state is StudyState.FAILED
+    assert events(database, study_id)[-1][2] == f"inference: {result.detail}"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"Rows": 4096, "Columns": 4096, "BitsAllocated": 16}, 32 * 2**20),
+        ({"Rows": 100, "Columns": 100, "BitsAllocated": 8, "SamplesPerPixel": 3}, 30_000),
+        ({"Rows": 10, "Columns": 10, "BitsAllocated": 12, "NumberOfFrames": "7"}, 1_400),
+        ({"Rows": 10, "Columns": 10, "BitsAllocated": 1}, 100),
+        ({"Columns": 10}, None),  # no Rows: the image reader gives its own reason
+        ({"Rows": 0, "Columns": 10}, None),
+    ],
+)
+def test_decoded_size_is_read_from_the_header(attributes: dict[str, object], expected: int | None) -> None:
+    header = Dataset()
+    for keyword, value in attributes.items():
+        setattr(header, keyword, value)
+    assert decoded_bytes(header) == expected
+    over = pixel_budget_problem(header, 99)
+    assert (over is not None) == (expected is not None and expected > 99)
+
+
+def test_no_identifier_reaches_the_log(
+    database: Database, node_settings, store_study, images, engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node's study id only: no accession, patient id or name, no header text (issue 15, item 11)."""
+    frontal = images.chest(view_position=None, SeriesDescription="PA CHEST SMITH WARD 7")
+    study_id = store_study(frontal)
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # what ingest logs is not this test's business
+    result = make_inference(database, node_settings(pacs=PACS, ris=RIS), engine).run(study_id, "t")
+    assert result.outcome == "reported"
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"study {study_id}: report {result.report_id} stored, 2 deliveries" in logged
+    for identifier in ("ACC0042", "MRN0042", "Doe", "SMITH", frontal.StudyInstanceUID[-12:]):
+        assert identifier not in logged
+
+
+def test_the_attempt_records_its_process_and_beats_while_the_engine_works(
+    database: Database, node_settings, store_study, images, engine
+) -> None:
+    generate = engine.generate
+    beats = []
+
+    def slow(image):
+        time.sleep(0.5)
+        with database.sessions() as session:
+            beats.append(session.scalars(select(Job.heartbeat_at)).one())
+        return generate(image)
+
+    engine.generate = slow
+    settings = node_settings(heartbeat_timeout_seconds=0.3)  # a beat every 50 ms
+    study_id = store_study(images.chest())
+    assert make_inference(database, settings, engine).run(study_id, "t").outcome == "reported"
+    [job] = rows(database, Job)
+    assert (job.worker_host, job.worker_pid) == (socket.gethostname(), os.getpid())
+    assert beats[0] > job.started_at + timedelta(seconds=0.3), "the heartbeat went on during generate"

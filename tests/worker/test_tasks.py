@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -14,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from node.broker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery
 from node.config.settings import Settings
 from node.store.database import Database
-from node.store.jobs import claim_inference
+from node.store.jobs import WorkerProcess, claim_inference
 from node.store.models import Job, Study, StudyEvent, utcnow
 from node.store.states import JobState, StudyState
 from worker.app import create_worker_app
@@ -153,3 +156,33 @@ def test_a_process_killed_at_the_hard_limit_is_dead_lettered_by_the_main_process
     reason = "killed at the hard time limit of 360 s"
     assert jobs(database, study_id) == [(1, JobState.DEAD, reason)]
     assert study(database, study_id) == (StudyState.FAILED, f"inference gave up: {reason}")
+
+
+def test_a_redelivered_poison_study_is_failed_not_run_again(
+    app: EchoCelery, database: Database, store_study, images, engine
+) -> None:
+    """A study whose inference killed the pool process three times (a crash in a native decoder, the
+    OOM killer) used to be redelivered without end; the fourth delivery fails it instead."""
+    vars(app.tasks[INFER_STUDY])["engine"] = engine
+    study_id = store_study(images.chest())
+    for _ in range(3):
+        killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        with database.sessions.begin() as session:
+            claim_inference(
+                session,
+                study_id,
+                "task-poison",
+                utcnow(),
+                timedelta(seconds=360),
+                worker=WorkerProcess(socket.gethostname(), killed.pid),
+            )
+        killed.kill()
+        killed.wait()
+    result = app.tasks[INFER_STUDY].apply(args=[study_id], task_id="task-poison")
+    assert result.get() == (
+        f"failed: study {study_id} failed: inference was cut off 3 times in a row (its process died: "
+        "a crash or out of memory); not tried again"
+    )
+    assert [state for _, state, _ in jobs(database, study_id)] == [JobState.DEAD] * 3 + [JobState.FAILED]
+    assert study(database, study_id)[0] is StudyState.FAILED
+    assert engine.read == []
