@@ -37,6 +37,8 @@ ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 MAX_ASSOCIATE_RQ_BYTES = 1 << 20  # 128 presentation contexts with many transfer syntaxes fit easily
 MAX_OTHER_PDU_BYTES = 1 << 16  # release, abort, and what an acceptor never expects (AC, RJ)
+# A connection may stay idle this long before a newer one may close it to make room.
+IDLE_GRACE_S = 1.0
 # Some senders count the 6-byte PDU header in the Maximum Length they were given; tolerate that.
 P_DATA_TOLERANCE_BYTES = 1024
 
@@ -190,21 +192,34 @@ class ConnectionTable:
 
     # ---- the accept thread ----------------------------------------------------------------------
 
-    def opened(self, sock: socket.socket, host: str, port: int) -> None:
-        """A new TCP connection: make room among the pending ones (oldest first), then record it."""
+    def opened(self, sock: socket.socket, host: str, port: int) -> bool:
+        """A new TCP connection: make room among the pending ones, then record it; False: refuse it.
+
+        Over the per-host cap, the host's own oldest pending connection is closed (a host cannot
+        use more associations than that anyway). Over the total, the oldest pending connection of
+        any host is closed, but only one that has waited `IDLE_GRACE_S`: a sender asks for its
+        association within milliseconds, so another host's burst is never cut while idle sockets
+        make way. Past twice the total, new connections are refused until pending ones are answered
+        or time out (ECHO_HANDSHAKE_TIMEOUT_SECONDS).
+        """
         evicted: list[Connection] = []
         with self._lock:
             self._prune()
+            now = self.clock()
             pending = sorted((c for c in self._open.values() if not c.admitted), key=lambda c: c.opened_at)
             same_host = [c for c in pending if c.host == host]
-            while len(same_host) >= self.max_per_host:
-                evicted.append(same_host.pop(0))
-            others = [c for c in pending if c not in evicted]
-            while len(others) >= self.max_pending:
-                evicted.append(others.pop(0))
+            if len(same_host) >= self.max_per_host:
+                evicted += same_host[: len(same_host) - self.max_per_host + 1]
+            left = [c for c in pending if c not in evicted]
+            if len(left) >= self.max_pending:
+                evicted += [c for c in left if now - c.opened_at >= IDLE_GRACE_S][:1]
+            refused = len(pending) - len(evicted) >= 2 * self.max_pending
+            if not refused:
+                self._open[(host, port)] = Connection(host, port, sock, now)
             for connection in evicted:
                 self._open.pop((connection.host, connection.port), None)
-            self._open[(host, port)] = Connection(host, port, sock, self.clock())
+        if refused and self._log_rate.allow(("refused", host)):
+            log.warning("refused a connection from %s: too many connections wait for an association", host)
         for connection in evicted:
             connection.close()
             if self._log_rate.allow(connection.host):
@@ -213,6 +228,7 @@ class ConnectionTable:
                     "(pending connections at their limit)",
                     connection.host,
                 )
+        return not refused
 
     # ---- the connection's own threads -----------------------------------------------------------
 

@@ -80,8 +80,13 @@ PYNETDICOM_MAX_ASSOCIATIONS = 100_000
 REJECTED_ROWS_PER_HOST_MINUTE = 10
 
 
+def max_per_host(settings: Settings) -> int:
+    """Associations from one address at once, and connections from it waiting to ask for one."""
+    return min(settings.max_associations_per_host or settings.max_associations, settings.max_associations)
+
+
 def max_pending_connections(settings: Settings) -> int:
-    """Connections that have not asked for an association yet, in all (per host: the per-host cap)."""
+    """Connections that have not asked for an association yet, in all (refused past twice this)."""
     return max(16, 2 * settings.max_associations)
 
 
@@ -316,7 +321,7 @@ def start_scp(
     if policy.open_to_all:
         log.warning("ECHO_ALLOWED_CALLERS is empty: any calling AE title is accepted")
     connections = ConnectionTable(
-        settings.max_associations, settings.max_associations_per_host, max_pending_connections(settings)
+        settings.max_associations, max_per_host(settings), max_pending_connections(settings)
     )
     incoming = IncomingFiles(settings.spool_dir, settings.max_instance_mb * MB, settings.min_free_mb * MB)
     incoming_files.install()

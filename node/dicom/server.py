@@ -72,8 +72,8 @@ class EchoAssociationServer(ThreadedAssociationServer):
         return self.socket.accept()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        self.connections.opened(request, client_address[0], int(client_address[1]))
-        return True
+        """False closes the connection at once (too many are waiting to ask for an association)."""
+        return self.connections.opened(request, client_address[0], int(client_address[1]))
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """On the connection's own thread: the TLS handshake (bounded), then the association."""
