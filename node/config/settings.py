@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     model_dir: Path | None = None  # unset: the bundled demo model
     max_associations: int = Field(10, ge=1, le=1000)
     # What one caller, one socket or one instance may take from the SCP (see node.dicom.limits).
-    max_associations_per_host: int = Field(5, ge=1, le=1000)
+    max_associations_per_host: int | None = Field(None, ge=1, le=1000)  # unset: ECHO_MAX_ASSOCIATIONS
     handshake_timeout_seconds: float = Field(10.0, gt=0)  # TLS handshake and A-ASSOCIATE-RQ
     idle_timeout_seconds: float = Field(60.0, gt=0)  # an association or a half-read PDU with no data
     max_instance_mb: int = Field(256, ge=1)
