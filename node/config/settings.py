@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     def _ae_title(cls, value: str) -> str:
         return check_ae_title(value, "AE title")
 
+    @field_validator("model_dir", "database_password_file", "tls_cert", "tls_key", "tls_ca", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: Any) -> Any:
+        # ECHO_MODEL_DIR= (an empty variable, as compose passes an unset one) means unset, not ".".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
