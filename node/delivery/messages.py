@@ -18,11 +18,13 @@ from exporters.identity import ModelIdentity, study_info_from_dataset
 from exporters.oru import build_oru, encode_er7, new_control_id
 from exporters.sanitize import sanitize_source, sanitize_study_info
 from exporters.sr import build_sr
+from node.config.demo_model import is_demo_model_version
 from node.config.settings import Settings
 from node.store.models import Delivery, ModelVersion
 from node.store.states import DeliveryKind, DeliveryStatus
 
 MANUFACTURER = "ECHO Project"
+DEMO_NOTICE = "NOTE: drafted by the synthetic-data DEMO model; not for clinical use."
 _SERIES_NAMESPACE = uuid.UUID("0b0f6a47-2f1e-4a55-8d8c-5c1b7f0e3a91")
 
 
@@ -68,13 +70,18 @@ def header_repairs(kind: DeliveryKind, source: Dataset) -> list[str]:
     return sanitize_study_info(study_info_from_dataset(source))[1]
 
 
+def with_demo_notice(impression: str, model: ModelIdentity) -> str:
+    """The impression as sent: led by a notice when the bundled synthetic-data demo model wrote it."""
+    return f"{DEMO_NOTICE}\n{impression}" if is_demo_model_version(model.version) else impression
+
+
 def report_sr(
     source: Dataset, findings: str, impression: str, model: ModelIdentity, sop_instance_uid: str
 ) -> Dataset:
     return build_sr(
         [source],
         findings,
-        impression,
+        with_demo_notice(impression, model),
         model,
         series_instance_uid=sr_series_uid(sop_instance_uid),
         sop_instance_uid=sop_instance_uid,
@@ -93,7 +100,7 @@ def report_oru(
     message = build_oru(
         study_info_from_dataset(source),
         findings,
-        impression,
+        with_demo_notice(impression, model),
         model,
         control_id=control_id,
         sending_app=settings.hl7_sending_application,

@@ -63,3 +63,25 @@ def test_a_source_without_patient_id_cannot_make_an_oru(images, model, settings)
         report_oru(
             images.chest(patient_id=""), "Heart normal.", "Normal.", model, "CTRL42", DRAFTED, settings
         )
+
+
+def test_a_draft_by_the_bundled_demo_model_says_so_in_the_sr_and_the_oru(images, node_settings) -> None:
+    from node.config.demo_model import demo_model_version
+    from node.delivery.messages import DEMO_NOTICE
+
+    version = demo_model_version()
+    if version is None:
+        pytest.fail("the bundled demo model is missing from this checkout")
+    demo = model_identity(SimpleNamespace(name="echo-demo", version=version))
+    site = model_identity(SimpleNamespace(name="site-model", version="fedcba9876543210"))
+    settings = node_settings()
+
+    def texts(model) -> tuple[str, str]:
+        sr = report_sr(images.chest(), "Heart normal.", "Normal.", model, "1.2.826.0.1.99")
+        oru = report_oru(images.chest(), "Heart normal.", "Normal.", model, "CTRL42", DRAFTED, settings)
+        return str(sr), oru.decode()
+
+    demo_sr, demo_oru = texts(demo)
+    assert DEMO_NOTICE in demo_sr and DEMO_NOTICE in demo_oru
+    site_sr, site_oru = texts(site)
+    assert "DEMO model" not in site_sr and "DEMO model" not in site_oru
