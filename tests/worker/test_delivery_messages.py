@@ -76,10 +76,17 @@ def test_a_draft_by_the_bundled_demo_model_says_so_in_the_sr_and_the_oru(images,
     site = model_identity(SimpleNamespace(name="site-model", version="fedcba9876543210"))
     settings = node_settings()
 
+    def text_items(dataset) -> list[str]:
+        found = []
+        for item in dataset.get("ContentSequence", []):
+            found += [item.TextValue] if "TextValue" in item else []
+            found += text_items(item)
+        return found
+
     def texts(model) -> tuple[str, str]:
         sr = report_sr(images.chest(), "Heart normal.", "Normal.", model, "1.2.826.0.1.99")
         oru = report_oru(images.chest(), "Heart normal.", "Normal.", model, "CTRL42", DRAFTED, settings)
-        return str(sr), oru.decode()
+        return "\n".join(text_items(sr)), oru.decode()
 
     demo_sr, demo_oru = texts(demo)
     assert DEMO_NOTICE in demo_sr and DEMO_NOTICE in demo_oru
