@@ -24,7 +24,7 @@ from node.store.models import Delivery, ModelVersion
 from node.store.states import DeliveryKind, DeliveryStatus
 
 MANUFACTURER = "ECHO Project"
-DEMO_NOTICE = "NOTE: drafted by the synthetic-data DEMO model; not for clinical use."
+DEMO_NOTICE = "DEMO MODEL (synthetic data only): not for clinical use."
 _SERIES_NAMESPACE = uuid.UUID("0b0f6a47-2f1e-4a55-8d8c-5c1b7f0e3a91")
 
 

@@ -91,4 +91,4 @@ def test_a_draft_by_the_bundled_demo_model_says_so_in_the_sr_and_the_oru(images,
     demo_sr, demo_oru = texts(demo)
     assert DEMO_NOTICE in demo_sr and DEMO_NOTICE in demo_oru
     site_sr, site_oru = texts(site)
-    assert "DEMO model" not in site_sr and "DEMO model" not in site_oru
+    assert "DEMO MODEL" not in site_sr and "DEMO MODEL" not in site_oru
