@@ -101,7 +101,7 @@ class Node:
         # Attempts our previous run (or any dead process on this host) left "running": buried, and
         # their studies published again; poison studies failed.
         try:
-            self.reconcile()
+            self.reconcile(immediate=True)
         except Exception:  # the periodic loop tries again
             log.exception("the start-up reconciliation failed; the reconcile loop will try again")
         if self._run_worker and settings.embedded_broker:
@@ -139,18 +139,22 @@ class Node:
         for loop in self._loops:
             loop.start()
 
-    def reconcile(self) -> Reconciliation:
-        """One reconciler pass (`node.store.reconcile`); what it republished, the assembly publishes."""
+    def reconcile(self, *, immediate: bool = False) -> Reconciliation:
+        """One reconciler pass (`node.store.reconcile`); what it republished, the assembly publishes.
+
+        `immediate`: the node knows the dead processes' messages are gone too (start-up, its own
+        worker restarted), so their attempts are buried without waiting for a redelivery."""
         assert self.database is not None, "node not started"
+        policy = self._policy.immediate() if immediate else self._policy
         with self._reconcile_lock, self.database.sessions.begin() as session:
-            return reconcile(session, utcnow(), self._policy)
+            return reconcile(session, utcnow(), policy)
 
     def _watch_worker(self) -> None:
         assert self.worker is not None and self.assembler is not None, "node not started"
         if not self.worker.ensure_running():
             return
         # The dead worker's attempts and the message it held are lost: bury, fail or republish now.
-        self.reconcile()
+        self.reconcile(immediate=True)
         if self.settings.embedded_broker:
             again = self.assembler.republish_unfinished()
             if again:

@@ -78,6 +78,9 @@ class Liveness:
     hard_limit: timedelta
     host: str = field(default_factory=socket.gethostname)
     pid_alive: Callable[[int], bool] = pid_alive
+    # A gone process's attempt is judged dead only once its last sign of life is this old: room for
+    # the broker's own redelivery (immediate on Redis) to take it over first, without a duplicate.
+    grace: timedelta = timedelta(0)
 
     def process_gone(self, job: Job) -> bool:
         """True only when the attempt ran on this host and its process no longer exists."""
@@ -87,11 +90,11 @@ class Liveness:
 
     def death(self, job: Job, now: datetime) -> str | None:
         """Why the running attempt `job` is certainly dead; None while it may be alive."""
-        if self.process_gone(job):
+        last_sign = job.heartbeat_at or job.started_at
+        if last_sign <= now - self.grace and self.process_gone(job):
             return f"its worker process (pid {job.worker_pid} on {job.worker_host}) is gone"
         if job.started_at < now - self.hard_limit:
             return PAST_HARD_LIMIT
-        last_sign = job.heartbeat_at or job.started_at
         if last_sign < now - self.heartbeat_timeout:
             silent = (now - last_sign).total_seconds()
             return f"no heartbeat for {silent:.0f} s (limit {self.heartbeat_timeout.total_seconds():g} s)"

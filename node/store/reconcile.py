@@ -5,7 +5,9 @@ the worker that fetched it is killed) and a process can die mid-inference leavin
 "running" for ever. `reconcile()` looks at the rows only, in one transaction, and:
 
 1. buries every running inference attempt whose process is provably gone (on this host, pid not
-   alive), whose heartbeat is older than the heartbeat timeout, or that ran past the hard limit;
+   alive; in the periodic pass only after a short grace, so the broker's own redelivery of the
+   message goes first), whose heartbeat is older than the heartbeat timeout, or that ran past the
+   hard limit;
 2. fails a queued study whose last `max_dead_attempts` attempts all died with their process (a
    poison study: a crash in a native decoder, the OOM killer), with the reason;
 3. marks for publishing again (``enqueued_at`` NULL, which the assembly sweep publishes, see
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -43,14 +45,24 @@ class ReconcilePolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings, hard_limit_s: float) -> ReconcilePolicy:
+        """The periodic pass's policy: an attempt whose process is gone is buried once it has been
+        silent for a third of the heartbeat timeout (two beats), so the broker's own redelivery goes
+        first; see `immediate()` for when the node knows the process is gone."""
+        heartbeat_timeout = timedelta(seconds=settings.heartbeat_timeout_seconds)
         return cls(
             Liveness(
-                heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout_seconds),
+                heartbeat_timeout=heartbeat_timeout,
                 hard_limit=timedelta(seconds=hard_limit_s),
+                grace=heartbeat_timeout / 3,
             ),
             requeue_after=timedelta(seconds=settings.requeue_after_seconds),
             max_dead_attempts=settings.max_dead_attempts,
         )
+
+    def immediate(self) -> ReconcilePolicy:
+        """No grace: at start-up and after the node restarted its own worker, nothing else will
+        take over the dead processes' attempts (their messages died with them)."""
+        return replace(self, liveness=replace(self.liveness, grace=timedelta(0)))
 
 
 @dataclass

@@ -127,6 +127,24 @@ def test_the_attempt_of_a_dead_process_is_buried_and_its_study_published_again(
     assert not run(sqlite_db, NOW + timedelta(seconds=6)), "nothing left to do"
 
 
+def test_the_periodic_pass_lets_the_broker_redeliver_first(
+    sqlite_db: Database, study, dead_pid: int, make_settings
+) -> None:
+    """Redis hands a killed pool process's message back at once, with its task id: the periodic
+    pass waits two heartbeats before it buries and republishes (a duplicate message otherwise);
+    at start-up, or after the node restarted its own worker, nothing else will, so no wait."""
+    periodic = ReconcilePolicy.from_settings(make_settings(heartbeat_timeout_seconds=60), 360)
+    study_id = study()
+    add_job(sqlite_db, study_id, 1, pid=dead_pid, heartbeat=NOW)
+    with sqlite_db.sessions.begin() as session:
+        assert not reconcile(session, NOW + timedelta(seconds=19), periodic)
+    with sqlite_db.sessions.begin() as session:
+        assert reconcile(session, NOW + timedelta(seconds=19), periodic.immediate()).buried == [1]
+    add_job(sqlite_db, study_id, 2, pid=dead_pid, heartbeat=NOW)
+    with sqlite_db.sessions.begin() as session:
+        assert reconcile(session, NOW + timedelta(seconds=20), periodic).buried == [2]
+
+
 def test_an_attempt_on_another_host_is_judged_by_its_heartbeat(sqlite_db: Database, study) -> None:
     study_id = study()
     add_job(sqlite_db, study_id, 1, host="gpu-host-2", pid=4242, heartbeat=NOW)

@@ -65,8 +65,9 @@ def test_a_study_whose_worker_died_is_published_again_and_inferred(
         def publish_inference(self, published: int) -> None:
             runs.append(inference(database, settings, engine).run(published, f"task-{len(runs) + 2}"))
 
-    with database.sessions.begin() as session:
-        result = reconcile(session, utcnow(), ReconcilePolicy.from_settings(settings, LIMIT.total_seconds()))
+    policy = ReconcilePolicy.from_settings(settings, LIMIT.total_seconds())
+    with database.sessions.begin() as session:  # the periodic pass, two heartbeats after the kill
+        result = reconcile(session, utcnow() + policy.liveness.grace, policy)
     assert (result.republished, result.failed) == ([study_id], [])
     assert StudyAssembler(database.sessions, 10.0, RunAtOnce()).publish_pending() == [study_id]
 
