@@ -25,6 +25,7 @@ from node.dicom.scp import start_scp
 from node.dicom.spool import Spool
 from node.serve.embedded_worker import EmbeddedWorker
 from node.serve.loops import PeriodicLoop
+from node.serve.retention import retention_loops
 from node.store.database import Database, migrate, open_database, safe_url
 from node.store.models import utcnow
 from node.store.reconcile import ReconcilePolicy, Reconciliation, reconcile
@@ -131,6 +132,7 @@ class Node:
                 "delivery", delivery_interval(settings.delivery_backoff_seconds), self.outbox.run_due
             ),
             PeriodicLoop("reconcile", RECONCILE_INTERVAL_S, self.reconcile),
+            *retention_loops(settings, database.sessions),  # none unless ECHO_RETENTION_DAYS is set
         ]
         if self._run_worker:
             self.worker = EmbeddedWorker(settings)

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from echo.data.synthetic import generate_study, study_case
 from node.broker.app import DELIVER_REPORT, INFER_STUDY
 from node.config.settings import load_settings
+from node.delivery.messages import model_identity, with_demo_notice
 from node.store.database import Database, open_database
-from node.store.models import Delivery, Instance, Job, Report, Study
+from node.store.models import Delivery, Instance, Job, ModelVersion, Report, Study
 from node.store.states import DeliveryStatus, JobState, StudyState
 from worker.app import create_worker_app
 
@@ -108,8 +109,10 @@ def test_a_study_becomes_an_sr_at_the_pacs_and_an_oru_at_the_ris(
 
     wait(delivered, 90, "the study to be delivered", site.logs)
     with site.database.sessions() as session:
-        report, source = session.execute(
-            select(Report, Instance.sop_instance_uid).join(Instance, Report.instance_id == Instance.id)
+        report, source, report_model = session.execute(
+            select(Report, Instance.sop_instance_uid, ModelVersion)
+            .join(Instance, Report.instance_id == Instance.id)
+            .join(ModelVersion, Report.model_version_id == ModelVersion.id)
         ).one()
         statuses = {
             row.kind.value: (row.status, row.attempts, row.ack_code)
@@ -141,7 +144,8 @@ def test_a_study_becomes_an_sr_at_the_pacs_and_an_oru_at_the_ris(
     assert str(oru.segment("OBR")[18]) == frontal.AccessionNumber
     assert str(oru.segment("PID")[3][0][0]) == frontal.PatientID
     texts = [oru.unescape(str(obx[5])) for obx in oru.segments("OBX") if str(obx[2]) == "TX"]
-    stored = [line for line in (report.findings + "\n" + report.impression).splitlines() if line]
+    impression = with_demo_notice(report.impression, model_identity(report_model))  # as sent
+    stored = [line for line in (report.findings + "\n" + impression).splitlines() if line]
     # Long lines travel as several OBX (wrapped at word boundaries): the words must be the same.
     texts, stored = " ".join(" ".join(texts).split()), " ".join(" ".join(stored).split())
     assert texts == stored

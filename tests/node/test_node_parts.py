@@ -92,3 +92,11 @@ def test_a_failing_tick_does_not_stop_its_loop() -> None:
 @pytest.mark.parametrize(("quiet", "interval"), [(10.0, 1.0), (2.0, 0.5), (0.5, 0.125), (0.0, 0.05)])
 def test_assembly_sweeps_often_enough_for_the_quiet_period(quiet: float, interval: float) -> None:
     assert assembly_interval(quiet) == interval
+
+
+@pytest.mark.parametrize(("retention_days", "has_loop"), [(None, False), (30.0, True)])
+def test_the_node_runs_the_retention_loop_only_when_retention_is_set(
+    start_node, make_settings, retention_days, has_loop
+) -> None:
+    node = start_node(make_settings(retention_days=retention_days))
+    assert ("retention" in {loop.name for loop in node._loops}) is has_loop
