@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -14,11 +13,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from echo.errors import UserError, run_cli
-from node.config.demo_model import is_demo_model_version
 from node.config.settings import Settings
 from node.config.startup import check_database, settings_for_cli
 from node.ops.overview import counts_by_state, last_association, open_associations, recent_studies
-from node.ops.study_detail import StudyDetail, study_detail
+from node.ops.study_detail import study_detail
+from node.ops.study_detail_view import print_study_detail, when
 from node.store.database import Database, open_database, safe_url
 from node.store.model_versions import list_model_versions
 from node.store.models import Study, utcnow
@@ -34,10 +33,6 @@ app = typer.Typer(
 )
 
 ConfigOption = typer.Option(None, "--config", help="settings TOML file (ECHO_* variables win)")
-
-
-def _time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 def _database(settings: Settings, config: Path | None = None) -> Database:
@@ -83,7 +78,7 @@ def status(config: Path | None = ConfigOption) -> None:
     else:
         console.print(
             f"last association: {last.calling_ae} from {last.host}, {last.outcome}, started "
-            f"{_time(last.started_at)}, ended {_time(last.ended_at)}, {last.files_stored} stored, "
+            f"{when(last.started_at)}, ended {when(last.ended_at)}, {last.files_stored} stored, "
             f"{last.files_failed} failed" + (f" ({last.reason})" if last.reason else "")
         )
     console.print(f"open associations: {still_open}")
@@ -143,9 +138,9 @@ def studies(
             row.modality or "-",
             str(row.state),
             str(row.instances),
-            _time(row.first_received_at),
-            _time(row.last_received_at),
-            _time(row.updated_at),
+            when(row.first_received_at),
+            when(row.last_received_at),
+            when(row.updated_at),
             row.note,
         )
     Console().print(table)
@@ -177,128 +172,7 @@ def study(
         raise _database_error(settings, error) from None
     finally:
         database.dispose()
-    _print_detail(Console(), detail)
-
-
-def _print_detail(console: Console, detail: StudyDetail) -> None:
-    console.print(
-        f"study {detail.id}: {short_uid(detail.study_instance_uid)}, accession "
-        f"{detail.accession_number or '-'}, {detail.modality or '-'} {detail.body_part or ''}".rstrip()
-    )
-    state = f"state: {detail.state}"
-    reason = detail.failure_reason or (detail.skip_reason if detail.state is StudyState.SKIPPED else None)
-    console.print(state + (f" ({escape(reason)})" if reason else ""))
-    if detail.identity_conflict:
-        console.print(
-            f"identity conflict: the instances disagree on {escape(detail.identity_conflict)}; not drafted"
-        )
-    received = f"received {_time(detail.first_received_at)} .. {_time(detail.last_received_at)}"
-    if detail.enqueued_at is not None:
-        received += f"; handed to the broker {_time(detail.enqueued_at)}"
-    elif detail.state is StudyState.QUEUED:
-        received += "; waiting for the node to hand it to the broker"
-    console.print(received)
-    views = ", ".join(f"{view} {count}" for view, count in sorted(detail.views.items()))
-    console.print(f"instances: {len(detail.instances)}" + (f" (views: {escape(views)})" if views else ""))
-    _table(
-        console,
-        "Instances",
-        ("id", "series", "SOP class", "view", "bytes", "received"),
-        [
-            (
-                str(line.id),
-                short_uid(line.series_uid),
-                line.sop_class,
-                line.view_position or "-",
-                str(line.size),
-                _time(line.received_at),
-            )
-            for line in detail.instances
-        ],
-        "",
-    )
-    _table(
-        console,
-        "Jobs",
-        ("id", "kind", "attempt", "state", "worker", "started", "ended", "error"),
-        [
-            (
-                str(job.id),
-                str(job.kind),
-                str(job.attempt),
-                str(job.state),
-                job.worker or "-",
-                _time(job.started_at),
-                _time(job.ended_at),
-                job.error or "",
-            )
-            for job in detail.jobs
-        ],
-        "jobs: none",
-    )
-    _table(
-        console,
-        "Reports",
-        ("id", "model", "version", "tokens", "seconds", "created"),
-        [
-            (
-                str(report.id),
-                report.model_name,
-                report.model_version
-                + (" (demo model)" if is_demo_model_version(report.model_version) else ""),
-                str(report.tokens),
-                f"{report.seconds:.2f}",
-                _time(report.created_at),
-            )
-            for report in detail.reports
-        ],
-        "reports: none",
-    )
-    _table(
-        console,
-        "Deliveries",
-        ("id", "report", "kind", "target", "status", "attempts", "next try", "last error", "ack"),
-        [
-            (
-                str(row.id),
-                str(row.report_id),
-                row.kind.value.upper(),
-                row.target,
-                str(row.status),
-                str(row.attempts),
-                _time(row.next_attempt_at),
-                row.last_error or "",
-                " ".join(part for part in (row.ack_code, row.ack_text) if part) or "-",
-            )
-            for row in detail.deliveries
-        ],
-        "deliveries: none",
-    )
-    _table(
-        console,
-        "Timeline",
-        ("at", "from", "to", "reason"),
-        [
-            (_time(event.at), str(event.from_state or "-"), str(event.to_state), event.reason or "")
-            for event in detail.events
-        ],
-        "timeline: no events",
-    )
-
-
-def _table(
-    console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str
-) -> None:
-    if not rows:
-        if empty:
-            console.print(empty)
-        return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))  # database text is data, never rich markup
-    console.print(table)
+    print_study_detail(Console(), detail)
 
 
 @app.command()
@@ -418,7 +292,7 @@ def models(config: Path | None = ConfigOption) -> None:
             row.version,
             str(row.block_size),
             str(row.reports),
-            _time(row.created_at),
+            when(row.created_at),
             "yes" if row.active else "",
             row.path,
         )

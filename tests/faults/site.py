@@ -18,6 +18,11 @@ from pathlib import Path
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts
+from sqlalchemy import select
+
+from node.store.database import Database
+from node.store.models import Study
+from node.store.states import StudyState
 
 DEMO_STUDY = Path(__file__).resolve().parents[2] / "echo" / "assets" / "demo" / "chest-pa.dcm"
 CALLING_AE = "STORESCU"
@@ -153,3 +158,40 @@ class Ris:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+SETTLED = (StudyState.DELIVERED, StudyState.FAILED)
+
+
+class StudyStates:
+    """What the ledger reads from a node's database (mixed into each scenario's node handle)."""
+
+    database: Database
+
+    def states(self, study_uids) -> dict[str, StudyState]:
+        with self.database.sessions() as session:
+            return dict(
+                session.execute(
+                    select(Study.study_instance_uid, Study.state).where(
+                        Study.study_instance_uid.in_(list(study_uids))
+                    )
+                ).all()
+            )
+
+    def study_uids(self) -> set[str]:
+        with self.database.sessions() as session:
+            return set(session.scalars(select(Study.study_instance_uid)))
+
+
+def settle(node: StudyStates, ledger: Ledger, pacs, ris_site, wait, logs, timeout_s: float = 120) -> Row:
+    """Wait until every study the ledger sent is delivered or failed; record and return its row."""
+    wait(
+        lambda: (
+            len(states := node.states(ledger.sent)) == len(ledger.sent)
+            and all(state in SETTLED for state in states.values())
+        ),
+        timeout_s,
+        f"{ledger.scenario}: every study delivered or failed",
+        logs,
+    )
+    return record(ledger.count(pacs, ris_site, node.study_uids()))

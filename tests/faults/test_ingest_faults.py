@@ -26,35 +26,18 @@ from sqlalchemy import func, select
 from node.config.settings import load_settings
 from node.store.database import Database, open_database
 from node.store.models import Instance, Study
-from node.store.states import StudyState
-from tests.faults.site import Ledger, chest_study, record, send
+from tests.faults.site import Ledger, StudyStates, chest_study, send, settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-SETTLED = (StudyState.DELIVERED, StudyState.FAILED)
-
 
 @dataclass
-class Node:
+class Node(StudyStates):
     port: int
     data_dir: Path
     database: Database
     log: object  # the serve process's Launched
     logs: object
-
-    def states(self, study_uids) -> dict[str, StudyState]:
-        with self.database.sessions() as session:
-            return dict(
-                session.execute(
-                    select(Study.study_instance_uid, Study.state).where(
-                        Study.study_instance_uid.in_(list(study_uids))
-                    )
-                ).all()
-            )
-
-    def study_uids(self) -> set[str]:
-        with self.database.sessions() as session:
-            return set(session.scalars(select(Study.study_instance_uid)))
 
     def instances(self, study_uids) -> int:
         with self.database.sessions() as session:
@@ -97,16 +80,7 @@ def node(
 
 
 def _settle(node: Node, ledger: Ledger, pacs, ris, wait, timeout_s: float = 120):
-    wait(
-        lambda: (
-            len(states := node.states(ledger.sent)) == len(ledger.sent)
-            and all(state in SETTLED for state in states.values())
-        ),
-        timeout_s,
-        f"{ledger.scenario}: every study delivered or failed",
-        node.logs,
-    )
-    return record(ledger.count(pacs, ris, node.study_uids()))
+    return settle(node, ledger, pacs, ris, wait, node.logs, timeout_s)
 
 
 def small_series(study: Dataset, count: int) -> list[Dataset]:
@@ -210,8 +184,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("guard_mb", ["1", "0"], ids=["free-disk guard", "disk really full"])
 def test_a_disk_that_fills_refuses_what_it_cannot_keep_and_loses_nothing(
-    guard_mb: str,
-    small_disk: Path, launch, pacs, ris, model_dir, environment, free_ports, dcmtk, wait
+    guard_mb: str, small_disk: Path, launch, pacs, ris, model_dir, environment, free_ports, dcmtk, wait
 ) -> None:
     ledger = Ledger(f"disk fills up (ECHO_MIN_FREE_MB={guard_mb})")
     node = _start(

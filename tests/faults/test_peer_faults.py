@@ -16,31 +16,16 @@ from node.store.database import Database, open_database
 from node.store.models import Delivery, Study, StudyEvent
 from node.store.states import DeliveryKind, DeliveryStatus, StudyState
 from tests.e2e.conftest import SiteRis
-from tests.faults.site import Ledger, Ris, chest_study, record, send
+from tests.faults.site import Ledger, Ris, StudyStates, chest_study, send, settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-SETTLED = (StudyState.DELIVERED, StudyState.FAILED)
-
 
 @dataclass
-class Node:
+class Node(StudyStates):
     port: int
     database: Database
     logs: object
-
-    def states(self, study_uids) -> dict[str, StudyState]:
-        with self.database.sessions() as session:
-            rows = session.execute(
-                select(Study.study_instance_uid, Study.state).where(
-                    Study.study_instance_uid.in_(list(study_uids))
-                )
-            ).all()
-        return dict(rows)
-
-    def study_uids(self) -> set[str]:
-        with self.database.sessions() as session:
-            return set(session.scalars(select(Study.study_instance_uid)))
 
     def deliveries(self, kind: DeliveryKind) -> list[Delivery]:
         with self.database.sessions() as session:
@@ -98,16 +83,7 @@ def _send(node: Node, ledger: Ledger, count: int) -> list[str]:
 
 
 def _settle(node: Node, ledger: Ledger, pacs, ris: Ris, wait, timeout_s: float = 90):
-    wait(
-        lambda: (
-            all(state in SETTLED for state in node.states(ledger.sent).values())
-            and len(node.states(ledger.sent)) == len(ledger.sent)
-        ),
-        timeout_s,
-        f"{ledger.scenario}: every study delivered or failed",
-        node.logs,
-    )
-    return record(ledger.count(pacs, ris.site, node.study_uids()))
+    return settle(node, ledger, pacs, ris.site, wait, node.logs, timeout_s)
 
 
 def test_a_pacs_down_for_a_while_gets_every_sr_when_it_is_back(node: Node, pacs, ris: Ris, wait) -> None:

@@ -14,25 +14,22 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import select
 
 from node.config.settings import load_settings
 from node.store.database import Database, open_database
-from node.store.models import Study
 from node.store.states import StudyState
 from tests.e2e.conftest import POSTGRES_ADMIN, REPOSITORY
-from tests.faults.site import Ledger, chest_study, record, send
+from tests.faults.site import Ledger, StudyStates, chest_study, send, settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 HOLD_WORKER = REPOSITORY / "tests" / "e2e" / "hold_worker.py"
-SETTLED = (StudyState.DELIVERED, StudyState.FAILED)
 RECOVERY = {  # fast recovery for the test: republish after 3 s, a silent job is dead after 5 s
     "ECHO_REQUEUE_AFTER_SECONDS": "3",
     "ECHO_HEARTBEAT_TIMEOUT_SECONDS": "5",
@@ -79,29 +76,32 @@ class Group:
 
 
 @dataclass
-class Site:
+class Site(StudyStates):
     port: int
     database: Database
     groups: list[Group] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None
+
+    @property
+    def node(self) -> Group:
+        return self.groups[0]
+
+    def worker(self, name: str, script: list[str] | None = None) -> Group:
+        """An `echo-worker` on both queues, one process (not started); `script` replaces `-m worker.cli`."""
+        assert self.folder is not None
+        slug = name.replace(" ", "-")
+        args = [*(script or ["-m", "worker.cli"]), "--queues", "gpu,io", "--concurrency", "1"]
+        group = Group(
+            name, [*args, "--name", f"{slug}-{self.port}@%h"], self.env, self.folder / f"{slug}.log"
+        )
+        self.groups.append(group)
+        return group
 
     def logs(self) -> str:
         return "\n".join(
             f"--- {group.name} ---\n{group.log.read_text(errors='replace')[-5000:]}" for group in self.groups
         )
-
-    def states(self, study_uids) -> dict[str, StudyState]:
-        with self.database.sessions() as session:
-            return dict(
-                session.execute(
-                    select(Study.study_instance_uid, Study.state).where(
-                        Study.study_instance_uid.in_(list(study_uids))
-                    )
-                ).all()
-            )
-
-    def study_uids(self) -> set[str]:
-        with self.database.sessions() as session:
-            return set(session.scalars(select(Study.study_instance_uid)))
 
 
 def _ready(site: Site, dcmtk, wait) -> None:
@@ -110,16 +110,7 @@ def _ready(site: Site, dcmtk, wait) -> None:
 
 
 def _settle(site: Site, ledger: Ledger, pacs, ris, wait, timeout_s: float = 120):
-    wait(
-        lambda: (
-            len(states := site.states(ledger.sent)) == len(ledger.sent)
-            and all(state in SETTLED for state in states.values())
-        ),
-        timeout_s,
-        f"{ledger.scenario}: every study delivered or failed",
-        site.logs,
-    )
-    return record(ledger.count(pacs, ris, site.study_uids()))
+    return settle(site, ledger, pacs, ris, wait, site.logs, timeout_s)
 
 
 def _send_one(site: Site, ledger: Ledger, prefix: str) -> None:
@@ -136,6 +127,42 @@ def database_url() -> Iterator[str]:
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def production_site(
+    tmp_path: Path, pacs, ris, model_dir, environment, free_ports, database_url
+) -> Iterator[Callable[..., Site]]:
+    """build(broker_url, **env): `echo-node serve` on PostgreSQL and that broker (not started), with
+    fast recovery; add workers with `site.worker(...)`. Everything started is stopped at the end."""
+    built: list[Site] = []
+
+    def build(broker_url: str, **extra_env: str) -> Site:
+        port = free_ports()
+        env = {
+            **environment(
+                tmp_path / "node",
+                port,
+                model_dir,
+                pacs=pacs.address,
+                ris=ris.address,
+                database_url=database_url,
+                broker_url=broker_url,
+            ),
+            **RECOVERY,
+            **extra_env,
+        }
+        node = Group("serve", ["-m", "node.serve.cli", "serve"], env, tmp_path / "serve.log")
+        database = open_database(load_settings(data_dir=tmp_path / "node", database_url=database_url))
+        site = Site(port, database, [node], env, tmp_path)
+        built.append(site)
+        return site
+
+    yield build
+    for site in built:
+        for group in reversed(site.groups):
+            group.stop()
+        site.database.dispose()
 
 
 def test_the_node_killed_at_random_points_loses_and_duplicates_nothing(
@@ -165,60 +192,26 @@ def test_the_node_killed_at_random_points_loses_and_duplicates_nothing(
 
 
 def test_a_worker_killed_mid_inference_on_redis_and_postgresql_is_recovered(
-    tmp_path: Path, pacs, ris, model_dir, environment, free_ports, dcmtk, wait, database_url, redis_url
+    tmp_path: Path, pacs, ris, dcmtk, wait, production_site, redis_url
 ) -> None:
     ledger = Ledger("echo-worker SIGKILLed mid-inference (Redis, PostgreSQL)")
-    port = free_ports()
     hold = tmp_path / "hold"
     hold.mkdir()
-    env = {
-        **environment(
-            tmp_path / "node",
-            port,
-            model_dir,
-            pacs=pacs.address,
-            ris=ris.address,
-            database_url=database_url,
-            broker_url=redis_url,
-        ),
-        **RECOVERY,
-        "ECHO_TEST_HOLD_DIR": str(hold),
-    }
-    node = Group("serve", ["-m", "node.serve.cli", "serve"], env, tmp_path / "serve.log")
-    held_worker = Group(
-        "held worker",
-        [str(HOLD_WORKER), "--queues", "gpu,io", "--concurrency", "1", "--name", f"held-{port}@%h"],
-        env,
-        tmp_path / "worker.log",
-    )
-    fresh_worker = Group(
-        "fresh worker",
-        ["-m", "worker.cli", "--queues", "gpu,io", "--concurrency", "1", "--name", f"fresh-{port}@%h"],
-        env,
-        tmp_path / "worker2.log",
-    )
-    site = Site(
-        port,
-        open_database(load_settings(data_dir=tmp_path / "node", database_url=database_url)),
-        [node, held_worker, fresh_worker],
-    )
-    try:
-        node.start()
-        held_worker.start()
-        _ready(site, dcmtk, wait)
-        (hold / "hold").write_text("")
-        _send_one(site, ledger, "WKILL")
-        wait(lambda: (hold / "held.pid").is_file(), 60, "the inference to be held", site.logs)
-        held_worker.kill()  # the worker's main process and its pool child, mid-inference
-        _send_one(site, ledger, "WKILL")
-        fresh_worker.start()
-        row = _settle(site, ledger, pacs, ris, wait)
-        assert set(site.states(ledger.sent).values()) == {StudyState.DELIVERED}, site.logs()
-        assert (row.sent, row.rows, row.sr, row.oru, row.lost, row.duplicated) == (2, 2, 2, 2, 0, 0)
-    finally:
-        for group in (fresh_worker, held_worker, node):
-            group.stop()
-        site.database.dispose()
+    site = production_site(redis_url, ECHO_TEST_HOLD_DIR=str(hold))
+    held_worker = site.worker("held worker", [str(HOLD_WORKER)])
+    fresh_worker = site.worker("fresh worker")
+    site.node.start()
+    held_worker.start()
+    _ready(site, dcmtk, wait)
+    (hold / "hold").write_text("")
+    _send_one(site, ledger, "WKILL")
+    wait(lambda: (hold / "held.pid").is_file(), 60, "the inference to be held", site.logs)
+    held_worker.kill()  # the worker's main process and its pool child, mid-inference
+    _send_one(site, ledger, "WKILL")
+    fresh_worker.start()
+    row = _settle(site, ledger, pacs, ris, wait)
+    assert set(site.states(ledger.sent).values()) == {StudyState.DELIVERED}, site.logs()
+    assert (row.sent, row.rows, row.sr, row.oru, row.lost, row.duplicated) == (2, 2, 2, 2, 0, 0)
 
 
 @pytest.fixture
@@ -258,110 +251,56 @@ def own_redis(free_ports, tmp_path: Path) -> Iterator[tuple[int, Group]]:
 
 
 def test_a_redis_restarted_empty_while_studies_flow_loses_nothing(
-    tmp_path: Path, pacs, ris, model_dir, environment, free_ports, dcmtk, wait, database_url, own_redis
+    pacs, ris, dcmtk, wait, production_site, own_redis
 ) -> None:
     ledger = Ledger("Redis restarted empty while studies flow")
     redis_port, redis_server = own_redis
-    port = free_ports()
-    env = {
-        **environment(
-            tmp_path / "node",
-            port,
-            model_dir,
-            pacs=pacs.address,
-            ris=ris.address,
-            database_url=database_url,
-            broker_url=f"redis://127.0.0.1:{redis_port}/0",
-        ),
-        **RECOVERY,
-    }
-    node = Group("serve", ["-m", "node.serve.cli", "serve"], env, tmp_path / "serve.log")
-    worker = Group(
-        "worker",
-        ["-m", "worker.cli", "--queues", "gpu,io", "--concurrency", "1", "--name", f"w-{port}@%h"],
-        env,
-        tmp_path / "worker.log",
-    )
-    site = Site(
-        port,
-        open_database(load_settings(data_dir=tmp_path / "node", database_url=database_url)),
-        [node, worker, redis_server],
-    )
-    try:
-        node.start()
-        _ready(site, dcmtk, wait)
-        for _ in range(3):  # queued while no worker runs: the messages wait in Redis
-            _send_one(site, ledger, "REDIS")
-        wait(lambda: set(site.states(ledger.sent).values()) == {StudyState.QUEUED}, 30, "queued", site.logs)
-        redis_server.kill()  # and with it every message it held
-        redis_server.start()
-        worker.start()
-        for _ in range(3):
-            _send_one(site, ledger, "REDIS")
-        row = _settle(site, ledger, pacs, ris, wait)
-        assert set(site.states(ledger.sent).values()) == {StudyState.DELIVERED}, site.logs()
-        assert (row.sent, row.rows, row.sr, row.oru, row.lost, row.duplicated) == (6, 6, 6, 6, 0, 0)
-    finally:
-        worker.stop()
-        node.stop()
-        site.database.dispose()
+    site = production_site(f"redis://127.0.0.1:{redis_port}/0")
+    site.groups.append(redis_server)
+    worker = site.worker("worker")
+    site.node.start()
+    _ready(site, dcmtk, wait)
+    for _ in range(3):  # queued while no worker runs: the messages wait in Redis
+        _send_one(site, ledger, "REDIS")
+    wait(lambda: set(site.states(ledger.sent).values()) == {StudyState.QUEUED}, 30, "queued", site.logs)
+    redis_server.kill()  # and with it every message it held
+    redis_server.start()
+    worker.start()
+    for _ in range(3):
+        _send_one(site, ledger, "REDIS")
+    row = _settle(site, ledger, pacs, ris, wait)
+    assert set(site.states(ledger.sent).values()) == {StudyState.DELIVERED}, site.logs()
+    assert (row.sent, row.rows, row.sr, row.oru, row.lost, row.duplicated) == (6, 6, 6, 6, 0, 0)
 
 
 def test_postgresql_dropping_the_nodes_connections_loses_nothing(
-    tmp_path: Path, pacs, ris, model_dir, environment, free_ports, dcmtk, wait, database_url, redis_url
+    pacs, ris, dcmtk, wait, production_site, database_url, redis_url
 ) -> None:
     ledger = Ledger("PostgreSQL drops every connection, twice")
-    port = free_ports()
-    env = {
-        **environment(
-            tmp_path / "node",
-            port,
-            model_dir,
-            pacs=pacs.address,
-            ris=ris.address,
-            database_url=database_url,
-            broker_url=redis_url,
-        ),
-        **RECOVERY,
-    }
-    node = Group("serve", ["-m", "node.serve.cli", "serve"], env, tmp_path / "serve.log")
-    worker = Group(
-        "worker",
-        ["-m", "worker.cli", "--queues", "gpu,io", "--concurrency", "1", "--name", f"pg-{port}@%h"],
-        env,
-        tmp_path / "worker.log",
-    )
-    site = Site(
-        port,
-        open_database(load_settings(data_dir=tmp_path / "node", database_url=database_url)),
-        [node, worker],
-    )
+    site = production_site(redis_url)
+    worker = site.worker("worker")
     name = database_url.rsplit("/", 1)[1]
 
     def drop_connections() -> None:
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
                 (name,),
             )
 
-    try:
-        node.start()
-        worker.start()
-        _ready(site, dcmtk, wait)
-        for round_ in range(2):
-            for _ in range(3):
-                _send_one(site, ledger, f"PGDROP{round_}")
-            time.sleep(0.7)
-            drop_connections()
-        for _ in range(2):  # and the node still takes studies afterwards
-            _send_one(site, ledger, "PGAFTER")
-        row = _settle(site, ledger, pacs, ris, wait)
-        assert set(site.states(ledger.sent).values()) == {StudyState.DELIVERED}, site.logs()
-        assert row.sent >= 6, "most sends were answered success"
-        assert (row.lost, row.duplicated) == (0, 0)
-        assert row.rows == row.sent
-    finally:
-        worker.stop()
-        node.stop()
-        site.database.dispose()
+    site.node.start()
+    worker.start()
+    _ready(site, dcmtk, wait)
+    for round_ in range(2):
+        for _ in range(3):
+            _send_one(site, ledger, f"PGDROP{round_}")
+        time.sleep(0.7)
+        drop_connections()
+    for _ in range(2):  # and the node still takes studies afterwards
+        _send_one(site, ledger, "PGAFTER")
+    row = _settle(site, ledger, pacs, ris, wait)
+    assert set(site.states(ledger.sent).values()) == {StudyState.DELIVERED}, site.logs()
+    assert row.sent >= 6, "most sends were answered success"
+    assert (row.lost, row.duplicated) == (0, 0)
+    assert row.rows == row.sent
