@@ -97,3 +97,20 @@ def test_the_compose_node_names_its_callers_or_does_not_start(
                 UserError, match="ECHO_ALLOWED_CALLERS is empty and this is a production node"
             ):
                 check_allow_list(settings)
+
+
+def _toml_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```toml\n(.*?)```", markdown, re.S)
+
+
+def test_the_example_settings_files_use_only_real_settings_and_no_password() -> None:
+    import tomllib
+
+    guide = (DEPLOY.parent / "docs" / "site-example.md").read_text()
+    examples = [(DEPLOY / "echo.toml").read_text(), *_toml_blocks(guide)]
+    assert len(examples) >= 2, "the site guide shows its echo.toml"
+    for text in examples:
+        values = tomllib.loads(text)
+        assert set(values) <= set(Settings.model_fields), set(values) - set(Settings.model_fields)
+        if "database_url" in values:
+            assert make_url(values["database_url"]).password is None, "a password written in an example"
