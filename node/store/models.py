@@ -191,8 +191,12 @@ class ModelVersion(Base):
 
 
 class Report(Base):
+    """One draft of a study. A study drafted again (a frontal arrived after a draft read from a lateral)
+    keeps every draft: revision 1, 2, ... in the order written, each later one naming the draft it
+    corrects (`supersedes_id`) and sent as a corrected preliminary (revision 0004)."""
+
     __tablename__ = "reports"
-    __table_args__ = (UniqueConstraint("study_id", "model_version_id"),)
+    __table_args__ = (UniqueConstraint("study_id", "model_version_id", "revision"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
@@ -210,6 +214,9 @@ class Report(Base):
     timings: Mapped[dict[str, float] | None] = mapped_column(JSON)  # seconds per stage, from the engine
     # Who the draft is about, frozen at inference (revision 0003): the SR and ORU are built from this.
     identity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The study's draft number (1 for its first) and the draft this one corrects (revision 0004).
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id", ondelete="SET NULL"))
 
 
 class Delivery(Base):

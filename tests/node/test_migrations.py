@@ -57,7 +57,7 @@ def test_upgrade_builds_exactly_the_models_schema(engine: Engine) -> None:
     migrate(engine)  # a second start finds nothing to do
     assert set(inspect(engine).get_table_names()) == TABLES
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
 
@@ -114,3 +114,94 @@ def test_a_held_delivery_is_a_legal_status_after_0003_and_not_before(engine: Eng
         config.attributes["connection"] = connection
         command.downgrade(config, "0002")
     assert "'held'" not in check_clause()
+
+
+def _to(engine: Engine, revision: str, *, down: bool = False) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+_T = {"t": "2025-01-01 00:00:00"}
+
+
+def _a_delivered_report(engine: Engine) -> None:
+    """A study, its model, one report and its SR delivery with the delivery's job (the 0003 schema)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO studies (id, study_instance_uid, state, first_received_at, last_received_at,"
+                " created_at, updated_at) VALUES (1, '1.2', 'delivered', :t, :t, :t, :t)"
+            ),
+            _T,
+        )
+        connection.execute(
+            text(
+                "INSERT INTO model_versions (id, name, version, path, sha256, block_size, created_at, active)"
+                " VALUES (1, 'm', 'v', 'p', 's', 8, :t, true)"
+            ),
+            _T,
+        )
+        connection.execute(
+            text(
+                "INSERT INTO reports (id, study_id, model_version_id, findings, impression, text, tokens,"
+                " forwards, seconds, created_at) VALUES (1, 1, 1, 'f', 'i', 't', 1, 1, 0.1, :t)"
+            ),
+            _T,
+        )
+        connection.execute(
+            text(
+                "INSERT INTO deliveries (id, report_id, kind, target, message_id, status, attempts,"
+                " created_at, updated_at) VALUES (1, 1, 'sr', 'PACS@h:104', '1.2.3', 'delivered', 1, :t, :t)"
+            ),
+            _T,
+        )
+        connection.execute(
+            text(
+                "INSERT INTO jobs (study_id, kind, delivery_id, attempt, state, started_at)"
+                " VALUES (1, 'deliver', 1, 1, 'succeeded', :t)"
+            ),
+            _T,
+        )
+
+
+def _counts(engine: Engine) -> tuple[int, int, int]:
+    with engine.connect() as connection:
+        return tuple(  # type: ignore[return-value]
+            connection.scalar(text(f"SELECT count(*) FROM {table}"))
+            for table in ("reports", "deliveries", "jobs")
+        )
+
+
+def test_0004_keeps_every_report_delivery_and_delivery_job(engine: Engine) -> None:
+    """SQLite's table copy of reports must not delete their deliveries by cascade (foreign keys on)."""
+    _to(engine, "0003")
+    _a_delivered_report(engine)
+    _to(engine, "head")
+    assert _counts(engine) == (1, 1, 1)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT revision, supersedes_id FROM reports")).all() == [(1, None)]
+    _to(engine, "0003", down=True)
+    assert _counts(engine) == (1, 1, 1)
+
+
+def test_0004_allows_a_revision_per_model_and_refuses_a_second_of_the_same_number(engine: Engine) -> None:
+    _to(engine, "0003")
+    _a_delivered_report(engine)
+    _to(engine, "head")
+    insert = text(
+        "INSERT INTO reports (id, study_id, model_version_id, findings, impression, text, tokens, forwards,"
+        " seconds, created_at, revision, supersedes_id) VALUES (:id, 1, 1, 'f', 'i', 't', 1, 1, 0.1, :t, 2, 1)"
+    )
+    with engine.begin() as connection:
+        connection.execute(insert, {**_T, "id": 2})
+    with pytest.raises(IntegrityError, match="(?i)unique"), engine.begin() as connection:
+        connection.execute(insert, {**_T, "id": 3})
+    # Back to 0003: only the newest draft of a (study, model) fits the old constraint; the drafts
+    # it corrected go, with their deliveries.
+    _to(engine, "0003", down=True)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT id FROM reports")).scalars().all() == [2]
+        assert connection.scalar(text("SELECT count(*) FROM deliveries")) == 0
