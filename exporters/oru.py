@@ -1,13 +1,19 @@
 """The draft report as an HL7 v2.5.1 ORU^R01 with preliminary status, built and validated by hl7apy.
 
-Segments: MSH, PID, ORC (RE), OBR (OBR-18 accession, OBR-24 RAD, OBR-25 P; OBR-7 the study's date
-and time, left empty when the header has no valid one), then OBX segments:
+Segments: MSH, PID, ORC (RE), OBR (OBR-18 accession, OBR-24 RAD, OBR-25 P, or C for a corrected
+draft; OBR-7 the study's date and time, left empty when the header has no valid one), then OBX
+segments:
 
 - one HD OBX carrying the Study Instance UID (113014 "DICOM Study", DCM), so the RIS can link the
   report to the images as in IHE RAD-28;
 - one TX OBX per line of Findings (OBX-3 59776-5 "Procedure findings", LN) and of Impression
   (OBX-3 19005-8 "Impression", LN): the LOINC codes CID 7001 pairs with the SR's section headings;
-  OBX-4 numbers the lines within a section, OBX-11 is P (preliminary).
+  OBX-4 numbers the lines within a section, OBX-11 is P (preliminary), C in a corrected draft.
+
+A corrected draft (`result_status="C"`: the study was drafted again from its frontal view after a
+draft read from a lateral) carries OBR-25 C and OBX-11 C under a new control id, so the RIS replaces
+the earlier draft's result. C here means a corrected *preliminary*: HL7 table 0123 has no code for
+that, the text is still an unsigned model draft, and the radiologist's signed report (F) follows.
 
 The model is named on every OBX in OBX-18 Equipment Instance Identifier (EI: "name version" and the
 device UID that the SR's device observer also carries): OBX-18 is the field HL7 defines for the
@@ -48,6 +54,8 @@ _CONTROL_ID = re.compile(r"^[A-Za-z0-9._-]{1,20}$")  # MSH-10 is ST of at most 2
 _HD_NAMESPACE = re.compile(r"^[^|^~\\&\x00-\x1f]{1,20}$")  # HD.1 is IS: 20 characters, no delimiters
 _SEX = {"M": "M", "F": "F", "O": "O", "": "U"}  # DICOM Patient's Sex -> HL7 table 0001
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# OBR-25 / OBX-11: P a draft, C a corrected draft (replaces an earlier draft; still preliminary).
+RESULT_STATUSES = ("P", "C")
 
 
 def new_control_id() -> str:
@@ -67,14 +75,20 @@ def build_oru(
     receiving_app: str,
     receiving_facility: str,
     now: datetime,
+    result_status: str = "P",
 ) -> Message:
     """The ORU for one study; raises ValueError or TypeError naming the argument it cannot use.
+
+    `result_status` goes to OBR-25 and every OBX-11: "P" for a draft, "C" for a corrected draft that
+    replaces one sent earlier (see the module docstring).
 
     Invalid optional values are repaired, truncated or dropped first (`sanitize_study_info`; call
     it yourself to get the notes saying what was changed); a report is never refused over one.
     """
     findings_lines, impression_lines = check_sections(findings, impression)
     study = _check_arguments(study, model, control_id, now)
+    if result_status not in RESULT_STATUSES:
+        raise ValueError(f"result_status must be P (draft) or C (corrected draft), got {result_status!r}")
     applications = {
         "sending_app": sending_app,
         "sending_facility": sending_facility,
@@ -127,7 +141,7 @@ def build_oru(
     _put(obr, "OBR-18", _field(study.accession_number, "study.accession_number"), "study.accession_number")
     obr.obr_22 = _timestamp(now)
     obr.obr_24 = "RAD"
-    obr.obr_25 = "P"
+    obr.obr_25 = result_status
 
     equipment = f"{escape_text(model.label)}^^{model.uid}^ISO"
     observations = [
@@ -148,7 +162,7 @@ def build_oru(
         _put(
             obx, "OBX-5", value, "findings / impression" if value_type == "TX" else "study.study_instance_uid"
         )
-        obx.obx_11 = "P"
+        obx.obx_11 = result_status
         if observed is not None:
             obx.obx_14 = _timestamp(observed)
         _put(obx, "OBX-18", equipment, "model")

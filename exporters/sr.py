@@ -16,18 +16,25 @@ The section headings are the CID 7001 heading codes (121070 Findings, 121072 Imp
 items in them are the CID 7002 element codes (121071 Finding, 121073 Impression). Comprehensive SR
 rather than Enhanced or Basic Text SR: all three pass dciodvfy with this tree, and Comprehensive is
 the class PACS viewers support most widely that still allows adding spatial coordinates later.
+
+A corrected draft (`corrects=`, the study drafted again from its frontal view after a draft read
+from a lateral) is a new SR instance, in a new series, whose Predecessor Documents Sequence
+(0040,A360) names the SR it replaces (study, series and SOP instance UIDs, SOP class). It stays a
+preliminary: Completion, Verification and Preliminary flags are those of any draft.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 import highdicom as hd
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from pydicom.uid import ComprehensiveSRStorage
 
 from exporters.identity import ModelIdentity, is_valid_uid, request_attribute, request_code_item
 from exporters.sanitize import sanitize_source
@@ -72,6 +79,25 @@ _PATIENT_STUDY_TYPE2 = (
 )
 
 
+@dataclass(frozen=True)
+class PreviousSR:
+    """The SR a corrected draft replaces, as the Predecessor Documents Sequence names it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str = ComprehensiveSRStorage
+
+    def as_dataset(self) -> Dataset:
+        """The minimal data set highdicom's `previous_versions` reads (the four UIDs, nothing else)."""
+        dataset = Dataset()
+        dataset.StudyInstanceUID = self.study_instance_uid
+        dataset.SeriesInstanceUID = self.series_instance_uid
+        dataset.SOPInstanceUID = self.sop_instance_uid
+        dataset.SOPClassUID = self.sop_class_uid
+        return dataset
+
+
 class Completion(StrEnum):
     PARTIAL = "PARTIAL"  # a draft awaiting the radiologist
     COMPLETE = "COMPLETE"
@@ -89,11 +115,13 @@ def build_sr(
     language: str = "en-US",
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
+    corrects: PreviousSR | None = None,
 ) -> Dataset:
     """The SR for one study; patient, study and order come from `source`, the images it reports on.
 
     Verification UNVERIFIED and Preliminary PRELIMINARY always: a model never signs a report. New
     series and instance UIDs unless given (pass stored ones to make a resend overwrite, not add).
+    `corrects`: the earlier draft's SR this one replaces (same study, another instance UID).
     """
     _check_source(source)
     findings_lines, impression_lines = check_sections(findings, impression)
@@ -112,6 +140,7 @@ def build_sr(
     ):
         if uid is not None and not is_valid_uid(uid):
             raise ValueError(f"{argument} {uid!r} is not a valid DICOM UID")
+    _check_corrects(corrects, source[0], sop_instance_uid)
 
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE, is_content_continuous=False, template_id="2000")
     root.ContentSequence = [
@@ -139,6 +168,7 @@ def build_sr(
             is_final=False,
             is_verified=False,
             requested_procedures=[requested] if requested is not None else None,
+            previous_versions=[corrects.as_dataset()] if corrects is not None else None,
             specific_character_set=_character_set(header, texts),
         )
     except Exception as error:  # noqa: BLE001 - one clear refusal, whatever highdicom raised
@@ -167,6 +197,22 @@ def _check_source(source: Sequence[Dataset]) -> None:
             )
         if dataset.get("PatientID", "") != first.get("PatientID", ""):
             raise ValueError(f"source[{index}] has a different PatientID than source[0]")
+
+
+def _check_corrects(corrects: PreviousSR | None, first: Dataset, sop_instance_uid: str | None) -> None:
+    """A predecessor must be a valid reference to another SR of the same study."""
+    if corrects is None:
+        return
+    if not isinstance(corrects, PreviousSR):
+        raise TypeError(f"corrects must be a PreviousSR, got {type(corrects).__name__}")
+    for name in ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid"):
+        uid = getattr(corrects, name)
+        if not isinstance(uid, str) or not is_valid_uid(uid):
+            raise ValueError(f"corrects.{name} {uid!r} is not a valid DICOM UID")
+    if corrects.study_instance_uid != str(first.StudyInstanceUID):
+        raise ValueError("corrects names an SR of another study: a draft corrects only its own study's SR")
+    if sop_instance_uid is not None and corrects.sop_instance_uid == sop_instance_uid:
+        raise ValueError("corrects names this SR itself: a corrected draft needs a new SOP Instance UID")
 
 
 def _character_set(header: Dataset, texts: list[str]) -> str | list[str] | None:

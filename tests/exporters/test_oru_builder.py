@@ -237,3 +237,46 @@ def test_a_long_generated_line_is_wrapped_into_several_obx_within_the_tx_limit(
     assert [str(s[4]) for s in findings] == [str(n) for n in range(1, len(findings) + 1)]
     text = " ".join(str(s[5]) for s in findings).replace("\\F\\", "|").replace("\\T\\", "&")
     assert text == long_line
+
+
+# --- a corrected draft (the study drafted again from its frontal view) ----------------------------
+
+
+def test_a_corrected_draft_says_c_in_obr_25_and_every_obx_11(study: StudyInfo, model: ModelIdentity) -> None:
+    message = build_oru(
+        study, FINDINGS, IMPRESSION, model, control_id="CTRL0002", now=NOW, result_status="C", **APPLICATIONS
+    )
+    raw = encode_er7(message)
+    parsed = parse(raw)
+
+    assert field(parsed, "OBR", 25) == "C"
+    assert [str(obx[11]) for obx in parsed.segments("OBX")] == ["C", "C", "C", "C"]
+    assert field(parsed, "MSH", 10) == "CTRL0002"
+    assert field(parsed, "OBR", 18) == study.accession_number
+    # still valid v2.5.1 for the strict parser that reads it back
+    again = parse_message(raw.decode("utf-8"), validation_level=VALIDATION_LEVEL.STRICT)
+    again.validate()
+    assert again.oru_r01_patient_result.oru_r01_order_observation.obr.obr_25.value == "C"
+
+
+def test_a_draft_is_p_unless_asked(study: StudyInfo, model: ModelIdentity) -> None:
+    parsed = parse(oru_bytes(study, model))
+    assert field(parsed, "OBR", 25) == "P"
+    assert {str(obx[11]) for obx in parsed.segments("OBX")} == {"P"}
+
+
+@pytest.mark.parametrize("status", ["F", "c", "", None, "CP"])
+def test_a_result_status_other_than_p_or_c_is_refused(
+    status: object, study: StudyInfo, model: ModelIdentity
+) -> None:
+    with pytest.raises(ValueError, match=r"result_status must be P \(draft\) or C \(corrected draft\)"):
+        build_oru(
+            study,
+            FINDINGS,
+            IMPRESSION,
+            model,
+            control_id="CTRL0001",
+            now=NOW,
+            result_status=status,
+            **APPLICATIONS,
+        )

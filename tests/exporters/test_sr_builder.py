@@ -11,7 +11,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import ComprehensiveSRStorage
 
 from exporters.identity import ModelIdentity, derive_device_uid
-from exporters.sr import build_sr
+from exporters.sr import PreviousSR, build_sr
 
 FINDINGS = "Heart size is normal.\nNo pleural effusion."
 IMPRESSION = "No acute cardiopulmonary process."
@@ -282,3 +282,85 @@ def test_non_ascii_text_switches_the_sr_to_utf8(
     assert again.SpecificCharacterSet == "ISO_IR 192"
     assert str(again.PatientName) == "Müller^Jörg"
     assert container(again, "121070").ContentSequence[0].TextValue == "Nodule ≥ 5 mm, größer als zuvor."
+
+
+# --- a corrected draft: a new SR naming the one it replaces -----------------------------------------
+
+
+def previous_of(image: Dataset, **changes: str) -> PreviousSR:
+    fields = {
+        "study_instance_uid": image.StudyInstanceUID,
+        "series_instance_uid": "1.2.826.0.1.3680043.8.498.11",
+        "sop_instance_uid": "1.2.826.0.1.3680043.8.498.12",
+        **changes,
+    }
+    return PreviousSR(**fields)
+
+
+def test_a_corrected_draft_names_the_sr_it_replaces(image: Dataset, model: ModelIdentity) -> None:
+    previous = previous_of(image)
+    sr = build_sr(
+        [image],
+        FINDINGS,
+        IMPRESSION,
+        model,
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.13",
+        corrects=previous,
+    )
+
+    (study,) = sr.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == image.StudyInstanceUID
+    (series,) = study.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == previous.series_instance_uid
+    (instance,) = series.ReferencedSOPSequence
+    assert instance.ReferencedSOPInstanceUID == previous.sop_instance_uid
+    assert instance.ReferencedSOPClassUID == ComprehensiveSRStorage
+    assert sr.SOPInstanceUID != previous.sop_instance_uid
+    # still a draft: a correction of a preliminary is a preliminary
+    assert (sr.CompletionFlag, sr.VerificationFlag, sr.PreliminaryFlag) == (
+        "PARTIAL",
+        "UNVERIFIED",
+        "PRELIMINARY",
+    )
+    assert "PredecessorDocumentsSequence" not in build_sr([image], FINDINGS, IMPRESSION, model)
+
+
+@pytest.mark.parametrize(
+    ("corrects", "error", "message"),
+    [
+        (lambda image: "1.2.3", TypeError, "corrects must be a PreviousSR, got str"),
+        (lambda image: previous_of(image, sop_instance_uid="1.2.x"), ValueError, r"corrects.sop_instance_uid '1.2.x' is not a valid DICOM UID"),
+        (lambda image: previous_of(image, series_instance_uid=""), ValueError, "corrects.series_instance_uid '' is not a valid"),
+        (lambda image: previous_of(image, study_instance_uid="1.2.3.4"), ValueError, "corrects names an SR of another study"),
+        (lambda image: previous_of(image, sop_instance_uid="1.2.826.0.1.3680043.8.498.13"), ValueError, "corrects names this SR itself"),
+    ],
+)  # fmt: skip
+def test_a_bad_predecessor_is_refused_naming_it(
+    corrects: Callable[[Dataset], object], error: type, message: str, image: Dataset, model: ModelIdentity
+) -> None:
+    with pytest.raises(error, match=message):
+        build_sr(
+            [image],
+            FINDINGS,
+            IMPRESSION,
+            model,
+            sop_instance_uid="1.2.826.0.1.3680043.8.498.13",
+            corrects=corrects(image),  # type: ignore[arg-type]
+        )
+
+
+@pytest.mark.integration
+def test_dciodvfy_finds_no_errors_in_a_corrected_draft(
+    image: Dataset, model: ModelIdentity, tmp_path: Path
+) -> None:
+    sr = build_sr([image], FINDINGS, IMPRESSION, model, corrects=previous_of(image))
+    path = write_sr(sr, tmp_path)
+
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+
+    lines = (result.stdout + result.stderr).splitlines()
+    assert "ComprehensiveSR" in lines
+    assert [line for line in lines if line.startswith("Error")] == []
+    assert [line for line in lines if line.startswith("Warning")] == []
+    dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "(0040,a360)" in dump.lower()  # Predecessor Documents Sequence, as DCMTK reads the file
