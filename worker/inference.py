@@ -19,7 +19,15 @@ Errors are sorted once, here:
   next claim or the reconciler; after `max_dead_attempts` such attempts in a row the study is failed.
 
 Idempotent on (study, model version): a report that exists is reused, never written twice, and its
-delivery rows are created only if it has none.
+delivery rows are created only if it has none. One exception makes a new report: the study's newest
+draft was read from a non-frontal view (a lateral the site allowed, or an image nothing marked) and
+a frontal view is there now (it arrived late and sent the study back, see `node.store.redraft`).
+Then the next revision is written from the frontal, superseding that draft: a freshly frozen
+identity, new delivery rows (a new SR SOP Instance UID, a new HL7 control id), and the superseded
+draft's rows that have not gone out are stopped (`node.delivery.outbox.stop_superseded`), all in the
+same transaction. Run again, the task finds that revision and reuses it. A frontal that arrives while
+a non-frontal is being read finds the study still queued (ingest leaves it alone): the attempt sees
+it when it stores its draft, under the study's row lock, and queues the study again.
 """
 
 from __future__ import annotations
@@ -44,9 +52,13 @@ from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
 from node.delivery.identity import IdentityError, freeze_identity
 from node.delivery.messages import destinations, new_delivery
+from node.delivery.outbox import stop_superseded
+from node.dicom.chest import facts_from_dataset
+from node.dicom.ingest import frontal_chest_radiograph
 from node.store.jobs import WorkerProcess, claim_inference, finish_job, pid_alive
 from node.store.model_versions import ModelFacts, activate, find_or_create
 from node.store.models import Delivery, Instance, Job, Report, Study, utcnow
+from node.store.redraft import newest_report, read_from_non_frontal, request_redraft
 from node.store.states import JobState, StudyState
 from node.store.transitions import IllegalTransition, transition
 from worker.pixel_budget import pixel_budget_problem
@@ -153,6 +165,59 @@ def read_identity(path: str) -> dict[str, Any]:
         return freeze_identity(header)
     except IdentityError as error:
         raise UnusableStudy(str(error)) from error
+
+
+@dataclass(frozen=True)
+class DraftPlan:
+    """What inference does with the study's drafts: reuse one, or write the next revision."""
+
+    reuse_id: int | None  # an existing report to reuse; None: write a new one
+    revision: int  # the new report's revision (or the reused one's)
+    supersedes_id: int | None  # the draft a new report corrects
+
+
+def drafted_from_non_frontal(report: Report, candidates: list[ViewCandidate]) -> bool:
+    """Was `report` read from an image that is not a frontal view? Asked of that image's header by the
+    view ladder when it is still readable, else of the reason the report recorded when it was drafted."""
+    for candidate in candidates:
+        if candidate.instance_id == report.instance_id:
+            return pick_frontal([candidate]).fallback
+    return read_from_non_frontal(report.view_reason)
+
+
+def plan_draft(
+    session: Session, study_id: int, model_version_id: int, pick: ViewPick, candidates: list[ViewCandidate]
+) -> DraftPlan:
+    """Reuse the study's report of this model version, unless its newest draft was read from a non-frontal
+    view and `pick` is a frontal one: then the next revision supersedes that draft."""
+    current = newest_report(session, study_id)
+    if current is not None and not pick.fallback and drafted_from_non_frontal(current, candidates):
+        return DraftPlan(None, current.revision + 1, current.id)
+    mine = session.scalars(
+        select(Report)
+        .where(Report.study_id == study_id, Report.model_version_id == model_version_id)
+        .order_by(Report.revision.desc(), Report.id.desc())
+        .limit(1)
+    ).first()
+    if mine is not None:
+        return DraftPlan(mine.id, mine.revision, mine.supersedes_id)
+    return DraftPlan(None, (current.revision + 1) if current is not None else 1, None)
+
+
+def _frontal_arrived(session: Session, study_id: int, read_ids: frozenset[int]) -> bool:
+    """Whether an instance stored since inference listed the study's images is a frontal chest view
+    (what would send a drafted study back, `node.dicom.ingest.frontal_chest_radiograph`)."""
+    arrived = session.scalars(
+        select(Instance.path).where(Instance.study_id == study_id, Instance.id.not_in(read_ids))
+    )
+    for path in arrived:
+        try:
+            header = dcmread(path, stop_before_pixels=True)
+        except Exception:  # gone or unreadable: it cannot be read in place of this draft either
+            continue
+        if frontal_chest_radiograph(facts_from_dataset(header)):
+            return True
+    return False
 
 
 class Heartbeat:
@@ -275,14 +340,13 @@ class StudyInference:
         engine = self.engine()
         model_version_id = self.model_version_id(engine)
         with self.sessions() as session:
-            existing = session.scalars(
-                select(Report.id).where(
-                    Report.study_id == study_id, Report.model_version_id == model_version_id
-                )
-            ).first()
-        generated = None if existing is not None else self._generate(engine, instances, pick)
+            plan = plan_draft(session, study_id, model_version_id, pick, candidates)
+        generated = None if plan.reuse_id is not None else self._generate(engine, instances, pick)
         identity = None if generated is None else read_identity(dict(instances)[pick.candidate.instance_id])
-        return self._store(study_id, job_id, model_version_id, pick, generated, identity)
+        read_ids = frozenset(instance_id for instance_id, _ in instances)
+        return self._store(
+            study_id, job_id, model_version_id, pick, generated, identity, candidates, read_ids
+        )
 
     def _generate(
         self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick
@@ -316,16 +380,21 @@ class StudyInference:
         pick: ViewPick,
         generated: GeneratedReport | None,
         identity: dict[str, Any] | None = None,
+        candidates: list[ViewCandidate] | None = None,
+        read_ids: frozenset[int] | None = None,
     ) -> InferenceResult:
         now = self.clock()
+        stopped: list[int] = []
+        requeued = False
         with self.sessions.begin() as session:
             study = session.get_one(Study, study_id)
-            report = session.scalars(
-                select(Report).where(Report.study_id == study_id, Report.model_version_id == model_version_id)
-            ).first()
+            # Planned again in this transaction: another attempt may have written a draft meanwhile.
+            plan = plan_draft(session, study_id, model_version_id, pick, candidates or [pick.candidate])
+            report = None if plan.reuse_id is None else session.get_one(Report, plan.reuse_id)
             reused = report is not None
             if report is None:
-                assert generated is not None, "a new report needs a generation"
+                if generated is None:
+                    raise TransientInferenceError("the study's drafts changed while it was inferred")
                 try:
                     text = clean_report(generated.findings, generated.impression)
                 except EmptyReport as error:
@@ -343,6 +412,8 @@ class StudyInference:
                     instance_id=pick.candidate.instance_id,
                     view_reason=pick.reason,
                     identity=identity,  # who the draft is about, frozen now: the outbox builds from it
+                    revision=plan.revision,
+                    supersedes_id=plan.supersedes_id,
                     created_at=now,
                 )
                 session.add(report)
@@ -350,21 +421,46 @@ class StudyInference:
             deliveries = list(session.scalars(select(Delivery).where(Delivery.report_id == report.id)))
             if not deliveries:
                 deliveries = self._outbox_rows(session, report.id, now)
+            if not reused and plan.supersedes_id is not None:
+                stopped = stop_superseded(session, plan.supersedes_id, report, now)
+            # Locked like ingest locks it (an instance is recorded before this, or sees the outcome),
+            # and after the delivery rows, in the order the outbox takes them (row, then study).
+            session.refresh(study, with_for_update=True)
             if study.state is StudyState.QUEUED:
-                what = "report reused" if reused else f"report {report.id} drafted"
+                if reused:
+                    what = "report reused"
+                elif plan.supersedes_id is not None:
+                    what = (
+                        f"report {report.id} drafted (revision {plan.revision}, "
+                        f"corrects report {plan.supersedes_id} read from a non-frontal view)"
+                    )
+                else:
+                    what = f"report {report.id} drafted"
                 transition(session, study, StudyState.INFERRED, f"{what}; {pick.reason}")
+                # A frontal that arrived while a non-frontal was read found the study queued, not
+                # drafted: ingest left it to us. Queued again, the next run supersedes this draft.
+                if pick.fallback and read_ids is not None and _frontal_arrived(session, study_id, read_ids):
+                    request_redraft(session, study)
+                    requeued = True
             finish_job(session, job_id, JobState.SUCCEEDED, now)
             session.get_one(Job, job_id).model_version_id = model_version_id
             report_id, delivery_ids = report.id, tuple(row.id for row in deliveries)
         # The node's own study id only: no accession, patient or header text (the view reason quotes
         # descriptions) in logs; the reason is on the report row.
         log.info(
-            "study %d: report %d %s, %d deliveries",
+            "study %d: report %d %s, %d deliveries%s",
             study_id,
             report_id,
             "reused" if reused else "stored",
             len(delivery_ids),
+            f"; supersedes report {plan.supersedes_id}, {len(stopped)} of its deliveries stopped"
+            if plan.supersedes_id is not None and not reused
+            else "",
         )
+        if requeued:
+            log.info(
+                "study %d queued again: a frontal view arrived while a non-frontal one was read", study_id
+            )
         return InferenceResult("reported", f"report {report_id}", report_id, delivery_ids)
 
     def _outbox_rows(self, session: Session, report_id: int, now: datetime) -> list[Delivery]:

@@ -4,6 +4,14 @@ Both are rebuilt from the database and the spool on every attempt, with the iden
 when the report was stored (SR SOP Instance UID, HL7 control id) and the report's own time: a
 resend carries the same identifiers and text, so a PACS replaces the instance it already has and
 a RIS can recognise a duplicate.
+
+A report that supersedes another (`reports.supersedes_id`: the study was drafted again from its
+frontal view, see `node.store.redraft`) has delivery rows of its own, with a new SR SOP Instance
+UID and a new HL7 control id, and its messages are corrected preliminaries: the SR names the
+superseded report's SR in its Predecessor Documents Sequence, the ORU carries OBR-25 / OBX-11 C.
+Each does so when the superseded report's message of that kind may have reached its destination
+(delivered, or tried at least once); a message that never left needs no correction, and its
+replacement goes out as a plain draft.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from pydicom.uid import generate_uid
 from exporters.identity import ModelIdentity, study_info_from_dataset
 from exporters.oru import build_oru, encode_er7, new_control_id
 from exporters.sanitize import sanitize_source, sanitize_study_info
-from exporters.sr import build_sr
+from exporters.sr import PreviousSR, build_sr
 from node.config.demo_model import is_demo_model_version
 from node.config.settings import Settings
 from node.store.models import Delivery, ModelVersion
@@ -54,6 +62,25 @@ def new_delivery(report_id: int, kind: DeliveryKind, target: str, now: datetime)
     )
 
 
+def may_have_reached(row: Delivery | None) -> bool:
+    """Whether a delivery row's message may be at its destination: delivered, or sent at least once."""
+    return row is not None and (row.status is DeliveryStatus.DELIVERED or row.attempts > 0)
+
+
+def previous_sr(row: Delivery | None, study_instance_uid: str) -> PreviousSR | None:
+    """The superseded report's SR (its SR delivery `row`) as a corrected SR's predecessor; None when that
+    SR never left the node."""
+    if row is None or not may_have_reached(row):
+        return None
+    return PreviousSR(study_instance_uid, sr_series_uid(row.message_id), row.message_id)
+
+
+def result_status(previous_oru: Delivery | None) -> str:
+    """OBR-25 / OBX-11 for a report: C (corrected draft) when the draft it supersedes had an ORU that
+    may have reached the RIS, else P."""
+    return "C" if may_have_reached(previous_oru) else "P"
+
+
 def model_identity(model: ModelVersion) -> ModelIdentity:
     return ModelIdentity(name=model.name, version=model.version, manufacturer=MANUFACTURER)
 
@@ -76,7 +103,12 @@ def with_demo_notice(impression: str, model: ModelIdentity) -> str:
 
 
 def report_sr(
-    source: Dataset, findings: str, impression: str, model: ModelIdentity, sop_instance_uid: str
+    source: Dataset,
+    findings: str,
+    impression: str,
+    model: ModelIdentity,
+    sop_instance_uid: str,
+    corrects: PreviousSR | None = None,
 ) -> Dataset:
     return build_sr(
         [source],
@@ -85,6 +117,7 @@ def report_sr(
         model,
         series_instance_uid=sr_series_uid(sop_instance_uid),
         sop_instance_uid=sop_instance_uid,
+        corrects=corrects,
     )
 
 
@@ -96,6 +129,7 @@ def report_oru(
     control_id: str,
     drafted_at: datetime,  # MSH-7 and OBR-22: the report's own time
     settings: Settings,
+    status: str = "P",  # OBR-25 / OBX-11: see `result_status`
 ) -> bytes:
     message = build_oru(
         study_info_from_dataset(source),
@@ -108,5 +142,6 @@ def report_oru(
         receiving_app=settings.hl7_receiving_application,
         receiving_facility=settings.hl7_receiving_facility,
         now=drafted_at,
+        result_status=status,
     )
     return encode_er7(message)

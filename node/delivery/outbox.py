@@ -15,6 +15,15 @@ One tick (`Outbox.run_due`):
 
 A PACS or RIS that is down loses nothing: its rows stay retrying with growing waits and go out
 when it is back (an operator can bring failed ones back with `echo-admin resend`).
+
+A draft superseded by a corrected one (`node.store.redraft`) must never reach the PACS or RIS after
+its correction: when inference writes the superseding report, `stop_superseded` ends the old
+report's rows that have not gone out (pending, retrying, held) as failed, "superseded by report N"
+(failed, not held: held asks an operator to look and `echo-admin resend` would release it, while
+this message must never go; resend acts on the newest report only). A row that was being sent at
+that moment keeps the outcome of that send if it was delivered, else it stays stopped; either way
+the old report no longer settles the study, its correction does. The corrected report's messages
+name what they correct (`node.delivery.messages`).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import logging
 import random
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
@@ -39,10 +48,18 @@ from exporters.dicom_sender import send_datasets
 from exporters.identity import ModelIdentity
 from exporters.mllp import send_hl7
 from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
+from exporters.sr import PreviousSR
 from node.config.settings import DicomPeer, MllpPeer, Settings, parse_dicom_peer, parse_mllp_peer
 from node.delivery.client_tls import dicom_client_tls, mllp_client_tls
 from node.delivery.identity import IdentityError, compare_with_spool, thawed_header
-from node.delivery.messages import header_repairs, model_identity, report_oru, report_sr
+from node.delivery.messages import (
+    header_repairs,
+    model_identity,
+    previous_sr,
+    report_oru,
+    report_sr,
+    result_status,
+)
 from node.delivery.policy import decide
 from node.delivery.settle import settle_study
 from node.store.models import Delivery, Instance, ModelVersion, Report, Study, utcnow
@@ -53,6 +70,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 20
 LEASE_MARGIN_SECONDS = 30.0
 _DUE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+# Rows of a superseded report that are stopped: everything not delivered and not already failed.
+_STOPPABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.HELD)
 
 StoreSender = Callable[..., list[StoreOutcome]]  # exporters.dicom_sender.send_datasets
 Hl7Sender = Callable[..., AckOutcome]  # exporters.mllp.send_hl7
@@ -66,6 +85,8 @@ class OutboxTick:
     retrying: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)  # stopped for an operator (identity no longer agrees)
+    # claimed, then stopped before their send (their draft was superseded meanwhile): not sent
+    stopped: list[int] = field(default_factory=list)
 
     @property
     def attempted(self) -> int:
@@ -73,7 +94,7 @@ class OutboxTick:
 
     @property
     def settled(self) -> set[int]:
-        return {*self.delivered, *self.retrying, *self.failed, *self.held}
+        return {*self.delivered, *self.retrying, *self.failed, *self.held, *self.stopped}
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,8 @@ class _Work:
     identity: dict[str, Any] | None  # frozen at inference: what the messages are built from
     source_path: str | None  # the spool file, read only to check it still agrees
     identity_conflict: str | None  # the study's instances disagree on the patient: never sent
+    corrects: PreviousSR | None = None  # an SR's predecessor: the superseded report's SR
+    result_status: str = "P"  # an ORU's OBR-25 / OBX-11: C when it corrects an earlier draft's ORU
 
 
 @dataclass(frozen=True)
@@ -155,7 +178,9 @@ class Outbox:
         work = self._load(claimed)
         released: set[int] = set()  # ORUs handed back unsent this tick (their RIS did not answer)
         try:
-            srs = sorted((item for item in work if item.kind is DeliveryKind.SR), key=lambda item: item.target)
+            srs = sorted(
+                (item for item in work if item.kind is DeliveryKind.SR), key=lambda item: item.target
+            )
             for target, items in groupby(srs, key=lambda item: item.target):
                 self._send_srs(target, list(items), tick)
             for item in (item for item in work if item.kind is DeliveryKind.ORU):
@@ -197,7 +222,7 @@ class Outbox:
     def _load(self, claimed: list[int]) -> list[_Work]:
         with self.sessions() as session:
             rows = session.execute(
-                select(Delivery, Report, ModelVersion, Instance.path, Study.identity_conflict)
+                select(Delivery, Report, ModelVersion, Instance.path, Study)
                 .join(Report, Delivery.report_id == Report.id)
                 .join(ModelVersion, Report.model_version_id == ModelVersion.id)
                 .join(Study, Report.study_id == Study.id)
@@ -205,25 +230,32 @@ class Outbox:
                 .where(Delivery.id.in_(claimed))
                 .order_by(Delivery.id)
             ).all()
-            return [
-                _Work(
-                    delivery_id=delivery.id,
-                    kind=delivery.kind,
-                    target=delivery.target,
-                    message_id=delivery.message_id,
-                    attempts=delivery.attempts,
-                    report_id=report.id,
-                    findings=report.findings,
-                    impression=report.impression,
-                    drafted_at=report.created_at,
-                    model=model_identity(model),
-                    created_at=delivery.created_at,
-                    identity=report.identity,
-                    source_path=path,
-                    identity_conflict=conflict,
+            previous = _superseded_rows(session, {report.supersedes_id for _, report, *_ in rows})
+            work = []
+            for delivery, report, model, path, study in rows:
+                before, study_uid = previous.get(report.supersedes_id, ({}, None))
+                study_uid = study_uid or study.study_instance_uid
+                work.append(
+                    _Work(
+                        delivery_id=delivery.id,
+                        kind=delivery.kind,
+                        target=delivery.target,
+                        message_id=delivery.message_id,
+                        attempts=delivery.attempts,
+                        report_id=report.id,
+                        findings=report.findings,
+                        impression=report.impression,
+                        drafted_at=report.created_at,
+                        model=model_identity(model),
+                        created_at=delivery.created_at,
+                        identity=report.identity,
+                        source_path=path,
+                        identity_conflict=study.identity_conflict,
+                        corrects=previous_sr(before.get(DeliveryKind.SR), study_uid),
+                        result_status=result_status(before.get(DeliveryKind.ORU)),
+                    )
                 )
-                for delivery, report, model, path, conflict in rows
-            ]
+            return work
 
     # ---- sending ----------------------------------------------------------------------------------
 
@@ -240,15 +272,17 @@ class Outbox:
             try:
                 source = _source(item)
                 repairs[item.delivery_id] = tuple(header_repairs(DeliveryKind.SR, source))
-                ready.append(
-                    (item, report_sr(source, item.findings, item.impression, item.model, item.message_id))
+                sr = report_sr(
+                    source, item.findings, item.impression, item.model, item.message_id, item.corrects
                 )
+                ready.append((item, sr))
             except _Held as held:
                 self._hold(item, str(held), tick)
             except _NotBuilt as problem:
                 self._record(item, problem.result, tick)
             except Exception as error:  # any builder failure fails this SR only; the batch goes on
                 self._record(item, _Result(SendStatus.FAILED, _not_built("SR", error)), tick)
+        ready = self._not_stopped(ready, tick)
         if not ready:
             return
         try:
@@ -286,6 +320,7 @@ class Outbox:
                 item.message_id,
                 item.drafted_at,
                 self.settings,
+                item.result_status,
             )
         except _Held as held:
             self._hold(item, str(held), tick)
@@ -295,6 +330,8 @@ class Outbox:
             return
         except Exception as error:  # any builder failure (hl7apy's included) fails this ORU only
             self._record(item, _Result(SendStatus.FAILED, _not_built("ORU", error)), tick)
+            return
+        if not self._not_stopped([(item, message)], tick):
             return
         try:
             outcome = self.send_oru(
@@ -321,6 +358,30 @@ class Outbox:
             ]
             self._release(later, next_at)
             released.update(other.delivery_id for other in later)
+
+    def _not_stopped(self, ready: list[tuple[_Work, Any]], tick: OutboxTick) -> list[tuple[_Work, Any]]:
+        """`ready` without the rows stopped since they were claimed (`stop_superseded`: a corrected draft
+        was written meanwhile); those are not sent, and the attempt their claim counted is taken back."""
+        if not ready:
+            return ready
+        ids = [item.delivery_id for item, _ in ready]
+        with self.sessions.begin() as session:
+            stopped = set(
+                session.scalars(select(Delivery.id).where(Delivery.id.in_(ids), Delivery.status.not_in(_DUE)))
+            )
+            if stopped:
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(stopped))
+                    .values(attempts=Delivery.attempts - 1)
+                    .execution_options(synchronize_session=False)
+                )
+        for delivery_id in sorted(stopped):
+            tick.stopped.append(delivery_id)
+            log.info(
+                "delivery %d not sent: stopped since it was claimed (its draft was superseded)", delivery_id
+            )
+        return [(item, built) for item, built in ready if item.delivery_id not in stopped]
 
     def _release(self, items: list[_Work], until: datetime | None) -> None:
         """Hand back claimed rows unsent (their attempt not counted), due again at `until`."""
@@ -352,6 +413,11 @@ class Outbox:
         )
         with self.sessions.begin() as session:
             row = session.get_one(Delivery, item.delivery_id)
+            superseded_by = _superseding_report(session, item.report_id)
+            if superseded_by is not None and decision.status is not DeliveryStatus.DELIVERED:
+                # Stopped while this attempt was under way (`stop_superseded`): it stays stopped.
+                decision = replace(decision, status=DeliveryStatus.FAILED, next_attempt_at=None)
+                decision = replace(decision, error=_superseded_note(superseded_by, decision.error))
             row.status = decision.status
             row.next_attempt_at = decision.next_attempt_at
             row.last_error = decision.error
@@ -359,7 +425,8 @@ class Outbox:
             row.ack_text = _note(result)
             row.updated_at = now
             session.flush()
-            settle_study(session, item.report_id)
+            if superseded_by is None:  # a superseded draft no longer decides its study's state
+                settle_study(session, item.report_id)
             if decision.status is DeliveryStatus.DELIVERED:
                 _wake_waiting(session, item, now)
         {
@@ -391,12 +458,69 @@ class Outbox:
         now = self.clock()
         with self.sessions.begin() as session:
             row = session.get_one(Delivery, item.delivery_id)
+            if _superseding_report(session, item.report_id) is not None and row.status not in _DUE:
+                tick.stopped.append(item.delivery_id)  # stopped meanwhile for good: nothing to hold
+                return
             row.status = DeliveryStatus.HELD
             row.next_attempt_at = None
             row.last_error = reason
             row.updated_at = now
         tick.held.append(item.delivery_id)
         log.error("delivery %d (%s, report %d) held: %s", item.delivery_id, item.kind, item.report_id, reason)
+
+
+def stop_superseded(session: Session, superseded_id: int, by: Report, now: datetime) -> list[int]:
+    """End the superseded report's rows that have not gone out, in the caller's transaction (the one
+    that writes the superseding report `by` and its rows); returns their ids."""
+    stopped = list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.report_id == superseded_id, Delivery.status.in_(_STOPPABLE))
+            .order_by(Delivery.id)
+        )
+    )
+    for row in stopped:
+        row.status = DeliveryStatus.FAILED
+        row.next_attempt_at = None
+        row.last_error = _superseded_note(by.id, None, by.revision)
+        row.updated_at = now
+    session.flush()
+    for row in stopped:
+        log.info(
+            "delivery %d (%s, report %d) stopped: superseded by report %d",
+            row.id,
+            row.kind,
+            superseded_id,
+            by.id,
+        )
+    return [row.id for row in stopped]
+
+
+def _superseding_report(session: Session, report_id: int) -> int | None:
+    """The report that supersedes `report_id`, if one does."""
+    return session.scalar(select(Report.id).where(Report.supersedes_id == report_id).limit(1))
+
+
+def _superseded_note(by_report_id: int, error: str | None, revision: int | None = None) -> str:
+    which = f"report {by_report_id}" + (f" (revision {revision})" if revision is not None else "")
+    note = f"superseded by {which}, the draft read from the frontal view: not sent"
+    return f"{note} (this attempt: {error})" if error else note
+
+
+def _superseded_rows(
+    session: Session, report_ids: set[int | None]
+) -> dict[int, tuple[dict[DeliveryKind, Delivery], str | None]]:
+    """For each superseded report among `report_ids`: its delivery rows by kind, and the Study Instance
+    UID its messages were built with (from its frozen identity)."""
+    wanted = {report_id for report_id in report_ids if report_id is not None}
+    if not wanted:
+        return {}
+    found: dict[int, tuple[dict[DeliveryKind, Delivery], str | None]] = {}
+    for report in session.scalars(select(Report).where(Report.id.in_(wanted))):
+        rows = session.scalars(select(Delivery).where(Delivery.report_id == report.id))
+        key = (report.identity or {}).get("key") or {}
+        found[report.id] = ({row.kind: row for row in rows}, key.get("StudyInstanceUID") or None)
+    return found
 
 
 def _wake_waiting(session: Session, item: _Work, now: datetime) -> None:

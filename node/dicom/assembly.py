@@ -12,6 +12,9 @@ once the broker took the message; a queued study whose enqueued_at is NULL is (r
 every sweep. So a crash between the commit and the publish, or a broker outage, delays the
 message but never loses it; a crash after the publish but before enqueued_at is written
 publishes it twice, and the task is idempotent (`node.store.jobs.claim_inference`).
+
+A study drafted from a non-frontal view comes back to queued when its frontal arrives
+(`node.dicom.ingest`, `node.store.redraft`), with enqueued_at NULL: the same sweep publishes it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.dicom.chest import ChestDecision, ImageFacts, decide, facts_from_dataset
 from node.dicom.ingest import IDENTITY_ATTRIBUTES, disagreeing, identity_conflict
 from node.store.models import Association, Instance, Job, Study, utcnow
+from node.store.redraft import redraft_requested
 from node.store.states import JobKind, JobState, StudyState
 from node.store.transitions import IllegalTransition, transition
 from node.store.uids import short_uid
@@ -287,7 +291,8 @@ class StudyAssembler:
 
         For the embedded broker at node start: kombu's SQL transport forgets a message its (now
         dead) worker had fetched, so those studies would otherwise wait forever. Messages that
-        are still in the broker become duplicates, which the task ignores.
+        are still in the broker become duplicates, which the task ignores. A study queued again for
+        a corrected draft has succeeded attempts of its earlier round only: it counts as unfinished.
         """
         finished = exists(
             select(Job.id).where(
@@ -295,10 +300,19 @@ class StudyAssembler:
             )
         )
         with self.sessions.begin() as session:
-            result = session.execute(
-                update(Study)
-                .where(Study.state == StudyState.QUEUED, Study.enqueued_at.is_not(None), ~finished)
-                .values(enqueued_at=None)
-                .execution_options(synchronize_session=False)
-            )
-        return result.rowcount
+            waiting = session.execute(
+                select(Study.id, finished)
+                .where(Study.state == StudyState.QUEUED, Study.enqueued_at.is_not(None))
+                .order_by(Study.id)
+            ).all()
+            unfinished = [
+                study_id for study_id, done in waiting if not done or redraft_requested(session, study_id)
+            ]
+            if unfinished:
+                session.execute(
+                    update(Study)
+                    .where(Study.id.in_(unfinished), Study.state == StudyState.QUEUED)
+                    .values(enqueued_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+        return len(unfinished)

@@ -6,6 +6,12 @@ is renamed into place and the database rows are committed. A failure before the 
 refused, the disk full) leaves the earlier copy of the instance untouched; a database failure after
 it leaves the new file in place but unrecorded, and the sender is told to send again (the re-send
 replaces the file in one rename, see `node.dicom.spool`, and records it).
+
+An instance for a study that is no longer being received is stored and, as a rule, changes nothing.
+Two exceptions, decided under the study's row lock: a CR/DX instance reopens a skipped study (the
+frontal a lateral waited for), and a frontal chest radiograph sends a drafted study (inferred or
+delivered) whose draft was read from a non-frontal view back to the queue for a corrected draft
+(`node.store.redraft`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import re
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from io import BytesIO
@@ -30,11 +36,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.dicom.chest import RADIOGRAPH_MODALITIES
+from node.dicom.chest import RADIOGRAPH_MODALITIES, ImageFacts, View, decide, facts_from_dataset, view_of
 from node.dicom.spool import Spool
 from node.store.models import Instance, Study, utcnow
+from node.store.redraft import REDRAFT_REASON, draft_needs_a_frontal, request_redraft
 from node.store.states import StudyState
-from node.store.transitions import record_creation, transition
+from node.store.transitions import IllegalTransition, record_creation, transition
 from node.store.uids import short_uid
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,9 @@ log = logging.getLogger(__name__)
 IDENTITY_ATTRIBUTES = ("PatientID", "IssuerOfPatientID", "AccessionNumber")
 _CONFLICT_PREFIX = "instances disagree on "
 REOPEN_REASON = "a CR/DX instance arrived after the skip: assembled again"
+# A drafted study is known to be a chest radiograph: a late frontal is re-drafted unless it names
+# another body part itself (a hand PA sent to the chest study's UID is not read in its place).
+_DRAFTED_CHEST = ImageFacts(modality="CR", body_part="CHEST")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -95,6 +105,7 @@ class InstanceHeader:
     modality: str | None
     body_part: str | None
     view_position: str | None
+    facts: ImageFacts = field(default_factory=ImageFacts)  # anatomy and view, as assembly reads them
 
 
 class HeaderError(ValueError):
@@ -161,6 +172,7 @@ def read_header(encoded: bytes) -> InstanceHeader:
         uids = {keyword: _text(dataset, keyword) for keyword in _REQUIRED_UIDS}
         texts = {keyword: _text(dataset, keyword) for keyword in (*_OPTIONAL_TEXT, *_UNCHECKED_TEXT)}
         short_pixels = _native_pixel_data_short(dataset)
+        facts = facts_from_dataset(dataset)
     except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
         raise HeaderError(
             IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})"
@@ -187,6 +199,7 @@ def read_header(encoded: bytes) -> InstanceHeader:
         modality=texts["Modality"].upper() if texts["Modality"] else None,
         body_part=texts["BodyPartExamined"].upper() if texts["BodyPartExamined"] else None,
         view_position=texts["ViewPosition"],
+        facts=facts,
     )
 
 
@@ -321,7 +334,7 @@ class Ingestor:
     def _record(self, header: InstanceHeader, received: ReceivedInstance, path: Path) -> IngestResult:
         now = self.clock()
         with self.sessions.begin() as session:
-            study, conflicts, reopened = self._study_for(session, header, now)
+            study, conflicts, moved = self._study_for(session, header, now)
             fields = {
                 "study_id": study.id,
                 "association_id": received.association_id,
@@ -341,8 +354,10 @@ class Ingestor:
         if replaced_path:  # re-sent under another study or series: the old copy is now stale
             with contextlib.suppress(OSError):
                 Path(replaced_path).unlink()
-        if reopened:
+        if moved == REOPEN_REASON:
             log.info("study %d reopened: %s", study_id, REOPEN_REASON)
+        elif moved == REDRAFT_REASON:
+            log.info("study %d queued again: %s", study_id, REDRAFT_REASON)
         elif state is not StudyState.RECEIVED:
             log.warning(
                 "late instance %s for study %d in state %s: stored, study not re-queued",
@@ -364,9 +379,9 @@ class Ingestor:
 
     def _study_for(
         self, session: Session, header: InstanceHeader, now: datetime
-    ) -> tuple[Study, list[str], bool]:
+    ) -> tuple[Study, list[str], str | None]:
         """The study row, locked until commit; the identity attributes this instance contradicts; and
-        whether a skipped study was reopened.
+        the reason when the instance moved the study (REOPEN_REASON, REDRAFT_REASON), else None.
 
         The row lock (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises anyway)
         makes assembly, which takes the same lock, wait until this instance is recorded, and makes
@@ -405,10 +420,24 @@ class Ingestor:
             study.body_part = header.body_part
         elif study.body_part is None and header.modality == study.modality:
             study.body_part = header.body_part
-        reopened = study.state is StudyState.SKIPPED and header.modality in RADIOGRAPH_MODALITIES
-        if reopened:  # e.g. the frontal a lateral-only study was waiting for
+        if study.state is StudyState.SKIPPED and header.modality in RADIOGRAPH_MODALITIES:
+            # e.g. the frontal a lateral-only study was waiting for
             transition(session, study, StudyState.RECEIVED, REOPEN_REASON)
-        return study, conflicts, reopened
+            return study, conflicts, REOPEN_REASON
+        if (
+            not conflicts
+            and not study.identity_conflict
+            and frontal_chest_radiograph(header.facts)
+            and draft_needs_a_frontal(session, study)
+        ):
+            try:
+                with session.begin_nested():
+                    request_redraft(session, study)
+            except IllegalTransition as error:  # moved by another process under our feet: leave it
+                log.warning("study %d not queued again: %s", study.id, error)
+                return study, conflicts, None
+            return study, conflicts, REDRAFT_REASON
+        return study, conflicts, None
 
     def _late_issuer_conflict(self, study_id: int, header: InstanceHeader) -> list[str]:
         """For an instance arriving after assembly: does its IssuerOfPatientID contradict the study's?
@@ -439,6 +468,14 @@ class Ingestor:
                 study = session.get_one(Study, study_id, with_for_update=True)
                 study.identity_conflict = identity_conflict(study.identity_conflict, conflicts)
         return conflicts
+
+
+def frontal_chest_radiograph(image: ImageFacts) -> bool:
+    """Whether a late image may correct a draft of its (chest) study: a CR/DX frontal view, by the
+    worker's view ladder, naming no body part other than the chest."""
+    if image.modality not in RADIOGRAPH_MODALITIES or view_of(image) is not View.FRONTAL:
+        return False
+    return decide([image, _DRAFTED_CHEST]).draft
 
 
 def _upsert_instance(

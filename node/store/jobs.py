@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.store.models import Job, Study
+from node.store.redraft import redraft_requested
 from node.store.states import JobKind, JobState, StudyState
 from node.store.transitions import transition
 
@@ -188,8 +189,9 @@ def claim_inference(
             select(Job).where(Job.study_id == study_id, Job.kind == JobKind.INFER).order_by(Job.attempt)
         )
     )
+    earlier_round = redraft_requested(session, study_id)  # its succeeded attempts drafted the old report
     for job in attempts:
-        if job.state is JobState.SUCCEEDED:
+        if job.state is JobState.SUCCEEDED and not earlier_round:
             return Claim(None, f"study {study_id} was already inferred (job {job.id})")
         if job.state is not JobState.RUNNING:
             continue

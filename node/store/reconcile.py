@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from node.config.settings import Settings
 from node.store.jobs import Liveness, bury, fail_for_lost_attempts, lost_attempts
 from node.store.models import Job, Study
+from node.store.redraft import redraft_requested
 from node.store.states import JobKind, JobState, StudyState
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,9 @@ def reconcile(session: Session, now: datetime, policy: ReconcilePolicy) -> Recon
             attempts[job.study_id].append(job)
     for study in queued:
         jobs = attempts[study.id]
-        if any(job.state in (JobState.RUNNING, JobState.SUCCEEDED) for job in jobs):
+        # In a re-draft round (node.store.redraft), succeeded attempts are the earlier round's.
+        done = () if redraft_requested(session, study.id) else (JobState.SUCCEEDED,)
+        if any(job.state in (JobState.RUNNING, *done) for job in jobs):
             continue  # live (or done: the claim refuses it, republishing would not help)
         if lost_attempts(jobs) >= policy.max_dead_attempts:
             reason = fail_for_lost_attempts(session, study, jobs, now, None)

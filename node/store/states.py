@@ -25,8 +25,10 @@ STUDY_TRANSITIONS: Mapping[StudyState, frozenset[StudyState]] = {
     StudyState.RECEIVED: frozenset({StudyState.COMPLETE, StudyState.FAILED}),
     StudyState.COMPLETE: frozenset({StudyState.QUEUED, StudyState.SKIPPED, StudyState.FAILED}),
     StudyState.QUEUED: frozenset({StudyState.INFERRED, StudyState.FAILED}),
-    StudyState.INFERRED: frozenset({StudyState.DELIVERED, StudyState.FAILED}),
-    StudyState.DELIVERED: frozenset(),
+    # A frontal view arriving after a draft read from a lateral (or a view nothing marked) sends the
+    # study back for a corrected draft (`node.store.redraft`); any other late instance does not.
+    StudyState.INFERRED: frozenset({StudyState.DELIVERED, StudyState.FAILED, StudyState.QUEUED}),
+    StudyState.DELIVERED: frozenset({StudyState.QUEUED}),
     # A CR/DX instance arriving for a skipped study (the frontal a lateral waited for) reopens it.
     StudyState.SKIPPED: frozenset({StudyState.RECEIVED}),
     StudyState.FAILED: frozenset({StudyState.QUEUED}),  # an operator re-queues a failed study

@@ -16,8 +16,10 @@ from node.dicom.association_log import AssociationLog, Peer
 from node.dicom.ingest import Ingestor, ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database
-from node.store.models import Instance, Job, Study, StudyEvent
+from node.store.models import Instance, Job, ModelVersion, Report, Study, StudyEvent
+from node.store.redraft import REDRAFT_REASON
 from node.store.states import AssociationOutcome, JobKind, JobState, StudyState
+from node.store.transitions import transition
 
 QUIET = 10.0
 
@@ -450,3 +452,161 @@ def test_the_node_passes_the_lateral_only_setting_to_assembly(start_node, make_s
     assert make_settings().draft_lateral_only is False
     node = start_node(make_settings(draft_lateral_only=True))
     assert node.assembler is not None and node.assembler.draft_lateral_only is True
+
+
+# --- a frontal view after a draft read from a lateral (or from an image nothing marked) ------------
+
+LATERAL_READ = "fallback: only lateral views in the study; instance 1 (View Position LL)"
+UNKNOWN_READ = "fallback: no image is marked frontal; instance 1 has no view information (Body Part CHEST)"
+FRONTAL_READ = "instance 1: View Position PA"
+
+
+def drafted(db: Database, study_id: int, view_reason: str, state: StudyState = StudyState.DELIVERED) -> None:
+    """What the worker and the outbox leave behind: a report read from the study's first instance (with
+    `view_reason`), a succeeded inference attempt, the study moved queued -> inferred (-> delivered)."""
+    with db.sessions.begin() as session:
+        model = session.scalar(select(ModelVersion).limit(1))
+        if model is None:
+            model = ModelVersion(name="m", version="v", path="p", sha256="s", block_size=8, active=True)
+            session.add(model)
+            session.flush()
+        instance_id = session.scalars(
+            select(Instance.id).where(Instance.study_id == study_id).order_by(Instance.id)
+        ).first()
+        session.add(
+            Report(
+                study_id=study_id,
+                model_version_id=model.id,
+                findings="f",
+                impression="i",
+                text="t",
+                tokens=1,
+                forwards=1,
+                seconds=0.1,
+                instance_id=instance_id,
+                view_reason=view_reason,
+            )
+        )
+        attempt = 1 + len(list(session.scalars(select(Job.id).where(Job.study_id == study_id))))
+        now = datetime.now(UTC)
+        session.add(
+            Job(
+                study_id=study_id,
+                kind=JobKind.INFER,
+                attempt=attempt,
+                state=JobState.SUCCEEDED,
+                started_at=now,
+            )
+        )
+        study = session.get_one(Study, study_id)
+        transition(session, study, StudyState.INFERRED, "report drafted")
+        if state is StudyState.DELIVERED:
+            transition(session, study, StudyState.DELIVERED, "SR delivered")
+
+
+def queued_drafted_study(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, db: Database, view: str | None, reason: str
+) -> tuple[int, str]:
+    """A study of one image (View Position `view`) drafted and delivered; returns (id, Study Instance UID)."""
+    parts.assembler = StudyAssembler(
+        db.sessions, QUIET, parts.assembler.publisher, clock, draft_lateral_only=True
+    )
+    study_id = deliver(parts, dicom, attributes={"ViewPosition": view})
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().queued == [study_id]
+    drafted(db, study_id, reason)
+    return study_id, state_of(db, study_id).study_instance_uid
+
+
+@pytest.mark.parametrize(("view", "reason"), [("LL", LATERAL_READ), (None, UNKNOWN_READ)])
+@pytest.mark.parametrize("state", [StudyState.DELIVERED, StudyState.INFERRED])
+def test_a_frontal_after_a_draft_read_from_a_non_frontal_queues_the_study_again(
+    parts: SimpleNamespace,
+    clock: Clock,
+    dicom: SimpleNamespace,
+    publisher,
+    sqlite_db: Database,
+    caplog,
+    view: str | None,
+    reason: str,
+    state: StudyState,
+) -> None:
+    parts.assembler = StudyAssembler(sqlite_db.sessions, QUIET, publisher, clock, draft_lateral_only=True)
+    study_id = deliver(parts, dicom, attributes={"ViewPosition": view})
+    clock.advance(QUIET)
+    assert parts.assembler.sweep().queued == [study_id]
+    drafted(sqlite_db, study_id, reason, state)
+    uid = state_of(sqlite_db, study_id).study_instance_uid
+
+    clock.advance(20)  # the PA arrives 20 s after the draft
+    with caplog.at_level("INFO", logger="node.dicom.ingest"):
+        assert deliver(parts, dicom, study_uid=uid, modality="DX") == study_id
+
+    study = state_of(sqlite_db, study_id)
+    assert (study.state, study.enqueued_at) == (StudyState.QUEUED, None)
+    assert events_of(sqlite_db, study_id)[-1] == (state, StudyState.QUEUED, REDRAFT_REASON)
+    assert f"study {study_id} queued again: {REDRAFT_REASON}" in caplog.text
+    assert parts.assembler.sweep().published == [study_id]  # published at once, no second quiet period
+    assert publisher.published == [study_id, study_id]
+
+
+def test_a_lateral_after_a_frontal_draft_is_stored_and_changes_nothing(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database, caplog
+) -> None:
+    study_id, uid = queued_drafted_study(parts, clock, dicom, sqlite_db, "PA", FRONTAL_READ)
+    clock.advance(20)
+    with caplog.at_level("INFO", logger="node.dicom.ingest"):
+        assert deliver(parts, dicom, study_uid=uid, attributes={"ViewPosition": "LL"}) == study_id
+        assert (
+            deliver(parts, dicom, study_uid=uid, attributes={"ViewPosition": "AP"}) == study_id
+        )  # another frontal
+    assert state_of(sqlite_db, study_id).state is StudyState.DELIVERED
+    assert events_of(sqlite_db, study_id)[-1][1] is StudyState.DELIVERED
+    assert "stored, study not re-queued" in caplog.text
+    assert parts.assembler.sweep().published == []
+    with sqlite_db.sessions() as session:
+        assert len(list(session.scalars(select(Instance.id).where(Instance.study_id == study_id)))) == 3
+
+
+@pytest.mark.parametrize(
+    ("attributes", "why"),
+    [
+        ({"ViewPosition": "LL"}, "another lateral"),
+        ({"ViewPosition": None}, "a view nothing marks"),
+        ({"ViewPosition": "PA", "PatientID": "OTHER-PATIENT"}, "another patient"),
+        ({"ViewPosition": "PA", "BodyPartExamined": "HAND"}, "another body part"),
+        ({"ViewPosition": "PA", "Modality": "PR"}, "not a radiograph"),
+    ],
+)
+def test_only_a_frontal_chest_radiograph_of_the_same_patient_queues_a_lateral_draft_again(
+    parts: SimpleNamespace,
+    clock: Clock,
+    dicom: SimpleNamespace,
+    sqlite_db: Database,
+    attributes: dict,
+    why: str,
+) -> None:
+    study_id, uid = queued_drafted_study(parts, clock, dicom, sqlite_db, "LL", LATERAL_READ)
+    assert deliver(parts, dicom, study_uid=uid, attributes=attributes) == study_id, why
+    assert state_of(sqlite_db, study_id).state is StudyState.DELIVERED, why
+
+
+def test_a_study_flagged_for_conflicting_instances_is_not_queued_again(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, sqlite_db: Database
+) -> None:
+    study_id, uid = queued_drafted_study(parts, clock, dicom, sqlite_db, "LL", LATERAL_READ)
+    with sqlite_db.sessions.begin() as session:
+        session.get_one(Study, study_id).identity_conflict = "instances disagree on IssuerOfPatientID"
+    deliver(parts, dicom, study_uid=uid)  # a PA
+    assert state_of(sqlite_db, study_id).state is StudyState.DELIVERED
+
+
+def test_a_study_queued_again_for_a_corrected_draft_is_republished_after_a_restart(
+    parts: SimpleNamespace, clock: Clock, dicom: SimpleNamespace, publisher, sqlite_db: Database
+) -> None:
+    """Its succeeded attempt drafted the old report: it is unfinished, unlike a study queued with one."""
+    study_id, uid = queued_drafted_study(parts, clock, dicom, sqlite_db, "LL", LATERAL_READ)
+    deliver(parts, dicom, study_uid=uid)  # the PA: queued again
+    assert parts.assembler.sweep().published == [study_id]
+    assert parts.assembler.republish_unfinished() == 1
+    assert parts.assembler.sweep().published == [study_id]

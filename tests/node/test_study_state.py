@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from node.store.database import Database
 from node.store.models import Study, StudyEvent
+from node.store.redraft import REDRAFT_REASON, redraft_requested, request_redraft
 from node.store.states import STUDY_TRANSITIONS, StudyState
 from node.store.transitions import IllegalTransition, record_creation, transition
 
@@ -28,8 +29,9 @@ def test_the_happy_path_and_its_exits_are_exactly_these() -> None:
         StudyState.RECEIVED: {StudyState.COMPLETE, StudyState.FAILED},
         StudyState.COMPLETE: {StudyState.QUEUED, StudyState.SKIPPED, StudyState.FAILED},
         StudyState.QUEUED: {StudyState.INFERRED, StudyState.FAILED},
-        StudyState.INFERRED: {StudyState.DELIVERED, StudyState.FAILED},
-        StudyState.DELIVERED: set(),
+        # back to queued: a frontal arrived after a draft read from a non-frontal view (re-drafted)
+        StudyState.INFERRED: {StudyState.DELIVERED, StudyState.FAILED, StudyState.QUEUED},
+        StudyState.DELIVERED: {StudyState.QUEUED},
         StudyState.SKIPPED: {StudyState.RECEIVED},  # reopened by a CR/DX instance
         StudyState.FAILED: {StudyState.QUEUED},
     } == STUDY_TRANSITIONS
@@ -84,6 +86,8 @@ def test_a_skipped_study_reopens_and_its_skip_reason_is_cleared(sqlite_db: Datab
         (StudyState.RECEIVED, StudyState.DELIVERED),
         (StudyState.QUEUED, StudyState.RECEIVED),
         (StudyState.DELIVERED, StudyState.FAILED),
+        (StudyState.DELIVERED, StudyState.RECEIVED),
+        (StudyState.INFERRED, StudyState.RECEIVED),
         (StudyState.SKIPPED, StudyState.QUEUED),
     ],
 )
@@ -124,3 +128,26 @@ def test_a_move_made_meanwhile_by_another_process_makes_ours_fail(sqlite_db: Dat
             e.reason for e in session.scalars(select(StudyEvent).where(StudyEvent.study_id == study_id))
         ]
     assert reasons == ["test", "other process"]
+
+
+@pytest.mark.parametrize("start", [StudyState.INFERRED, StudyState.DELIVERED])
+def test_a_drafted_study_goes_back_to_queued_for_a_corrected_draft(
+    sqlite_db: Database, start: StudyState
+) -> None:
+    study_id = _study(sqlite_db, start)
+    with sqlite_db.sessions.begin() as session:
+        study = session.get_one(Study, study_id)
+        study.enqueued_at = datetime.now(UTC)
+        request_redraft(session, study)
+    with sqlite_db.sessions() as session:
+        study = session.get_one(Study, study_id)
+        last = session.scalars(
+            select(StudyEvent).where(StudyEvent.study_id == study_id).order_by(StudyEvent.id.desc())
+        ).first()
+        assert (study.state, study.enqueued_at) == (StudyState.QUEUED, None)  # the assembly loop publishes it
+        assert last is not None and (last.from_state, last.to_state, last.reason) == (
+            start,
+            StudyState.QUEUED,
+            REDRAFT_REASON,
+        )
+        assert redraft_requested(session, study_id)

@@ -300,3 +300,50 @@ def test_the_attempt_records_its_process_and_beats_while_the_engine_works(
     [job] = rows(database, Job)
     assert (job.worker_host, job.worker_pid) == (socket.gethostname(), os.getpid())
     assert beats[0] > job.started_at + timedelta(seconds=0.3), "the heartbeat went on during generate"
+
+
+@pytest.mark.parametrize(
+    ("first_views", "later_views", "new_revision"),
+    [
+        (["LL"], ["LL"], False),  # only another lateral: nothing better to read
+        (["LL"], [None], False),  # an image with no view information is no frontal either
+        (["PA"], ["AP"], False),  # drafted from a frontal already
+        (["LL"], ["PA"], True),  # the frontal arrived: revision 2 from it
+        ([None], ["AP"], True),  # the first draft read an unmarked image
+    ],
+)
+def test_a_new_revision_only_when_a_frontal_replaces_a_non_frontal_read(
+    database: Database,
+    node_settings,
+    store_study,
+    images,
+    engine,
+    first_views: list[str | None],
+    later_views: list[str | None],
+    new_revision: bool,
+) -> None:
+    first = [images.chest(view_position=view, instance_number=1) for view in first_views]
+    study_id = store_study(*first)
+    inference = make_inference(database, node_settings(pacs=PACS), engine)
+    drafted = inference.run(study_id, "task-1")
+    later = [
+        images.chest(study_uid=first[0].StudyInstanceUID, view_position=view, instance_number=2)
+        for view in later_views
+    ]
+    store_study(*later, state=StudyState.RECEIVED)
+    with database.sessions.begin() as session:  # queued again, whatever the node decided
+        for job in session.scalars(select(Job).where(Job.study_id == study_id)):
+            job.state = JobState.FAILED
+        session.get_one(Study, study_id).state = StudyState.QUEUED
+
+    again = inference.run(study_id, "task-2")
+
+    reports = rows(database, Report)
+    if new_revision:
+        assert again.report_id != drafted.report_id
+        assert [(r.revision, r.supersedes_id) for r in reports] == [(1, None), (2, drafted.report_id)]
+        assert len(engine.read) == 2 and len(rows(database, Delivery)) == 2
+    else:
+        assert again.report_id == drafted.report_id
+        assert [(r.revision, r.supersedes_id) for r in reports] == [(1, None)]
+        assert len(engine.read) == 1 and len(rows(database, Delivery)) == 1

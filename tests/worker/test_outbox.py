@@ -459,3 +459,42 @@ def test_a_study_flagged_for_conflicting_instances_after_its_draft_is_held(
         DeliveryStatus.HELD,
         "instances disagree on PatientID; held for an operator",
     )
+
+
+def test_a_superseded_draft_s_unsent_rows_are_stopped_and_its_delivered_ones_kept(
+    database: Database, peers, store_study, images, report_for, clock
+) -> None:
+    """stop_superseded: pending, retrying and held rows end failed with the reason; delivered stays."""
+    report_id = report_for(store_study(images.chest()), peers)
+    with database.sessions.begin() as session:
+        sr, oru = (
+            session.scalars(select(Delivery).where(Delivery.kind == kind)).one() for kind in DeliveryKind
+        )
+        sr.status = DeliveryStatus.DELIVERED
+        oru.status = DeliveryStatus.HELD
+        old = session.get_one(Report, report_id)
+        newer = Report(
+            study_id=old.study_id,
+            model_version_id=old.model_version_id,
+            findings="f",
+            impression="i",
+            text="t",
+            tokens=1,
+            forwards=1,
+            seconds=0.1,
+            revision=2,
+            supersedes_id=report_id,
+        )
+        session.add(newer)
+        session.flush()
+        stopped = outbox_module.stop_superseded(session, report_id, newer, clock.now())
+        newer_id = newer.id
+    rows = deliveries(database)
+    assert stopped == [rows[(report_id, DeliveryKind.ORU)].id]
+    assert rows[(report_id, DeliveryKind.SR)].status is DeliveryStatus.DELIVERED
+    oru_row = rows[(report_id, DeliveryKind.ORU)]
+    assert (oru_row.status, oru_row.next_attempt_at) == (DeliveryStatus.FAILED, None)
+    assert oru_row.last_error == (
+        f"superseded by report {newer_id} (revision 2), the draft read from the frontal view: not sent"
+    )
+    assert outbox(database, peers, clock).run_due().attempted == 0
