@@ -25,17 +25,24 @@ def format_report(findings: str, impression: str) -> str:
     return Report(findings, impression).text()
 
 
+def section_bodies(text: str) -> dict[str, str]:
+    """{"FINDINGS": body, "IMPRESSION": body} for the headers the text has (the first of each),
+    stripped; text before any header is not in it."""
+    parts = _SECTION.split(text)
+    sections: dict[str, str] = {}
+    for header, body in zip(parts[1::2], parts[2::2], strict=False):
+        sections.setdefault(header.upper(), body.strip())
+    return sections
+
+
 def split_report(text: str) -> Report:
     """Split a report string into its sections; text before any header counts as findings.
 
     Generated text may lack a header or repeat one; the first of each section wins and nothing
     raises, because a draft with a missing section is still worth showing to the radiologist.
     """
-    parts = _SECTION.split(text)
-    sections: dict[str, str] = {}
-    lead = parts[0].strip()
-    for header, body in zip(parts[1::2], parts[2::2], strict=False):
-        sections.setdefault(header.upper(), body.strip())
+    lead = _SECTION.split(text)[0].strip()
+    sections = section_bodies(text)
     findings = sections.get("FINDINGS", "")
     if lead:
         findings = f"{lead} {findings}".strip()

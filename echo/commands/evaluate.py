@@ -18,8 +18,22 @@ def command(
     no_semscore: Annotated[
         bool, typer.Option("--no-semscore", help="Skip SemScore-MiniLM (loading its model takes seconds).")
     ] = False,
+    fluency: Annotated[
+        bool,
+        typer.Option(
+            "--fluency",
+            help="Also score fluency: the AR model's per-token NLL of each draft given its image "
+            "(needs torch; reads the manifest's images).",
+        ),
+    ] = False,
+    fluency_model: Annotated[
+        Path | None,
+        typer.Option("--fluency-model", help="The AR checkpoint for --fluency (default: the bundled one)."),
+    ] = None,
 ) -> None:
-    """Positive-finding F1, ROUGE-L, BLEU-4, CIDEr-D, SemScore-MiniLM, repetition and decoding speed."""
+    """Positive-finding F1 with precision and recall, false positives per normal study, ROUGE-L,
+    BLEU-4, CIDEr-D, SemScore-MiniLM, repetition, adjacent duplicate words, both sections present,
+    optionally fluency (AR NLL), and decoding speed."""
     import json
 
     from rich.console import Console
@@ -31,6 +45,11 @@ def command(
 
     pred_rows = read_jsonl(pred, "predictions file")
     ref_rows = read_jsonl(data, "manifest")
+    scorer = None
+    if fluency or fluency_model is not None:
+        from echo.training.fluency import BUNDLED_AR, ArFluency
+
+        scorer = ArFluency(fluency_model or BUNDLED_AR, data)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
 
@@ -38,7 +57,7 @@ def command(
             task = progress.add_task(description, total=total)
             return lambda n: progress.advance(task, n)
 
-        results = evaluate(pred_rows, ref_rows, with_semscore=not no_semscore, progress=stage)
+        results = evaluate(pred_rows, ref_rows, with_semscore=not no_semscore, fluency=scorer, progress=stage)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:

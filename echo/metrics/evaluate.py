@@ -14,17 +14,21 @@ from echo.errors import UserError
 from echo.findings import Label
 from echo.metrics.bleu import corpus_bleu
 from echo.metrics.cider import cider_d
-from echo.metrics.findings_f1 import f1_from_labels
+from echo.metrics.duplicates import adjacent_duplicates
+from echo.metrics.findings_f1 import f1_from_labels, normal_studies
 from echo.metrics.labeler import label_report
 from echo.metrics.records import Prediction, Reference, parse_predictions, parse_references
 from echo.metrics.repetition import repetition
 from echo.metrics.rouge import rouge_l_pair
+from echo.metrics.sections import complete_share
 from echo.metrics.speed import decoding_speed
 
 MISSING_IDS_SHOWN = 10
 
 # (description, total) -> advance(n); the CLI passes one backed by a rich progress bar
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+# (study ids, drafts, advance) -> echo.training.fluency.Fluency; see echo.training.fluency.ArFluency
+FluencyScorer = Callable[[list[str], list[str], Callable[[int], None]], Any]
 
 
 def _no_progress(description: str, total: int) -> Callable[[int], None]:
@@ -37,8 +41,11 @@ def evaluate(
     *,
     with_semscore: bool = True,
     semscore_model: Any | None = None,
+    fluency: FluencyScorer | None = None,
     progress: ProgressFactory = _no_progress,
 ) -> dict[str, Any]:
+    """Every metric as a JSON-able dict; `fluency` (an AR model's scorer, needs torch) adds the
+    drafts' per-token negative log-likelihood under it, None leaves it out."""
     predictions = parse_predictions(pred_rows)
     references = parse_references(ref_rows)
     by_id = {p.id: p for p in predictions}
@@ -56,6 +63,7 @@ def evaluate(
 
     predicted_labels, reference_labels = _labels(pairs, progress)
     f1 = f1_from_labels(predicted_labels, reference_labels)
+    normals = normal_studies(predicted_labels, reference_labels)
     said = {
         name: sum(labels.get(name) == Label.POSITIVE for labels in predicted_labels) for name in f1.per_class
     }
@@ -68,7 +76,12 @@ def evaluate(
     bleu = corpus_bleu(preds, refs)
     cider = cider_d(preds, refs)
     repeats = repetition(preds)
+    duplicates = adjacent_duplicates(preds)
     advance(1)
+    fluent = None
+    if fluency is not None:
+        scored = fluency([p.id for p, _ in pairs], preds, progress("fluency (AR NLL)", len(pairs)))
+        fluent = {"ar_nll_per_token": scored.nll_per_token, "tokens": scored.tokens, "model": scored.model}
     semantic = None
     if with_semscore:
         from echo.metrics.semscore import semscore
@@ -87,6 +100,8 @@ def evaluate(
         "reference_labels": _label_source(pairs),
         "positive_f1": {
             "micro": f1.micro,
+            "micro_precision": f1.micro_precision,
+            "micro_recall": f1.micro_recall,
             "macro": f1.macro,
             "per_class": {
                 name: {**score._asdict(), "predicted": said[name]} for name, score in f1.per_class.items()
@@ -96,10 +111,23 @@ def evaluate(
         "bleu_4": bleu.score,
         "cider_d": cider,
         "semscore_minilm": semantic,
+        "normal_studies": {
+            "studies": normals.studies,
+            "false_positives_per_study": normals.false_positives_per_study,
+            "called_normal": normals.called_normal,
+        },
         "repetition": {
             "repeated_4gram_share": repeats.repeated_ngram_share,
             "reports_with_4gram_3x": repeats.reports_with_repeats,
         },
+        "duplicate_words": {
+            "rate": duplicates.rate,
+            "reports_with_duplicates": duplicates.reports_with_duplicates,
+            "duplicates": duplicates.duplicates,
+            "words": duplicates.words,
+        },
+        "both_sections": complete_share(preds),
+        "fluency": fluent,
         "tokens_per_forward": speed.tokens_per_forward,
         "tokens_per_second": speed.tokens_per_second,
         "timed_reports": speed.timed_reports,

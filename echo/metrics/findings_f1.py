@@ -28,6 +28,17 @@ class F1Result:
     micro: float
     macro: float
     per_class: dict[str, ClassScore]
+    micro_precision: float = 0.0  # over all classes: predicted positives that are true
+    micro_recall: float = 0.0  # over all classes: true positives that were predicted
+
+
+@dataclass(frozen=True)
+class NormalStudies:
+    """What drafts say about studies with no positive finding (the "no finding" studies)."""
+
+    studies: int  # normal studies among the references
+    false_positives_per_study: float  # positive findings the drafts name there, per study (0.0 if none)
+    called_normal: float  # share of them whose draft names no positive finding (0.0 if none)
 
 
 def positive_f1(pred_reports: Sequence[str], ref_reports: Sequence[str]) -> F1Result:
@@ -65,7 +76,25 @@ def f1_from_labels(
         totals = [totals[0] + tp, totals[1] + fp, totals[2] + fn]
     present = [s.f1 for s in per_class.values() if s.support > 0]
     macro = sum(present) / len(present) if present else 0.0
-    return F1Result(_score(*totals).f1, macro, per_class)
+    micro = _score(*totals)
+    return F1Result(micro.f1, macro, per_class, micro.precision, micro.recall)
+
+
+def normal_studies(
+    pred_labels: Sequence[Mapping[str, Label | str]], ref_labels: Sequence[Mapping[str, Label | str]]
+) -> NormalStudies:
+    """False-positive findings per normal study: a reference with no POSITIVE class is normal,
+    and every class its draft calls POSITIVE is a false positive."""
+    if len(pred_labels) != len(ref_labels):
+        raise ValueError(f"{len(pred_labels)} predictions but {len(ref_labels)} references")
+    said = [
+        sum(predicted.get(finding) == Label.POSITIVE for finding in FINDINGS)
+        for predicted, expected in zip(pred_labels, ref_labels, strict=True)
+        if not any(expected.get(finding) == Label.POSITIVE for finding in FINDINGS)
+    ]
+    if not said:
+        return NormalStudies(0, 0.0, 0.0)
+    return NormalStudies(len(said), sum(said) / len(said), sum(n == 0 for n in said) / len(said))
 
 
 def _score(tp: int, fp: int, fn: int) -> ClassScore:

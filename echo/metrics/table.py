@@ -20,16 +20,36 @@ def summary_table(results: Mapping[str, Any]) -> Table:
     table.add_column("value", justify="right")
     f1 = results["positive_f1"]
     repeats = results["repetition"]
+    normals = results["normal_studies"]
+    duplicates = results["duplicate_words"]
+    fluency = results["fluency"]
     rows = [
         ("studies evaluated", f"{results['evaluated']} of {results['studies']}"),
         ("positive-finding F1, micro", _number(f1["micro"])),
+        ("positive-finding precision, micro", _number(f1["micro_precision"])),
+        ("positive-finding recall, micro", _number(f1["micro_recall"])),
         ("positive-finding F1, macro", _number(f1["macro"])),
+        (
+            f"false-positive findings per normal study ({normals['studies']})",
+            _number(normals["false_positives_per_study"] if normals["studies"] else None),
+        ),
+        (
+            "normal studies drafted as normal",
+            _number(normals["called_normal"] if normals["studies"] else None),
+        ),
         ("ROUGE-L (F1)", _number(results["rouge_l"])),
         ("BLEU-4", _number(results["bleu_4"])),
         ("CIDEr-D", _number(results["cider_d"])),
         ("SemScore-MiniLM", _number(results["semscore_minilm"])),
         ("repeated 4-grams (share)", _number(repeats["repeated_4gram_share"])),
         ("reports with a 4-gram 3+ times", _number(repeats["reports_with_4gram_3x"])),
+        ("adjacent duplicate words (share of words)", _number(duplicates["rate"])),
+        ("reports with an adjacent duplicate word", _number(duplicates["reports_with_duplicates"])),
+        ("reports with both sections", _number(results["both_sections"])),
+        (
+            "fluency: AR NLL per token (nats)",
+            _number(None if fluency is None else fluency["ar_nll_per_token"]),
+        ),
         ("tokens per forward", _number(results["tokens_per_forward"], 2)),
         ("tokens per second", _number(results["tokens_per_second"], 1)),
     ]

@@ -40,6 +40,11 @@ def test_all_metrics_for_a_perfect_run():
     assert result["cider_d"] > 5
     assert result["semscore_minilm"] is None
     assert result["repetition"] == {"repeated_4gram_share": 0.0, "reports_with_4gram_3x": 0.0}
+    assert result["positive_f1"]["micro_precision"] == result["positive_f1"]["micro_recall"] == 1.0
+    assert result["normal_studies"] == {"studies": 1, "false_positives_per_study": 0.0, "called_normal": 1.0}
+    assert result["duplicate_words"]["rate"] == 0.0 and result["duplicate_words"]["words"] > 0
+    assert result["both_sections"] == 1.0
+    assert result["fluency"] is None
     assert result["tokens_per_forward"] == pytest.approx(8.0)
     assert result["tokens_per_second"] == pytest.approx(48 / 1.5)
     assert result["reference_labels"] == "manifest"
@@ -54,6 +59,28 @@ def test_missing_predictions_are_counted_and_left_out():
     assert result["positive_f1"]["per_class"]["cardiomegaly"]["recall"] == 0.0
     assert result["repetition"]["reports_with_4gram_3x"] == 1.0
     assert result["tokens_per_forward"] == 1.0
+
+
+def test_a_broken_run_shows_in_precision_duplicates_and_sections():
+    preds = [
+        _pred(
+            "s1",
+            "FINDINGS: Small left pleural effusion. No pneumothorax.\nIMPRESSION: Left pleural effusion.",
+        ),
+        _pred("s2", "FINDINGS: The the heart is enlarged. Right pneumothorax.\nIMPRESSION: -"),
+        _pred(
+            "s3", "FINDINGS: Lungs are clear. Large right pneumothorax, moderate edema.\nIMPRESSION: Normal."
+        ),
+    ]
+    result = evaluate(preds, REFS, with_semscore=False)
+    f1 = result["positive_f1"]
+    assert f1["micro_recall"] == 1.0  # both true findings named
+    assert f1["micro_precision"] == pytest.approx(2 / 5)  # three false: pneumothorax twice, edema
+    assert result["normal_studies"]["false_positives_per_study"] == 2.0  # s3 is the normal study
+    assert result["normal_studies"]["called_normal"] == 0.0
+    assert result["duplicate_words"]["duplicates"] == 1
+    assert result["duplicate_words"]["reports_with_duplicates"] == pytest.approx(1 / 3)
+    assert result["both_sections"] == pytest.approx(2 / 3)
 
 
 def test_reference_labels_fall_back_to_the_labeler():

@@ -55,6 +55,9 @@ def test_table_output_names_every_metric(files):
     for name in (
         "positive-finding F1, micro", "ROUGE-L", "BLEU-4", "CIDEr-D", "SemScore-MiniLM", "repeated 4-grams",
         "tokens per forward", "tokens per second", "pleural effusion", "1 manifest studies have no prediction (s2)",
+        "positive-finding precision, micro", "positive-finding recall, micro",
+        "false-positive findings per normal study", "adjacent duplicate words", "reports with both sections",
+        "fluency: AR NLL per token",
     ):  # fmt: skip
         assert name in result.stdout, name
 
@@ -78,6 +81,16 @@ def test_bad_predictions_are_one_line_errors(tmp_path, capsys, monkeypatch, pred
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("echo-train: error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_fluency_model_that_is_not_a_checkpoint_is_an_error(files, tmp_path):
+    pred, data = files
+    result = CliRunner().invoke(
+        _app(),
+        ["evaluate", "--pred", pred, "--data", data, "--no-semscore", "--fluency-model", str(tmp_path)],
+    )
+    assert isinstance(result.exception, UserError)
+    assert "is not a checkpoint directory" in str(result.exception)
 
 
 def test_missing_files_are_errors(tmp_path, files):
