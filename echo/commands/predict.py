@@ -15,12 +15,19 @@ def command(
     data: Annotated[Path, typer.Option(help="manifest.jsonl")],
     out: Annotated[Path, typer.Option(help="predictions .jsonl")],
     decode: Annotated[
-        str | None, typer.Option(help="ar | multistep | onestep (default: what the model serves)")
+        str | None,
+        typer.Option(help="ar | multistep | onestep | refine (default: what the model serves)"),
     ] = None,
     steps: Annotated[
         int | None, typer.Option(help="multistep: step budget per block (default: block size)")
     ] = None,
-    threshold: Annotated[float | None, typer.Option(help="multistep: low_confidence_dynamic tau")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="multistep: low_confidence_dynamic tau; refine: positions below this confidence "
+            "are re-predicted in one more forward of their block"
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="manifest split to predict ('all' for every row)")] = "test",
     limit: Annotated[int | None, typer.Option(help="first N studies only")] = None,
     batch_size: Annotated[int, typer.Option(help="studies per decoding call (1 gives exact timings)")] = 1,
@@ -48,10 +55,12 @@ def command(
         from echo.training.predict import DecodeOptions, predict_rows, write_jsonl
 
         net, tokenizer, spec = load_checkpoint(model)
+        chosen = decode or spec.decode
+        default_threshold = spec.refine_threshold if chosen == "refine" else spec.threshold
         options = DecodeOptions(
-            decode=decode or spec.decode,
+            decode=chosen,
             steps=steps,
-            threshold=spec.threshold if threshold is None else threshold,
+            threshold=default_threshold if threshold is None else threshold,
             max_new_tokens=spec.max_new_tokens,
         )
         examples = load_examples(

@@ -1,5 +1,6 @@
-"""Decoders: AR greedy, multi-step block diffusion, one step per block. Tokenizer-free: they take
-a prepared Context and return token ids in a DecodeResult; the caller decodes text."""
+"""Decoders: AR greedy, multi-step block diffusion, one step per block, and one step per block with
+confidence-gated refinement. Tokenizer-free: they take a prepared Context and return token ids in
+a DecodeResult; the caller decodes text."""
 
 from echo.decoding.ar import decode_ar
 from echo.decoding.block_diffusion import decode_block_diffusion
@@ -11,6 +12,7 @@ from echo.decoding.context import (
     prepare_context,
 )
 from echo.decoding.onestep import decode_onestep, decode_onestep_unfused
+from echo.decoding.refine import decode_refine
 from echo.decoding.remasking import REMASKING_STRATEGIES, num_transfer_tokens
 from echo.decoding.result import BlockTrajectory, DecodeResult
 
@@ -25,6 +27,7 @@ __all__ = [
     "decode_block_diffusion",
     "decode_onestep",
     "decode_onestep_unfused",
+    "decode_refine",
     "image_token_count",
     "num_transfer_tokens",
     "prepare_context",

@@ -23,6 +23,7 @@ def decode_ar(
     batch = ctx.batch_size
     tokens: list[list[int]] = [[] for _ in range(batch)]
     step_logits: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    confidences: list[list[float]] = [[] for _ in range(batch)]
 
     with torch.no_grad():
         session = DecodeSession(model, ctx, max_new_tokens, causal_mask)
@@ -36,11 +37,13 @@ def decode_ar(
             if config.mask_token_id is not None:
                 logits[:, config.mask_token_id] = float("-inf")
             next_ids = logits.argmax(dim=-1)  # (n_live,)
+            top_probs = logits.softmax(dim=-1).gather(1, next_ids[:, None])[:, 0]
             live = []
             for j, (row, token) in enumerate(zip(session.rows, next_ids.tolist(), strict=True)):
                 if token == config.eos_token_id:
                     continue
                 tokens[row].append(token)
+                confidences[row].append(float(top_probs[j]))
                 live.append(j)
             if not live or i == max_new_tokens - 1:
                 break
@@ -63,4 +66,5 @@ def decode_ar(
         prefill_seconds=session.prefill_seconds,
         steps_per_block=[[1] * (len(row) + (len(row) < max_new_tokens)) for row in tokens],
         logits=[torch.stack(rows) for rows in step_logits] if return_logits else None,
+        confidences=confidences,
     )

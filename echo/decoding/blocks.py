@@ -95,6 +95,7 @@ def decode_blocks(
     steps: list[list[int]] = [[] for _ in range(batch)]
     trajectory: list[list[BlockTrajectory]] | None = [[] for _ in range(batch)] if record_trajectory else None
     window_logits: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    confidences: list[list[float]] = [[] for _ in range(batch)]
 
     with torch.no_grad():
         session = DecodeSession(
@@ -114,6 +115,7 @@ def decode_blocks(
             budget = min(steps_per_block, block_size - prefix)
             row_steps = torch.zeros(n_live, dtype=torch.long, device=device)
             record = _BlockRecorder(state, prefix, config.vocab_size) if record_trajectory else None
+            committed_confidence = torch.zeros(n_live, block_size, device=device)
 
             step = 0
             while bool(masked.any()):
@@ -131,6 +133,7 @@ def decode_blocks(
                 if record is not None:
                     record.step(step, state, remaining, commit, probs)
                 state = torch.where(commit, prediction, state)
+                committed_confidence = torch.where(commit, confidence, committed_confidence)
                 masked &= ~commit
                 row_steps += remaining > 0
                 step += 1
@@ -139,13 +142,17 @@ def decode_blocks(
             live: list[int] = []
             for i, row in enumerate(session.rows):
                 generated = state[i, prefix:].tolist()
+                generated_confidence = committed_confidence[i, prefix:].tolist()
                 steps[row].append(int(row_steps[i]))
                 if trajectory is not None and record is not None:
                     trajectory[row].append(record.finish(i, start, state[i]))
                 if eos_id in generated:
-                    tokens[row].extend(generated[: generated.index(eos_id)])
+                    end = generated.index(eos_id)
+                    tokens[row].extend(generated[:end])
+                    confidences[row].extend(generated_confidence[:end])
                 else:
                     tokens[row].extend(generated)
+                    confidences[row].extend(generated_confidence)
                     live.append(i)
             if not live or window == layout.n_windows - 1:
                 break
@@ -163,6 +170,7 @@ def decode_blocks(
         steps_per_block=steps,
         trajectory=trajectory,
         logits=[torch.stack(rows) for rows in window_logits] if return_logits else None,
+        confidences=[row[:max_new_tokens] for row in confidences],
     )
 
 

@@ -52,6 +52,19 @@ def commit_low_confidence_dynamic(
     return masked & (_confidence_rank(confidence, masked) < count[:, None])
 
 
+def commit_refine(
+    confidence: torch.Tensor, masked: torch.Tensor, quota: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Confidence-gated refinement, run with a budget of two steps: the first step commits every
+    masked position with confidence >= threshold (at least the most confident one, so the second
+    forward sees something new), the second commits the rest. A step whose quota is every
+    remaining mask (the last step, or a block with one mask left) commits them all."""
+    remaining = masked.sum(dim=1)
+    confident = (masked & (confidence >= threshold)).sum(dim=1)
+    count = torch.where(quota >= remaining, remaining, confident.clamp(min=1))
+    return masked & (_confidence_rank(confidence, masked) < count[:, None])
+
+
 REMASKING_STRATEGIES: dict[str, Strategy] = {
     "sequential": commit_sequential,
     "low_confidence_static": commit_low_confidence_static,

@@ -34,3 +34,6 @@ class DecodeResult:
     # per row, when asked for: the logits of every forward over that row's window, stacked
     # (steps, window, vocab); AR's window is the one next token.
     logits: list[torch.Tensor] | None = None
+    # per row, one per token in `tokens`: the softmax probability (mask token excluded) of the
+    # token at the forward that committed it
+    confidences: list[list[float]] | None = None

@@ -125,6 +125,7 @@ def export_checkpoint(
             prompt_ids=tuple(tokenizer.encode(spec.prompt)),
             max_new_tokens=spec.max_new_tokens,
             threshold=spec.threshold,
+            refine_threshold=spec.refine_threshold,
             block_size=config.block_size,
             prompt_attention=config.prompt_attention,
             stage=spec.stage,

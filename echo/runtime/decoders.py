@@ -1,10 +1,11 @@
-"""The three decoders on onnxruntime, step for step the same as echo.decoding (greedy AR,
-multi-step block diffusion, one step per block with the fused block KV cache), so the engine
-writes the same tokens as the torch model. Tokenizer-free: ids in, ids out."""
+"""The decoders on onnxruntime, step for step the same as echo.decoding (greedy AR, multi-step
+block diffusion, one step per block with the fused block KV cache, and one step per block with
+confidence-gated refinement), so the engine writes the same tokens as the torch model.
+Tokenizer-free: ids in, ids out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from echo.runtime.masks import block_causal_mask, causal_mask
 from echo.runtime.remasking import (
     Strategy,
     commit_low_confidence_static,
+    commit_refine,
     num_transfer_tokens,
     remasking_strategy,
 )
@@ -27,6 +29,8 @@ class DecodeOutput:
     seconds: float  # decoding, prefill included (vision encoding excluded: the caller times it)
     prefill_seconds: float  # the first forward (context prefill, fused with block 0 when diffusing)
     steps_per_block: list[list[int]]  # per row, per block: denoising steps (AR: 1 per token)
+    # per row, one per token: the softmax probability of the token at the forward that committed it
+    confidences: list[list[float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,30 +80,34 @@ def decode_ar(
     Stops at eos (dropped) or after max_new_tokens."""
     check_decoding_args(1, max_new_tokens)
     tokens: list[list[int]] = [[] for _ in range(context.batch_size)]
+    confidences: list[list[float]] = [[] for _ in range(context.batch_size)]
     session = DecodeSession(decoder, embeddings, context, max_new_tokens, causal_mask)
     prefill = session.forward(
         session.context_ids, keep=session.context_len, logits_from=session.context_len - 1
     )
-    next_ids = prefill.top_ids[:, -1]
+    next_ids, next_probs = prefill.top_ids[:, -1], prefill.top_probs[:, -1]
     for i in range(max_new_tokens):
         live = []
         for j, (row, token) in enumerate(zip(session.rows, next_ids.tolist(), strict=True)):
             if token == eos_id:
                 continue
             tokens[row].append(token)
+            confidences[row].append(float(next_probs[j]))
             live.append(j)
         if not live or i == max_new_tokens - 1:
             break
         if len(live) < len(session.rows):
             session.keep_rows(live)
             next_ids = next_ids[live]
-        next_ids = session.forward(next_ids[:, None], keep=1).top_ids[:, -1]
+        step = session.forward(next_ids[:, None], keep=1)
+        next_ids, next_probs = step.top_ids[:, -1], step.top_probs[:, -1]
     return DecodeOutput(
         tokens=tokens,
         forwards=session.forwards,
         seconds=session.elapsed(),
         prefill_seconds=session.prefill_seconds,
         steps_per_block=[[1] * (len(row) + (len(row) < max_new_tokens)) for row in tokens],
+        confidences=confidences,
     )
 
 
@@ -165,6 +173,38 @@ def decode_onestep(
     )
 
 
+def decode_refine(
+    decoder: DecoderGraph,
+    embeddings: np.ndarray,
+    context: PreparedContext,
+    *,
+    block_size: int,
+    max_new_tokens: int,
+    mask_id: int,
+    eos_id: int,
+    prompt_attention: str,
+    threshold: float,
+) -> DecodeOutput:
+    """Confidence-gated refinement (echo.decoding.refine): each block in one forward; when some of
+    its positions have confidence below `threshold`, ONE more forward of the block with the
+    confident positions committed re-predicts them. One or two forwards per block."""
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"refine threshold must be within [0, 1], got {threshold}")
+    return decode_blocks(
+        decoder,
+        embeddings,
+        context,
+        block_size=block_size,
+        max_new_tokens=max_new_tokens,
+        mask_id=mask_id,
+        eos_id=eos_id,
+        prompt_attention=prompt_attention,
+        strategy=commit_refine,
+        steps_per_block=2,
+        threshold=threshold,
+    )
+
+
 def decode_blocks(
     decoder: DecoderGraph,
     embeddings: np.ndarray,
@@ -186,6 +226,7 @@ def decode_blocks(
     layout = BlockLayout.plan(context.length, block_size, max_new_tokens, prompt_attention)
     tokens: list[list[int]] = [[] for _ in range(context.batch_size)]
     steps: list[list[int]] = [[] for _ in range(context.batch_size)]
+    confidences: list[list[float]] = [[] for _ in range(context.batch_size)]
     session = DecodeSession(
         decoder,
         embeddings,
@@ -202,12 +243,14 @@ def decode_blocks(
         masked = np.broadcast_to(np.arange(block_size) >= prefix, (n_live, block_size)).copy()
         budget = min(steps_per_block, block_size - prefix)
         row_steps = np.zeros(n_live, dtype=np.int64)
+        committed_confidence = np.zeros((n_live, block_size), dtype=np.float32)
         step = 0
         while bool(masked.any()):
             out = _window_output(session, unwritten if step == 0 else None, state)
             remaining = masked.sum(axis=1)
             commit = strategy(out.top_probs, masked, num_transfer_tokens(remaining, budget - step), threshold)
             state = np.where(commit, out.top_ids, state)
+            committed_confidence = np.where(commit, out.top_probs, committed_confidence)
             masked &= ~commit
             row_steps += remaining > 0
             step += 1
@@ -216,11 +259,15 @@ def decode_blocks(
         live: list[int] = []
         for i, row in enumerate(session.rows):
             generated = state[i, prefix:].tolist()
+            generated_confidence = committed_confidence[i, prefix:].tolist()
             steps[row].append(int(row_steps[i]))
             if eos_id in generated:
-                tokens[row].extend(generated[: generated.index(eos_id)])
+                end = generated.index(eos_id)
+                tokens[row].extend(generated[:end])
+                confidences[row].extend(generated_confidence[:end])
             else:
                 tokens[row].extend(generated)
+                confidences[row].extend(generated_confidence)
                 live.append(i)
         if not live or window == layout.n_windows - 1:
             break
@@ -234,6 +281,7 @@ def decode_blocks(
         seconds=session.elapsed(),
         prefill_seconds=session.prefill_seconds,
         steps_per_block=steps,
+        confidences=[row[:max_new_tokens] for row in confidences],
     )
 
 

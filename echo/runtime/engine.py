@@ -5,8 +5,12 @@
 
 Sessions are created once and reused; the provider is the best available (TensorRT, CUDA, CPU)
 unless the caller names one; on GPU providers decoder steps use IO binding. The same engine runs
-the AR model ("ar"), the multi-step teacher ("multistep") and the one-step student ("onestep");
-each model's manifest says which it serves, and a call may ask for another for comparison.
+the AR model ("ar"), the multi-step teacher ("multistep"), the one-step student ("onestep") and
+the student with confidence-gated refinement ("refine": one forward per block, one more where some
+position is below the refine threshold); each model's manifest says which it serves, and a call
+may ask for another (a comparison, or the draft gate re-decoding with more steps per block):
+
+    engine.generate(path, decode="multistep", steps=8)   # report.decode == "multistep"
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from tokenizers import Tokenizer
 from echo.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess
 from echo.errors import UserError
 from echo.report import split_report
-from echo.runtime.decoders import DecodeOutput, decode_ar, decode_multistep, decode_onestep
+from echo.runtime.decoders import (
+    DecodeOutput,
+    decode_ar,
+    decode_multistep,
+    decode_onestep,
+    decode_refine,
+)
 from echo.runtime.graphs import (
     DecoderGraph,
     VisionGraph,
@@ -61,7 +71,9 @@ class DecodeOptions:
     decode: str | None = None
     max_new_tokens: int | None = None
     steps: int | None = None  # multistep: step budget per block (default: block size)
-    threshold: float | None = None  # multistep: low_confidence_dynamic tau
+    # multistep: low_confidence_dynamic tau (default: the manifest's threshold);
+    # refine: the confidence below which a position is re-predicted (the manifest's refine_threshold)
+    threshold: float | None = None
     remasking: str = "low_confidence_dynamic"
 
 
@@ -233,6 +245,20 @@ class Engine:
         max_new = options.max_new_tokens or gen.max_new_tokens
         if decode == "ar":
             output = decode_ar(self.decoder, self.embeddings, context, max_new, tokens.eos)
+        elif decode == "refine":
+            threshold = self.threshold_for(decode, options)
+            assert tokens.mask is not None and threshold is not None
+            output = decode_refine(
+                self.decoder,
+                self.embeddings,
+                context,
+                block_size=gen.block_size,
+                max_new_tokens=max_new,
+                mask_id=tokens.mask,
+                eos_id=tokens.eos,
+                prompt_attention=gen.prompt_attention,
+                threshold=threshold,
+            )
         elif decode == "onestep":
             assert tokens.mask is not None
             output = decode_onestep(
@@ -246,7 +272,8 @@ class Engine:
                 prompt_attention=gen.prompt_attention,
             )
         else:
-            assert tokens.mask is not None
+            threshold = self.threshold_for(decode, options)
+            assert tokens.mask is not None and threshold is not None
             output = decode_multistep(
                 self.decoder,
                 self.embeddings,
@@ -258,9 +285,19 @@ class Engine:
                 prompt_attention=gen.prompt_attention,
                 remasking=options.remasking,
                 steps_per_block=options.steps,
-                threshold=gen.threshold if options.threshold is None else options.threshold,
+                threshold=threshold,
             )
         return output, vision_seconds
+
+    def threshold_for(self, decode: str, options: DecodeOptions) -> float | None:
+        """The threshold a decoding runs with: the call's, else the manifest's (multistep: tau,
+        refine: refine_threshold); None for decodings that have none."""
+        gen = self.manifest.generation
+        if decode == "multistep":
+            return gen.threshold if options.threshold is None else options.threshold
+        if decode == "refine":
+            return gen.refine_threshold if options.threshold is None else options.threshold
+        return None
 
     def _prepare(self, images: Sequence[PreprocessedImage]) -> PreparedContext:
         """Vision features placed into the embedded context rows, and their M-RoPE positions."""
@@ -315,6 +352,10 @@ class Engine:
         ids = output.tokens[row]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         sections = split_report(text)
+        decode = options.decode or self.manifest.generation.decode
+        steps = None
+        if decode == "multistep":
+            steps = options.steps or self.manifest.generation.block_size
         return GeneratedReport(
             findings=sections.findings,
             impression=sections.impression,
@@ -325,8 +366,11 @@ class Engine:
             seconds=seconds,
             timings=dict(timings),
             model_version=self.manifest.version,
-            decode=options.decode or self.manifest.generation.decode,
+            decode=decode,
             batch_size=batch_size,
+            confidences=tuple(output.confidences[row]) if output.confidences else (),
+            steps=steps,
+            threshold=self.threshold_for(decode, options),
         )
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echo.decodings import DECODES, DEFAULT_REFINE_THRESHOLD
 from echo.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -23,7 +24,6 @@ VISION_GRAPH = "vision.onnx"
 DECODER_GRAPH = "decoder.onnx"
 EMBEDDINGS_FILE = "embeddings.npy"
 TOKENIZER_FILE = "tokenizer.json"
-DECODES: tuple[str, ...] = ("ar", "multistep", "onestep")
 DTYPES: tuple[str, ...] = ("float32", "float16")
 
 VISION_INPUTS: tuple[str, ...] = (
@@ -68,7 +68,7 @@ class TokenIds:
 
 @dataclass(frozen=True)
 class Generation:
-    decode: str  # the decoding the model serves: ar | multistep | onestep
+    decode: str  # the decoding the model serves: ar | multistep | onestep | refine
     prompt: str
     prompt_ids: tuple[int, ...]
     max_new_tokens: int
@@ -76,6 +76,8 @@ class Generation:
     block_size: int
     prompt_attention: str  # causal | block_causal (where response blocks start counting)
     stage: str  # ar | rad | dcd: the training stage that wrote the checkpoint
+    # refine: a block's positions below this confidence are re-predicted in one more forward
+    refine_threshold: float = DEFAULT_REFINE_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ class ModelManifest:
             problems.append("block_size and max_new_tokens must be >= 1")
         if not 0.0 <= self.generation.threshold <= 1.0:
             problems.append(f"threshold {self.generation.threshold} is outside [0, 1]")
+        if not 0.0 <= self.generation.refine_threshold <= 1.0:
+            problems.append(f"refine_threshold {self.generation.refine_threshold} is outside [0, 1]")
         if self.generation.prompt_attention not in ("causal", "block_causal"):
             problems.append(
                 f"prompt_attention {self.generation.prompt_attention!r} is not causal or block_causal"

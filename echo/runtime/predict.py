@@ -1,5 +1,5 @@
 """`echo-train predict` on an exported model: one JSON line per study, as the torch path writes
-(``{"id", "report", "tokens", "forwards", "seconds"}``), so `echo-train evaluate` compares them."""
+(``{"id", "report", "tokens", "forwards", "seconds", "confidence"}``), so `echo-train evaluate` compares them."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def predict_exported(
                     "tokens": report.tokens,
                     "forwards": report.forwards,
                     "seconds": report.seconds / report.batch_size,
+                    "confidence": report.mean_confidence,
                 }
                 handle.write(json.dumps(row) + "\n")
                 count += 1

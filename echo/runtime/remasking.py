@@ -46,6 +46,17 @@ def commit_low_confidence_dynamic(
     return masked & (_confidence_rank(confidence, masked) < count[:, None])
 
 
+def commit_refine(
+    confidence: np.ndarray, masked: np.ndarray, quota: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Confidence-gated refinement (budget two steps): first every masked position with
+    confidence >= threshold, at least one; then, when quota is every remaining mask, all of them."""
+    remaining = masked.sum(axis=1)
+    confident = (masked & (confidence >= threshold)).sum(axis=1)
+    count = np.where(quota >= remaining, remaining, np.maximum(confident, 1))
+    return masked & (_confidence_rank(confidence, masked) < count[:, None])
+
+
 REMASKING_STRATEGIES: dict[str, Strategy] = {
     "sequential": commit_sequential,
     "low_confidence_static": commit_low_confidence_static,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from echo.decodings import DEFAULT_REFINE_THRESHOLD
 from echo.errors import UserError
 
 if TYPE_CHECKING:
@@ -26,9 +27,11 @@ DEFAULT_PROMPT = "Chest radiograph report:"
 class GenerationSpec:
     prompt: str = DEFAULT_PROMPT
     stage: str = "ar"  # ar | rad | dcd: which training stage wrote the checkpoint
-    decode: str = "ar"  # the decoding the stage serves: ar | multistep | onestep
+    decode: str = "ar"  # the decoding the stage serves: ar | multistep | onestep | refine
     max_new_tokens: int = 192
     threshold: float = 0.85  # low_confidence_dynamic's tau for multistep decoding
+    # refine: positions below this confidence are re-predicted in a second forward of their block
+    refine_threshold: float = DEFAULT_REFINE_THRESHOLD
 
     def save(self, directory: Path) -> None:
         (directory / GENERATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -16,18 +16,17 @@ import torch
 from rich.progress import Progress
 
 from echo.data.preprocess import preprocess
+from echo.decodings import DECODES
 from echo.errors import UserError
 from echo.training.checkpoint import preprocess_config_of
 from echo.training.examples import ExampleSet, shape_groups
-
-DECODES = ("ar", "multistep", "onestep")
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
     decode: str = "onestep"
     steps: int | None = None  # multistep budget per block; None = block size
-    threshold: float = 0.85
+    threshold: float = 0.85  # multistep: low_confidence_dynamic tau; refine: its confidence threshold
     remasking: str = "low_confidence_dynamic"
     max_new_tokens: int = 192
     block_size: int | None = None  # None: the model config's
@@ -59,13 +58,17 @@ def make_context(model, tokenizer, prompt: str, images: list[np.ndarray]):
 
 
 def decode_batch(model, context, options: DecodeOptions):
-    from echo.decoding import decode_ar, decode_block_diffusion, decode_onestep
+    from echo.decoding import decode_ar, decode_block_diffusion, decode_onestep, decode_refine
 
     block = options.block_size or int(model.config.block_size)
     if options.decode == "ar":
         return decode_ar(model, context, max_new_tokens=options.max_new_tokens)
     if options.decode == "onestep":
         return decode_onestep(model, context, block_size=block, max_new_tokens=options.max_new_tokens)
+    if options.decode == "refine":
+        return decode_refine(
+            model, context, block, max_new_tokens=options.max_new_tokens, threshold=options.threshold
+        )
     return decode_block_diffusion(
         model,
         context,
@@ -94,12 +97,14 @@ def predict_rows(
             result = decode_batch(model, context, options)
             seconds = (time.perf_counter() - began) / len(chunk)
             for row, tokens in enumerate(result.tokens):
+                confidences = result.confidences[row] if result.confidences else []
                 yield {
                     "id": examples.ids[chunk[row]],
                     "report": tokenizer.decode(tokens),
                     "tokens": len(tokens),
                     "forwards": result.forwards,
                     "seconds": seconds,
+                    "confidence": sum(confidences) / len(confidences) if confidences else None,
                 }
             progress.advance(task, len(chunk))
 

@@ -18,7 +18,14 @@ import pytest
 import torch
 
 from echo.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess
-from echo.decoding import Context, build_context_ids, decode_ar, decode_block_diffusion, decode_onestep
+from echo.decoding import (
+    Context,
+    build_context_ids,
+    decode_ar,
+    decode_block_diffusion,
+    decode_onestep,
+    decode_refine,
+)
 from echo.export.random_tiny import exported_random_model
 from echo.runtime import Engine
 from echo.training.checkpoint import load_checkpoint
@@ -55,6 +62,8 @@ def torch_decode(
         return decode_ar(model, context, max_new)
     if decode == "onestep":
         return decode_onestep(model, context, block, max_new)
+    if decode == "refine":
+        return decode_refine(model, context, block, max_new, **options)
     return decode_block_diffusion(model, context, block, max_new, **options)
 
 

@@ -68,7 +68,7 @@ def test_generate_takes_overrides(tiny) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"decode": "beam"}, "decode must be one of ar, multistep, onestep, not 'beam'"),
+        ({"decode": "beam"}, "decode must be one of ar, multistep, onestep, refine, not 'beam'"),
         ({"max_new_tokens": 0}, "max new tokens must be >= 1, got 0"),
         ({"steps": 0}, "steps per block must be >= 1, got 0"),
         ({"threshold": 1.5}, r"threshold must be within \[0, 1\], got 1.5"),

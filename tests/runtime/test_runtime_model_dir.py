@@ -92,7 +92,7 @@ def test_unreadable_manifest(copy) -> None:
         (lambda d: d.pop("tokens"), r"missing field 'tokens'"),
         (
             lambda d: d["generation"].update(decode="beam"),
-            r"decode 'beam' is not one of ar, multistep, onestep",
+            r"decode 'beam' is not one of ar, multistep, onestep, refine",
         ),
         (lambda d: d["generation"].update(threshold=1.5), r"threshold 1.5 is outside \[0, 1\]"),
         (lambda d: d.update(dtype="bfloat16"), r"dtype 'bfloat16' is not one of float32, float16"),

@@ -45,5 +45,21 @@ def test_predict_overrides_and_errors(tiny, manifest, tmp_path) -> None:
     with pytest.raises(UserError, match="has no rows in split 'nonexistent'"):
         predict_exported(tiny.export, manifest, tmp_path / "none.jsonl", split="nonexistent")
     assert not (tmp_path / "none.jsonl").exists()
-    with pytest.raises(UserError, match="decode must be one of ar, multistep, onestep, not 'beam'"):
+    with pytest.raises(UserError, match="decode must be one of ar, multistep, onestep, refine, not 'beam'"):
         predict_exported(tiny.export, tmp_path / "unread.jsonl", tmp_path / "x.jsonl", decode="beam")
+
+
+def test_refine_predictions_equal_the_torch_checkpoints(tiny, manifest, tmp_path) -> None:
+    """`echo-train predict --decode refine --threshold T` on both paths: same reports, forwards and
+    mean token confidence."""
+    out = tmp_path / "refine.jsonl"
+    predict_exported(tiny.export, manifest, out, decode="refine", threshold=0.25, split=None, threads=1)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    examples = load_examples(manifest, None, tiny.preprocess_config)
+    options = DecodeOptions(decode="refine", threshold=0.25, max_new_tokens=tiny.spec.max_new_tokens)
+    want = list(predict_rows(tiny.model, tiny.tokenizer, tiny.spec.prompt, examples, options))
+    assert [row["report"] for row in rows] == [row["report"] for row in want]
+    assert [row["forwards"] for row in rows] == [row["forwards"] for row in want]
+    assert [row["confidence"] for row in rows] == pytest.approx([row["confidence"] for row in want], abs=1e-5)
+    blocks = tiny.spec.max_new_tokens // tiny.engine.manifest.generation.block_size
+    assert all(blocks <= row["forwards"] <= 2 * blocks for row in rows)
