@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pydicom import Dataset, dcmread
+from pydicom import dcmread
 from sqlalchemy import Select, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.dicom.chest import ChestDecision, ImageFacts, decide, facts_from_dataset
+from node.dicom.chest import ChestDecision, ImageFacts, decide, facts_from_dataset, text_value
 from node.dicom.ingest import IDENTITY_ATTRIBUTES, disagreeing, identity_conflict
 from node.store.models import Association, Instance, Job, Study, utcnow
 from node.store.redraft import redraft_requested
@@ -137,7 +137,7 @@ def _read_headers(study_id: int, snapshot: _Snapshot) -> _Headers:
         try:
             dataset = dcmread(instance.path, stop_before_pixels=True)
             image = facts_from_dataset(dataset)
-            seen = {name: _identity_text(dataset, name) for name in IDENTITY_ATTRIBUTES}
+            seen = {name: text_value(dataset, name) for name in IDENTITY_ATTRIBUTES}
         except Exception as error:  # missing file, damaged header
             log.warning(
                 "study %d: stored instance %d unreadable (%s); decided from its database row",
@@ -152,12 +152,6 @@ def _read_headers(study_id: int, snapshot: _Snapshot) -> _Headers:
         for name, value in seen.items():
             known[name] = known[name] or value
     return _Headers(facts, [name for name in IDENTITY_ATTRIBUTES if name in conflicts])
-
-
-def _identity_text(dataset: Dataset, keyword: str) -> str | None:
-    value = dataset.get(keyword)
-    text = None if value is None else str(value).strip()
-    return text or None
 
 
 class StudyAssembler:

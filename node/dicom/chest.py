@@ -118,10 +118,14 @@ class ChestDecision:
     reason: str  # why: the skip reason when not drafted, the evidence when drafted; no header free text
 
 
-def _text(dataset: Dataset, keyword: str) -> str | None:
+def text_value(dataset: Dataset, keyword: str, *, strict: bool = False) -> str | None:
+    """An attribute as one stripped string (values of a multi-valued one joined by backslashes), or
+    None when absent or empty; a damaged element is None too, or raises when `strict`."""
     try:
         value = dataset.get(keyword)
     except Exception:  # a damaged element: as good as absent for this decision
+        if strict:
+            raise
         return None
     if value is None:
         return None
@@ -136,16 +140,16 @@ def facts_from_dataset(dataset: Dataset) -> ImageFacts:
     except Exception:
         items = []
     codes = tuple(str(item.get("CodeValue", "")).strip() for item in items if item.get("CodeValue"))
-    modality = _text(dataset, "Modality")
+    modality = text_value(dataset, "Modality")
     return ImageFacts(
         modality=modality.upper() if modality else None,
-        body_part=_text(dataset, "BodyPartExamined"),
-        view_position=_text(dataset, "ViewPosition"),
+        body_part=text_value(dataset, "BodyPartExamined"),
+        view_position=text_value(dataset, "ViewPosition"),
         view_codes=codes,
-        study_description=_text(dataset, "StudyDescription"),
-        series_description=_text(dataset, "SeriesDescription"),
-        protocol_name=_text(dataset, "ProtocolName"),
-        image_laterality=_text(dataset, "ImageLaterality"),
+        study_description=text_value(dataset, "StudyDescription"),
+        series_description=text_value(dataset, "SeriesDescription"),
+        protocol_name=text_value(dataset, "ProtocolName"),
+        image_laterality=text_value(dataset, "ImageLaterality"),
     )
 
 

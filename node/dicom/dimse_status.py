@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from node.dicom.incoming import Refusal
-from node.dicom.ingest import IngestOutcome, IngestResult
+from node.dicom.outcome import IngestOutcome, IngestResult
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700

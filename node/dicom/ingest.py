@@ -19,24 +19,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import re
-import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
-from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.dicom.chest import RADIOGRAPH_MODALITIES, ImageFacts, View, decide, facts_from_dataset, view_of
+from node.dicom.chest import RADIOGRAPH_MODALITIES, ImageFacts, View, decide, text_value, view_of
+from node.dicom.header import HeaderError, InstanceHeader, read_header, read_header_file
+from node.dicom.outcome import IngestOutcome, IngestResult, ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.models import Instance, Study, utcnow
 from node.store.redraft import REDRAFT_REASON, draft_needs_a_frontal, request_redraft
@@ -54,77 +48,6 @@ REOPEN_REASON = "a CR/DX instance arrived after the skip: assembled again"
 # A drafted study is known to be a chest radiograph: a late frontal is re-drafted unless it names
 # another body part itself (a hand PA sent to the chest study's UID is not read in its place).
 _DRAFTED_CHEST = ImageFacts(modality="CR", body_part="CHEST")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-class IngestOutcome(StrEnum):
-    STORED = "stored"
-    STORED_AGAIN = "stored-again"  # a re-sent instance: same row, file replaced
-    CANNOT_DECODE = "cannot-decode"
-    MISSING_ATTRIBUTE = "missing-attribute"
-    INVALID_ATTRIBUTE = "invalid-attribute"
-    UID_MISMATCH = "uid-mismatch"  # the data set is not the instance the request announced
-    DISK_FULL = "disk-full"
-    DISK_ERROR = "disk-error"
-    DATABASE_ERROR = "database-error"
-
-
-@dataclass(frozen=True)
-class ReceivedInstance:
-    """What the SCP hands over: the request's identifiers and the instance exactly as it was sent."""
-
-    sop_class_uid: str  # the C-STORE request's Affected SOP Class UID
-    sop_instance_uid: str  # the C-STORE request's Affected SOP Instance UID
-    transfer_syntax_uid: str  # of the presentation context: the file keeps it
-    encoded: bytes  # DICOM Part 10: preamble, file meta, then the data set bytes as received
-    association_id: int | None = None
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    outcome: IngestOutcome
-    detail: str  # one line for logs and the DIMSE Error Comment; never patient data
-    study_id: int | None = None
-
-    @property
-    def stored(self) -> bool:
-        return self.outcome in (IngestOutcome.STORED, IngestOutcome.STORED_AGAIN)
-
-
-@dataclass(frozen=True)
-class InstanceHeader:
-    """The attributes the node keeps from a data set."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    accession_number: str | None
-    patient_id: str | None
-    issuer_of_patient_id: str | None
-    modality: str | None
-    body_part: str | None
-    view_position: str | None
-    facts: ImageFacts = field(default_factory=ImageFacts)  # anatomy and view, as assembly reads them
-
-
-class HeaderError(ValueError):
-    def __init__(self, outcome: IngestOutcome, detail: str) -> None:
-        super().__init__(detail)
-        self.outcome = outcome
-        self.detail = detail
-
-
-# keyword -> longest value the standard allows for its VR (and the column holds)
-_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-_OPTIONAL_TEXT = {
-    "AccessionNumber": 16,
-    "PatientID": 64,
-    "Modality": 16,
-    "BodyPartExamined": 16,
-    "ViewPosition": 16,
-}
-_UNCHECKED_TEXT = ("IssuerOfPatientID",)  # kept as sent: the frozen identity and the ORU deal with its length
 
 
 def identity_conflict(existing: str | None, attributes: Iterable[str]) -> str | None:
@@ -145,112 +68,6 @@ def disagreeing(known: dict[str, str | None], seen: dict[str, str | None]) -> li
     ]
 
 
-def _text(dataset: Dataset, keyword: str) -> str | None:
-    value = dataset.get(keyword)
-    if value is None:
-        return None
-    if not isinstance(value, str):  # a multi-valued element
-        value = "\\".join(str(item) for item in value)
-    return value.strip() or None
-
-
-def _native_pixel_data_short(dataset: Dataset) -> bool:
-    """True if uncompressed Pixel Data holds fewer bytes than Rows x Columns x ... require (a cut file).
-
-    pydicom reads a truncated last element without complaint; a chest image is exactly that element.
-    Raises (AttributeError) when the Image Pixel module that describes the pixels is missing.
-    """
-    if "PixelData" not in dataset or dataset.file_meta.TransferSyntaxUID.is_compressed:
-        return False
-    return len(dataset.PixelData) < get_expected_length(dataset, unit="bytes")
-
-
-def read_header(encoded: bytes) -> InstanceHeader:
-    """Decode `encoded` (a Part 10 stream) and pull out what the node keeps; raises `HeaderError`."""
-    try:
-        dataset = dcmread(BytesIO(encoded))
-        uids = {keyword: _text(dataset, keyword) for keyword in _REQUIRED_UIDS}
-        texts = {keyword: _text(dataset, keyword) for keyword in (*_OPTIONAL_TEXT, *_UNCHECKED_TEXT)}
-        short_pixels = _native_pixel_data_short(dataset)
-        facts = facts_from_dataset(dataset)
-    except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
-        raise HeaderError(
-            IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})"
-        ) from None
-    if short_pixels:
-        raise HeaderError(IngestOutcome.CANNOT_DECODE, "pixel data shorter than its Image Pixel module says")
-    for keyword, value in uids.items():
-        if value is None:
-            raise HeaderError(IngestOutcome.MISSING_ATTRIBUTE, f"{keyword} is missing")
-        if len(value) > 64 or not _UID.match(value):
-            raise HeaderError(IngestOutcome.INVALID_ATTRIBUTE, f"{keyword} is not a valid UID")
-    for keyword, limit in _OPTIONAL_TEXT.items():
-        value = texts[keyword]
-        if value is not None and len(value) > limit:
-            raise HeaderError(IngestOutcome.INVALID_ATTRIBUTE, f"{keyword} is longer than {limit} characters")
-    return InstanceHeader(
-        sop_class_uid=str(uids["SOPClassUID"]),
-        sop_instance_uid=str(uids["SOPInstanceUID"]),
-        study_instance_uid=str(uids["StudyInstanceUID"]),
-        series_instance_uid=str(uids["SeriesInstanceUID"]),
-        accession_number=texts["AccessionNumber"],
-        patient_id=texts["PatientID"],
-        issuer_of_patient_id=texts["IssuerOfPatientID"],
-        modality=texts["Modality"].upper() if texts["Modality"] else None,
-        body_part=texts["BodyPartExamined"].upper() if texts["BodyPartExamined"] else None,
-        view_position=texts["ViewPosition"],
-        facts=facts,
-    )
-
-
-def read_header_file(path: Path) -> InstanceHeader:
-    """`read_header` for a Part 10 file (a data set the SCP streamed to disk) without reading its pixel
-    data into memory: what precedes Pixel Data goes through `read_header`, and the Pixel Data element's
-    length is checked against the Image Pixel module and the bytes the file holds. Raises `HeaderError`.
-    """
-    try:
-        with path.open("rb") as handle:
-            dataset = dcmread(handle, stop_before_pixels=True)
-            deflated = dataset.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
-            pixels_at = handle.tell()  # in the inflated stream when deflated: not a file offset
-            handle.seek(0)
-            before_pixels = b"" if deflated else handle.read(pixels_at)
-            element = b"" if deflated else handle.read(12)
-        short_pixels = not deflated and _pixel_element_short(
-            dataset, element, path.stat().st_size - pixels_at
-        )
-    except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
-        raise HeaderError(
-            IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})"
-        ) from None
-    if deflated:  # rare, and compressed: read it whole
-        return read_header(path.read_bytes())
-    if short_pixels:
-        raise HeaderError(IngestOutcome.CANNOT_DECODE, "pixel data shorter than its Image Pixel module says")
-    return read_header(before_pixels)
-
-
-def _pixel_element_short(dataset: Dataset, element: bytes, bytes_left: int) -> bool:
-    """`_native_pixel_data_short` from the Pixel Data element's header (`element`, its first 12 bytes)
-    and the `bytes_left` in the file from where it starts."""
-    syntax = dataset.file_meta.TransferSyntaxUID
-    if len(element) < 8 or syntax.is_compressed:
-        return False
-    order = "<" if syntax.is_little_endian else ">"
-    if struct.unpack(f"{order}HH", element[:4]) != (0x7FE0, 0x0010):
-        return False
-    if syntax.is_implicit_VR:
-        (declared,), header_length = struct.unpack(f"{order}L", element[4:8]), 8
-    elif len(element) == 12 and element[4:6] in (b"OB", b"OW", b"UN", b"OD", b"OF", b"OL", b"OV"):
-        (declared,), header_length = struct.unpack(f"{order}L", element[8:12]), 12
-    else:
-        return False
-    if declared == 0xFFFFFFFF:  # undefined length: encapsulated fragments
-        return False
-    held = min(declared, bytes_left - header_length)
-    return held < get_expected_length(dataset, unit="bytes")
-
-
 class Ingestor:
     def __init__(
         self, sessions: sessionmaker[Session], spool: Spool, clock: Callable[[], datetime] = utcnow
@@ -260,39 +77,12 @@ class Ingestor:
         self.clock = clock
 
     def store(self, received: ReceivedInstance) -> IngestResult:
-        try:
-            header = read_header(received.encoded)
-        except HeaderError as error:
-            log.warning("refused instance %s: %s", short_uid(received.sop_instance_uid), error.detail)
-            return IngestResult(error.outcome, error.detail)
-        if (
-            header.sop_instance_uid != received.sop_instance_uid
-            or header.sop_class_uid != received.sop_class_uid
-        ):
-            detail = "SOP Class/Instance UID of the data set differ from the request"
-            log.warning("refused instance %s: %s", short_uid(received.sop_instance_uid), detail)
-            return IngestResult(IngestOutcome.UID_MISMATCH, detail)
-
-        path = self.spool.path_for(
-            header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
+        """Store the instance held in `received.encoded`."""
+        return self._ingest(
+            received,
+            lambda: read_header(received.encoded),
+            lambda path: self.spool.write(path, received.encoded),
         )
-        try:
-            self.spool.write(path, received.encoded)
-        except OSError as error:
-            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-            detail = f"cannot write file: {error.strerror or type(error).__name__}"
-            log.error("instance %s not stored: %s", short_uid(header.sop_instance_uid), detail)
-            return IngestResult(IngestOutcome.DISK_FULL if full else IngestOutcome.DISK_ERROR, detail)
-
-        try:
-            return self._record(header, received, path)
-        except SQLAlchemyError as error:
-            # str(error) would carry the SQL parameters (patient data): name the failure only.
-            cause = type(getattr(error, "orig", None) or error).__name__
-            log.error(
-                "instance %s not recorded: database error %s", short_uid(header.sop_instance_uid), cause
-            )
-            return IngestResult(IngestOutcome.DATABASE_ERROR, f"database error ({cause})")
 
     def store_file(self, received: ReceivedInstance, source: Path) -> IngestResult:
         """`store` for a data set already on disk at `source` (streamed there by the SCP, on the spool's
@@ -300,8 +90,18 @@ class Ingestor:
         spool, so a large instance is never held in memory. `received.encoded` is not used. A refused
         instance leaves `source` in place for the caller to delete.
         """
+        return self._ingest(
+            received, lambda: read_header_file(source), lambda path: self.spool.move_into(path, source)
+        )
+
+    def _ingest(
+        self,
+        received: ReceivedInstance,
+        read: Callable[[], InstanceHeader],
+        place: Callable[[Path], None],
+    ) -> IngestResult:
         try:
-            header = read_header_file(source)
+            header = read()
         except HeaderError as error:
             log.warning("refused instance %s: %s", short_uid(received.sop_instance_uid), error.detail)
             return IngestResult(error.outcome, error.detail)
@@ -316,7 +116,7 @@ class Ingestor:
             header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
         )
         try:
-            self.spool.move_into(path, source)
+            place(path)
         except OSError as error:
             full = error.errno in (errno.ENOSPC, errno.EDQUOT)
             detail = f"cannot write file: {error.strerror or type(error).__name__}"
@@ -325,6 +125,7 @@ class Ingestor:
         try:
             return self._record(header, received, path)
         except SQLAlchemyError as error:
+            # str(error) would carry the SQL parameters (patient data): name the failure only.
             cause = type(getattr(error, "orig", None) or error).__name__
             log.error(
                 "instance %s not recorded: database error %s", short_uid(header.sop_instance_uid), cause
@@ -457,7 +258,7 @@ class Ingestor:
         if sibling is None:
             return []
         try:
-            known = _text(dcmread(sibling, stop_before_pixels=True), "IssuerOfPatientID")
+            known = text_value(dcmread(sibling, stop_before_pixels=True), "IssuerOfPatientID")
         except Exception:  # gone or unreadable: nothing to compare with
             return []
         conflicts = disagreeing(

@@ -31,8 +31,9 @@ from node.dicom.access import AccessPolicy, Refusal
 from node.dicom.association_log import AssociationLog, LiveAssociation, Peer
 from node.dicom.dimse_status import refusal_status, store_status
 from node.dicom.incoming import MB, IncomingFiles
-from node.dicom.ingest import Ingestor, IngestOutcome, IngestResult, ReceivedInstance
+from node.dicom.ingest import Ingestor
 from node.dicom.limits import ConnectionTable, HostRate
+from node.dicom.outcome import IngestOutcome, IngestResult, ReceivedInstance
 from node.dicom.server import start_server
 from node.store.states import AssociationOutcome
 from node.store.uids import short_uid

@@ -17,7 +17,8 @@ from echo.data.synthetic import generate_study
 from echo.runtime import Engine
 from node.config.settings import Settings, load_settings
 from node.delivery.outbox import Outbox
-from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database, migrate, open_database
 from node.store.models import Delivery, Study

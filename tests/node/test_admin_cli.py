@@ -12,7 +12,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 from node.config.settings import load_settings
 from node.dicom.assembly import StudyAssembler
 from node.dicom.association_log import AssociationLog, Peer
-from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import ReceivedInstance
 from node.dicom.spool import Spool
 from node.ops.admin import main
 from node.store.database import migrate, open_database

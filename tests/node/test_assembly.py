@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from node.dicom.assembly import StudyAssembler, skip_counts
 from node.dicom.association_log import AssociationLog, Peer
-from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database
 from node.store.models import Instance, Job, ModelVersion, Report, Study, StudyEvent

@@ -24,7 +24,8 @@ import node.dicom.ingest as ingest_module
 from node.config.settings import load_settings
 from node.dicom.assembly import StudyAssembler
 from node.dicom.association_log import AssociationLog, Peer
-from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database, migrate, open_database
 from node.store.models import Study

@@ -10,7 +10,8 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from node.config.settings import load_settings
-from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import ReceivedInstance
 from node.dicom.spool import Spool
 from node.ops.demo import DemoError, wait_for_outcome
 from node.store.database import migrate, open_database

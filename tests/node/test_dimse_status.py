@@ -8,7 +8,7 @@ from node.config.settings import parse_callers
 from node.dicom.access import AccessPolicy, Refusal
 from node.dicom.dimse_status import STORE_STATUS, refusal_status, store_status
 from node.dicom.incoming import Refusal as IncomingRefusal
-from node.dicom.ingest import IngestOutcome, IngestResult
+from node.dicom.outcome import IngestOutcome, IngestResult
 
 
 def test_every_outcome_has_exactly_one_status() -> None:

@@ -16,7 +16,9 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from node.dicom.ingest import Ingestor, IngestOutcome, ReceivedInstance, read_header
+from node.dicom.header import read_header
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import IngestOutcome, ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database
 from node.store.models import Base, Instance, Study, StudyEvent

@@ -17,7 +17,9 @@ from pydicom.uid import (
 )
 from sqlalchemy import select
 
-from node.dicom.ingest import Ingestor, IngestOutcome, ReceivedInstance, read_header, read_header_file
+from node.dicom.header import read_header, read_header_file
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import IngestOutcome, ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database
 from node.store.models import Instance

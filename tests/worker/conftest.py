@@ -24,7 +24,8 @@ from sqlalchemy.orm import sessionmaker
 from echo.runtime.images import display_pixels
 from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings, load_settings
-from node.dicom.ingest import Ingestor, ReceivedInstance
+from node.dicom.ingest import Ingestor
+from node.dicom.outcome import ReceivedInstance
 from node.dicom.spool import Spool
 from node.store.database import Database, make_engine, migrate, open_database
 from node.store.models import Study
