@@ -28,21 +28,23 @@ draft's rows that have not gone out are stopped (`node.delivery.outbox.stop_supe
 same transaction. Run again, the task finds that revision and reuses it. A frontal that arrives while
 a non-frontal is being read finds the study still queued (ingest leaves it alone): the attempt sees
 it when it stores its draft, under the study's row lock, and queues the study again.
+
+The parts live beside this module: the failure kinds in `worker.failures`, the spool reads in
+`worker.source_images`, the reuse-or-supersede decision in `worker.revisions`, the heartbeat in
+`worker.heartbeat`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydicom import dcmread
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,38 +52,22 @@ from echo.errors import UserError, one_line
 from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
 from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
-from node.delivery.identity import IdentityError, freeze_identity
 from node.delivery.messages import destinations, new_delivery
 from node.delivery.outbox import stop_superseded
-from node.dicom.chest import facts_from_dataset
-from node.dicom.ingest import frontal_chest_radiograph
 from node.store.jobs import WorkerProcess, claim_inference, finish_job, pid_alive
 from node.store.model_versions import ModelFacts, activate, find_or_create
 from node.store.models import Delivery, Instance, Job, Report, Study, utcnow
-from node.store.redraft import newest_report, read_from_non_frontal, request_redraft
+from node.store.redraft import request_redraft
 from node.store.states import JobState, StudyState
 from node.store.transitions import IllegalTransition, transition
-from worker.pixel_budget import pixel_budget_problem
+from worker.failures import TransientInferenceError, UnusableStudy
+from worker.heartbeat import Heartbeat
 from worker.report_text import EmptyReport, clean_report
-from worker.views import ViewCandidate, ViewPick, candidate_from_dataset, pick_frontal
+from worker.revisions import frontal_arrived, plan_draft
+from worker.source_images import check_pixel_budget, read_candidates, read_identity
+from worker.views import ViewCandidate, ViewPick, pick_frontal
 
 log = logging.getLogger(__name__)
-
-
-class TransientInferenceError(RuntimeError):
-    """A failure a later try may not meet (model not loadable now, spool not reachable now)."""
-
-
-class EngineUnavailable(TransientInferenceError):
-    """The engine could not be loaded (missing or half-copied model, GPU not ready)."""
-
-
-class SpoolUnavailable(TransientInferenceError):
-    """An image file could not be read for a reason other than its content (I/O error, mount gone)."""
-
-
-class UnusableStudy(ValueError):
-    """The study cannot be reported: retrying would fail the same way. The message is the reason."""
 
 
 class ReportEngine(Protocol):
@@ -127,132 +113,6 @@ def register_model(sessions: sessionmaker[Session], facts: ModelFacts) -> int:
     except IntegrityError:  # another worker activated its model in the same instant: keep theirs
         with sessions.begin() as session:
             return find_or_create(session, facts).id
-
-
-def read_candidates(instances: list[tuple[int, str]]) -> tuple[list[ViewCandidate], list[str]]:
-    """View evidence of every instance whose header can be read, and a note per one that cannot."""
-    candidates: list[ViewCandidate] = []
-    problems: list[str] = []
-    for instance_id, path in instances:
-        try:
-            header = dcmread(path, stop_before_pixels=True)
-        except FileNotFoundError:
-            problems.append(f"instance {instance_id}: file missing from the spool")
-            continue
-        except PermissionError as error:
-            raise SpoolUnavailable(f"cannot read {path}: {error.strerror}") from error
-        except OSError as error:
-            if error.errno is None:  # pydicom's own read errors carry no errno: the content is bad
-                problems.append(f"instance {instance_id}: not readable as DICOM ({type(error).__name__})")
-                continue
-            raise SpoolUnavailable(f"cannot read {path}: {error.strerror or error}") from error
-        except Exception as error:  # pydicom raises many types for a damaged file
-            problems.append(f"instance {instance_id}: not readable as DICOM ({type(error).__name__})")
-            continue
-        candidates.append(candidate_from_dataset(instance_id, header))
-    return candidates, problems
-
-
-def read_identity(path: str) -> dict[str, Any]:
-    """The source image's patient, order and study, frozen for the report (see node.delivery.identity)."""
-    try:
-        header = dcmread(path, stop_before_pixels=True)
-    except FileNotFoundError as error:
-        raise UnusableStudy("the chosen image left the spool before its identity was frozen") from error
-    except OSError as error:
-        raise SpoolUnavailable(f"cannot read {path}: {error.strerror or error}") from error
-    try:
-        return freeze_identity(header)
-    except IdentityError as error:
-        raise UnusableStudy(str(error)) from error
-
-
-@dataclass(frozen=True)
-class DraftPlan:
-    """What inference does with the study's drafts: reuse one, or write the next revision."""
-
-    reuse_id: int | None  # an existing report to reuse; None: write a new one
-    revision: int  # the new report's revision (or the reused one's)
-    supersedes_id: int | None  # the draft a new report corrects
-
-
-def drafted_from_non_frontal(report: Report, candidates: list[ViewCandidate]) -> bool:
-    """Was `report` read from an image that is not a frontal view? Asked of that image's header by the
-    view ladder when it is still readable, else of the reason the report recorded when it was drafted."""
-    for candidate in candidates:
-        if candidate.instance_id == report.instance_id:
-            return pick_frontal([candidate]).fallback
-    return read_from_non_frontal(report.view_reason)
-
-
-def plan_draft(
-    session: Session, study_id: int, model_version_id: int, pick: ViewPick, candidates: list[ViewCandidate]
-) -> DraftPlan:
-    """Reuse the study's report of this model version, unless its newest draft was read from a non-frontal
-    view and `pick` is a frontal one: then the next revision supersedes that draft."""
-    current = newest_report(session, study_id)
-    if current is not None and not pick.fallback and drafted_from_non_frontal(current, candidates):
-        return DraftPlan(None, current.revision + 1, current.id)
-    mine = session.scalars(
-        select(Report)
-        .where(Report.study_id == study_id, Report.model_version_id == model_version_id)
-        .order_by(Report.revision.desc(), Report.id.desc())
-        .limit(1)
-    ).first()
-    if mine is not None:
-        return DraftPlan(mine.id, mine.revision, mine.supersedes_id)
-    return DraftPlan(None, (current.revision + 1) if current is not None else 1, None)
-
-
-def _frontal_arrived(session: Session, study_id: int, read_ids: frozenset[int]) -> bool:
-    """Whether an instance stored since inference listed the study's images is a frontal chest view
-    (what would send a drafted study back, `node.dicom.ingest.frontal_chest_radiograph`)."""
-    arrived = session.scalars(
-        select(Instance.path).where(Instance.study_id == study_id, Instance.id.not_in(read_ids))
-    )
-    for path in arrived:
-        try:
-            header = dcmread(path, stop_before_pixels=True)
-        except Exception:  # gone or unreadable: it cannot be read in place of this draft either
-            continue
-        if frontal_chest_radiograph(facts_from_dataset(header)):
-            return True
-    return False
-
-
-class Heartbeat:
-    """Refreshes a running job's `heartbeat_at` every `interval_s` from a thread of its own, so it
-    beats while the engine holds the task's thread; a failed beat is logged and tried again."""
-
-    def __init__(
-        self, sessions: sessionmaker[Session], job_id: int, interval_s: float, clock: Callable[[], datetime]
-    ) -> None:
-        self.sessions = sessions
-        self.job_id = job_id
-        self.interval_s = interval_s
-        self.clock = clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"echo-heartbeat-{job_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                with self.sessions.begin() as session:
-                    session.execute(
-                        update(Job)
-                        .where(Job.id == self.job_id, Job.state == JobState.RUNNING)
-                        .values(heartbeat_at=self.clock())
-                    )
-            except Exception as error:  # the database is away: the next beat tries again
-                log.warning("heartbeat of job %d not recorded (%s)", self.job_id, type(error).__name__)
 
 
 class StudyInference:
@@ -352,25 +212,13 @@ class StudyInference:
         self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick
     ) -> GeneratedReport:
         path = dict(instances)[pick.candidate.instance_id]
-        self._check_pixel_budget(path)
+        check_pixel_budget(path, int(self.settings.max_pixel_megabytes * 2**20))
         try:
             return engine.generate(Path(path))
         except UserError as error:  # echo's image reading: unreadable pixels, unsupported encoding
             raise UnusableStudy(f"the model cannot read the chosen image: {error}") from error
         except FileNotFoundError as error:
             raise UnusableStudy("the chosen image left the spool before it was read") from error
-
-    def _check_pixel_budget(self, path: str) -> None:
-        """Refuse, before decoding, an image whose pixels would not fit the worker's memory budget."""
-        try:
-            header = dcmread(path, stop_before_pixels=True)
-        except FileNotFoundError as error:
-            raise UnusableStudy("the chosen image left the spool before it was read") from error
-        except PermissionError as error:
-            raise SpoolUnavailable(f"cannot read {path}: {error.strerror}") from error
-        problem = pixel_budget_problem(header, int(self.settings.max_pixel_megabytes * 2**20))
-        if problem is not None:
-            raise UnusableStudy(problem)
 
     def _store(
         self,
@@ -439,7 +287,7 @@ class StudyInference:
                 transition(session, study, StudyState.INFERRED, f"{what}; {pick.reason}")
                 # A frontal that arrived while a non-frontal was read found the study queued, not
                 # drafted: ingest left it to us. Queued again, the next run supersedes this draft.
-                if pick.fallback and read_ids is not None and _frontal_arrived(session, study_id, read_ids):
+                if pick.fallback and read_ids is not None and frontal_arrived(session, study_id, read_ids):
                     request_redraft(session, study)
                     requeued = True
             finish_job(session, job_id, JobState.SUCCEEDED, now)

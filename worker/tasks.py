@@ -40,14 +40,8 @@ from node.delivery.outbox import Outbox
 from node.store.database import Database, open_database
 from node.store.models import utcnow
 from worker.dead_letter import record_dead_letter
-from worker.inference import (
-    EngineUnavailable,
-    ReportEngine,
-    StudyInference,
-    TransientInferenceError,
-    model_facts,
-    register_model,
-)
+from worker.failures import EngineUnavailable, TransientInferenceError
+from worker.inference import ReportEngine, StudyInference, model_facts, register_model
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from node.config.settings import Settings
 from node.store.database import Database
 from node.store.models import Delivery, Instance, Job, ModelVersion, Report, Study, StudyEvent
 from node.store.states import DeliveryKind, DeliveryStatus, JobState, StudyState
-from worker.inference import EngineUnavailable, StudyInference, model_facts, register_model
+from worker.failures import EngineUnavailable
+from worker.inference import StudyInference, model_facts, register_model
 from worker.pixel_budget import decoded_bytes, pixel_budget_problem
 
 PACS = "PACS@127.0.0.1:11113"

@@ -21,7 +21,7 @@ from node.store.jobs import WorkerProcess, claim_inference
 from node.store.models import Job, Study, StudyEvent, utcnow
 from node.store.states import JobState, StudyState
 from worker.app import create_worker_app
-from worker.inference import TransientInferenceError
+from worker.failures import TransientInferenceError
 
 
 @pytest.fixture
