@@ -24,7 +24,7 @@ draft was read from a non-frontal view (a lateral the site allowed, or an image 
 a frontal view is there now (it arrived late and sent the study back, see `node.store.redraft`).
 Then the next revision is written from the frontal, superseding that draft: a freshly frozen
 identity, new delivery rows (a new SR SOP Instance UID, a new HL7 control id), and the superseded
-draft's rows that have not gone out are stopped (`node.delivery.outbox.stop_superseded`), all in the
+draft's rows that have not gone out are stopped (`node.delivery.supersede.stop_superseded`), all in the
 same transaction. Run again, the task finds that revision and reuses it. A frontal that arrives while
 a non-frontal is being read finds the study still queued (ingest leaves it alone): the attempt sees
 it when it stores its draft, under the study's row lock, and queues the study again.
@@ -53,7 +53,7 @@ from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
 from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
 from node.delivery.messages import destinations, new_delivery
-from node.delivery.outbox import stop_superseded
+from node.delivery.supersede import stop_superseded
 from node.store.jobs import WorkerProcess, claim_inference, finish_job, pid_alive
 from node.store.model_versions import ModelFacts, activate, find_or_create
 from node.store.models import Delivery, Instance, Job, Report, Study, utcnow

@@ -1,14 +1,16 @@
-"""A study's state after its deliveries: delivered when every row is, failed when one failed for good."""
+"""After a delivery is recorded: the study's state (delivered when every row is, failed when one
+failed for good), and the destination's waiting rows woken when it answers again."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from node.store.models import Delivery, Report, Study
-from node.store.states import DeliveryStatus, StudyState
+from node.store.states import DeliveryKind, DeliveryStatus, StudyState
 from node.store.transitions import IllegalTransition, transition
 
 log = logging.getLogger(__name__)
@@ -46,3 +48,18 @@ def settle_study(session: Session, report_id: int) -> StudyState | None:
         log.info("study %d left as it is: %s", study.id, error)
         return None
     return target
+
+
+def wake_waiting(session: Session, target: str, kind: DeliveryKind, now: datetime) -> None:
+    """The destination answered again: its other retrying rows need not wait out their backoff."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.target == target,
+            Delivery.kind == kind,
+            Delivery.status == DeliveryStatus.RETRYING,
+            Delivery.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )

@@ -85,3 +85,27 @@ def test_a_cycle_is_found_and_collapsed_per_package() -> None:
     assert cycles(graph) == []
     assert cycles(collapse(graph, 1)) == [["a", "b"]]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_longer_than_a_reader_takes_in_at_once() -> None:
+    from tests.architecture.import_graph import project_modules
+
+    long = {
+        name: lines
+        for name, path in project_modules(ROOT).items()
+        if not name.startswith("migrations") and (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"split these where a reader would (more than {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_the_readme_layout_names_every_folder_of_the_node_and_no_other() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    named = set(re.findall(r"^node/(\w+)/", layout, re.M))
+    folders = {path.parent.name for path in (ROOT / "node").glob("*/__init__.py")}
+    assert named == folders

@@ -18,6 +18,7 @@ from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
 from node.delivery import outbox as outbox_module
 from node.delivery.messages import sr_series_uid
 from node.delivery.outbox import Outbox
+from node.delivery.supersede import stop_superseded
 from node.store.database import Database
 from node.store.models import Delivery, Instance, Report, Study, StudyEvent
 from node.store.states import DeliveryKind, DeliveryStatus, StudyState
@@ -487,7 +488,7 @@ def test_a_superseded_draft_s_unsent_rows_are_stopped_and_its_delivered_ones_kep
         )
         session.add(newer)
         session.flush()
-        stopped = outbox_module.stop_superseded(session, report_id, newer, clock.now())
+        stopped = stop_superseded(session, report_id, newer, clock.now())
         newer_id = newer.id
     rows = deliveries(database)
     assert stopped == [rows[(report_id, DeliveryKind.ORU)].id]
