@@ -14,7 +14,9 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from node.store.uids import uid_digest
 
@@ -38,17 +40,7 @@ class Spool:
         Raises OSError (ENOSPC when the disk is full); then `path` is exactly as it was before.
         """
         _make_directories(path.parent)
-        descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
-            raise
+        _replace_atomically(path, lambda handle: handle.write(data))
         _fsync_directory(path.parent)
 
     def move_into(self, path: Path, source: Path) -> None:
@@ -67,17 +59,8 @@ class Spool:
         _fsync_directory(path.parent)
 
     def _copy_into(self, path: Path, source: Path) -> None:
-        descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
-        try:
-            with os.fdopen(descriptor, "wb") as handle, source.open("rb") as original:
-                shutil.copyfileobj(original, handle, COPY_CHUNK_BYTES)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
-            raise
+        with source.open("rb") as original:
+            _replace_atomically(path, lambda handle: shutil.copyfileobj(original, handle, COPY_CHUNK_BYTES))
 
     def remove_stale_temp_files(self) -> int:
         """Delete temp files a killed process left behind (never answered as stored); returns how many."""
@@ -108,3 +91,18 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _replace_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """A temp file beside `path`, filled by `fill`, fsynced, then renamed over `path` (or removed)."""
+    descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            fill(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -100,3 +101,26 @@ def test_the_node_runs_the_retention_loop_only_when_retention_is_set(
 ) -> None:
     node = start_node(make_settings(retention_days=retention_days))
     assert ("retention" in {loop.name for loop in node._loops}) is has_loop
+
+
+def test_a_streamed_file_on_another_file_system_is_copied_in_durably(tmp_path: Path, monkeypatch) -> None:
+    from node.dicom import spool as spool_module
+
+    spool = Spool(tmp_path / "spool")
+    source = tmp_path / "incoming.dcm"
+    source.write_bytes(b"DICM" * 1000)
+    target = spool.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    real_replace, calls = os.replace, []
+
+    def cross_device_first(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 1:  # the plain rename of the streamed file: another file system
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(spool_module.os, "replace", cross_device_first)
+    spool.move_into(target, source)
+
+    assert target.read_bytes() == b"DICM" * 1000
+    assert not source.exists() and len(calls) == 2, "copied to a temp file, then renamed into place"
+    assert [path.name for path in target.parent.iterdir()] == [target.name], "no temp file left"
