@@ -244,49 +244,32 @@ class Engine:
         decode = options.decode or gen.decode
         max_new = options.max_new_tokens or gen.max_new_tokens
         if decode == "ar":
-            output = decode_ar(self.decoder, self.embeddings, context, max_new, tokens.eos)
-        elif decode == "refine":
-            threshold = self.threshold_for(decode, options)
-            assert tokens.mask is not None and threshold is not None
-            output = decode_refine(
-                self.decoder,
-                self.embeddings,
-                context,
-                block_size=gen.block_size,
-                max_new_tokens=max_new,
-                mask_id=tokens.mask,
-                eos_id=tokens.eos,
-                prompt_attention=gen.prompt_attention,
-                threshold=threshold,
-            )
-        elif decode == "onestep":
-            assert tokens.mask is not None
-            output = decode_onestep(
-                self.decoder,
-                self.embeddings,
-                context,
-                block_size=gen.block_size,
-                max_new_tokens=max_new,
-                mask_id=tokens.mask,
-                eos_id=tokens.eos,
-                prompt_attention=gen.prompt_attention,
-            )
+            return decode_ar(self.decoder, self.embeddings, context, max_new, tokens.eos), vision_seconds
+        assert tokens.mask is not None, "a block decoder needs the mask token"
+        blocks = {
+            "block_size": gen.block_size,
+            "max_new_tokens": max_new,
+            "mask_id": tokens.mask,
+            "eos_id": tokens.eos,
+            "prompt_attention": gen.prompt_attention,
+        }
+        if decode == "onestep":
+            output = decode_onestep(self.decoder, self.embeddings, context, **blocks)
         else:
             threshold = self.threshold_for(decode, options)
-            assert tokens.mask is not None and threshold is not None
-            output = decode_multistep(
-                self.decoder,
-                self.embeddings,
-                context,
-                block_size=gen.block_size,
-                max_new_tokens=max_new,
-                mask_id=tokens.mask,
-                eos_id=tokens.eos,
-                prompt_attention=gen.prompt_attention,
-                remasking=options.remasking,
-                steps_per_block=options.steps,
-                threshold=threshold,
-            )
+            assert threshold is not None
+            if decode == "refine":
+                output = decode_refine(self.decoder, self.embeddings, context, **blocks, threshold=threshold)
+            else:
+                output = decode_multistep(
+                    self.decoder,
+                    self.embeddings,
+                    context,
+                    **blocks,
+                    remasking=options.remasking,
+                    steps_per_block=options.steps,
+                    threshold=threshold,
+                )
         return output, vision_seconds
 
     def threshold_for(self, decode: str, options: DecodeOptions) -> float | None:
