@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import UserError, one_line
+from echo.runtime.draft_check import DraftGate, GatedDraft, gated_generate
 from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
 from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
@@ -69,6 +70,8 @@ from worker.views import ViewCandidate, ViewPick, pick_frontal
 
 log = logging.getLogger(__name__)
 
+DRAFT_GATE_HELD = "draft gate"  # how a held draft's job error and study reason begin
+
 
 class ReportEngine(Protocol):
     """What inference needs from `echo.runtime.Engine` (tests give a stand-in)."""
@@ -79,7 +82,7 @@ class ReportEngine(Protocol):
     @property
     def manifest(self) -> ModelManifest: ...
 
-    def generate(self, image: Path) -> GeneratedReport: ...
+    def generate(self, image: Path, **options: Any) -> GeneratedReport: ...
 
 
 @dataclass(frozen=True)
@@ -201,24 +204,35 @@ class StudyInference:
         model_version_id = self.model_version_id(engine)
         with self.sessions() as session:
             plan = plan_draft(session, study_id, model_version_id, pick, candidates)
-        generated = None if plan.reuse_id is not None else self._generate(engine, instances, pick)
-        identity = None if generated is None else read_identity(dict(instances)[pick.candidate.instance_id])
+        gated = None if plan.reuse_id is not None else self._generate(engine, instances, pick)
+        identity = None if gated is None else read_identity(dict(instances)[pick.candidate.instance_id])
         read_ids = frozenset(instance_id for instance_id, _ in instances)
-        return self._store(
-            study_id, job_id, model_version_id, pick, generated, identity, candidates, read_ids
-        )
+        return self._store(study_id, job_id, model_version_id, pick, gated, identity, candidates, read_ids)
 
     def _generate(
         self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick
-    ) -> GeneratedReport:
+    ) -> GatedDraft:
+        """The served decoding's draft, through the draft gate: a broken draft (duplicated words, a
+        missing section, low confidence) is decoded again with more steps; still broken, no draft
+        is sent and the study fails with the reason (`echo-admin requeue` tries again)."""
         path = dict(instances)[pick.candidate.instance_id]
         check_pixel_budget(path, int(self.settings.max_pixel_megabytes * 2**20))
+        gate = DraftGate(min_mean_confidence=self.settings.draft_min_confidence or None)
         try:
-            return engine.generate(Path(path))
+            if not self.settings.draft_gate:  # the site turned the gate off: the draft as decoded
+                draft = engine.generate(Path(path))
+                return GatedDraft(draft, (), (draft,), ())
+            gated = gated_generate(engine, Path(path), gate)
         except UserError as error:  # echo's image reading: unreadable pixels, unsupported encoding
             raise UnusableStudy(f"the model cannot read the chosen image: {error}") from error
         except FileNotFoundError as error:
             raise UnusableStudy("the chosen image left the spool before it was read") from error
+        if gated.problems:
+            raise UnusableStudy(
+                f"{DRAFT_GATE_HELD}: {'; '.join(gated.problems)} (decoded as {gated.report.decoding} "
+                "after the served decoding failed too); no draft sent"
+            )
+        return gated
 
     def _store(
         self,
@@ -226,7 +240,7 @@ class StudyInference:
         job_id: int,
         model_version_id: int,
         pick: ViewPick,
-        generated: GeneratedReport | None,
+        gated: GatedDraft | None,
         identity: dict[str, Any] | None = None,
         candidates: list[ViewCandidate] | None = None,
         read_ids: frozenset[int] | None = None,
@@ -241,8 +255,9 @@ class StudyInference:
             report = None if plan.reuse_id is None else session.get_one(Report, plan.reuse_id)
             reused = report is not None
             if report is None:
-                if generated is None:
+                if gated is None:
                     raise TransientInferenceError("the study's drafts changed while it was inferred")
+                generated = gated.report
                 try:
                     text = clean_report(generated.findings, generated.impression)
                 except EmptyReport as error:
@@ -260,6 +275,8 @@ class StudyInference:
                     instance_id=pick.candidate.instance_id,
                     view_reason=pick.reason,
                     identity=identity,  # who the draft is about, frozen now: the outbox builds from it
+                    decoding=generated.decoding,
+                    gate=gated.outcome if self.settings.draft_gate else None,
                     revision=plan.revision,
                     supersedes_id=plan.supersedes_id,
                     created_at=now,

@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = Field(600.0, gt=0)
     heartbeat_timeout_seconds: float = Field(60.0, gt=0)
     max_pixel_megabytes: float = Field(256.0, gt=0)
+    # The draft gate: a draft under this mean token confidence (or with duplicated words, a missing
+    # section) is decoded again with more steps; still broken, it is never sent (0: no floor).
+    draft_min_confidence: float = Field(0.75, ge=0, le=1)
+    draft_gate: bool = True  # false sends every draft as decoded (plumbing tests; never in production)
     log_level: str = "INFO"
 
     @field_validator("ae_title")

@@ -15,7 +15,13 @@ from sqlalchemy.orm import Session
 from echo.errors import UserError, run_cli
 from node.config.settings import Settings
 from node.config.startup import check_database, settings_for_cli
-from node.ops.overview import counts_by_state, last_association, open_associations, recent_studies
+from node.ops.overview import (
+    counts_by_state,
+    draft_gate_counts,
+    last_association,
+    open_associations,
+    recent_studies,
+)
 from node.ops.study_detail import study_detail
 from node.ops.study_detail_view import print_study_detail, when
 from node.store.database import Database, open_database, safe_url
@@ -61,6 +67,7 @@ def status(config: Path | None = ConfigOption) -> None:
             counts = counts_by_state(session)
             last = last_association(session)
             still_open = open_associations(session)
+            gate = draft_gate_counts(session)
     except SQLAlchemyError as error:
         raise _database_error(settings, error) from None
     finally:
@@ -82,6 +89,9 @@ def status(config: Path | None = ConfigOption) -> None:
             f"{last.files_failed} failed" + (f" ({last.reason})" if last.reason else "")
         )
     console.print(f"open associations: {still_open}")
+    console.print(
+        f"draft gate: {gate['passed']} passed, {gate['redecoded']} re-decoded, {gate['held']} held (not sent)"
+    )
 
 
 def _queue_line(settings: Settings) -> str:

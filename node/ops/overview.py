@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from node.store.models import Association, Instance, Study, StudyEvent
-from node.store.states import AssociationOutcome, StudyState
+from node.store.models import Association, Instance, Job, Report, Study, StudyEvent
+from node.store.states import AssociationOutcome, JobKind, StudyState
 
 
 @dataclass(frozen=True)
@@ -119,3 +119,22 @@ def recent_studies(session: Session, state: StudyState | None, limit: int) -> li
         )
         for study, count, failure_reason in session.execute(query)
     ]
+
+
+GATE_HELD_PREFIX = "draft gate"  # worker.inference.DRAFT_GATE_HELD: how a held draft's job error begins
+
+
+def draft_gate_counts(session: Session) -> dict[str, int]:
+    """The draft gate's decisions: drafts stored as first decoded ("passed"), stored after a re-decode
+    ("redecoded"), and drafts never stored because they stayed broken ("held")."""
+    counts = {"passed": 0, "redecoded": 0, "held": 0}
+    for gate, count in session.execute(
+        select(Report.gate, func.count()).where(Report.gate.is_not(None)).group_by(Report.gate)
+    ):
+        counts[gate] = count
+    counts["held"] = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.kind == JobKind.INFER, Job.error.like(f"{GATE_HELD_PREFIX}:%"))
+    ) or 0
+    return counts

@@ -217,6 +217,9 @@ class Report(Base):
     # The study's draft number (1 for its first) and the draft this one corrects (revision 0004).
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id", ondelete="SET NULL"))
+    # Which decoding wrote the draft and what the draft gate decided (revision 0005).
+    decoding: Mapped[str | None] = mapped_column(String(64))
+    gate: Mapped[str | None] = mapped_column(String(16))  # "passed" or "redecoded"
 
 
 class Delivery(Base):

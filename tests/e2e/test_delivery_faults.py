@@ -44,6 +44,7 @@ def node(tmp_path: Path, pacs, ris, engine: Engine):
         delivery_backoff_seconds=0.2,
         delivery_timeout_seconds=1.0,
         delivery_max_attempts=4,
+        draft_gate=False,  # the outbox is under test: any draft of the synthetic study will do
     )
     database = open_database(settings)
     migrate(database.engine)

@@ -33,6 +33,7 @@ def node(
     data_dir = tmp_path_factory.mktemp("redraft")
     env = environment(data_dir, port, model_dir, pacs=_module_pacs.address, ris=_module_ris.address)
     env["ECHO_DRAFT_LATERAL_ONLY"] = "true"
+    env["ECHO_DRAFT_GATE"] = "false"  # the re-draft flow is under test, not the lateral draft's text
     launch("serve", ["-m", "node.serve.cli", "serve"], env)
     echo = ("echoscu", "-aet", "STORESCU", "-aec", "ECHO", "127.0.0.1", str(port))
     wait(lambda: dcmtk(*echo).returncode == 0, 60, "the embedded node", launch.logs)

@@ -51,6 +51,7 @@ def test_one_command_receives_assembles_and_runs_the_task(
         "ECHO_PORT": str(port),
         "ECHO_QUIET_SECONDS": "0.5",
         "ECHO_ALLOWED_CALLERS": "STORESCU",
+        "ECHO_DRAFT_GATE": "false",  # plumbing: the tiny test image's draft is not what is tested
     }
     node = serve(env)
     try:
@@ -166,6 +167,7 @@ class KillableNode:
             "ECHO_PORT": str(self.port),
             "ECHO_QUIET_SECONDS": "0.5",
             "ECHO_ALLOWED_CALLERS": "STORESCU",
+            "ECHO_DRAFT_GATE": "false",  # plumbing: the tiny test image's draft is not what is tested
         }
         self.process = serve(env, log=self.log)
         echo = ("echoscu", "-aet", "STORESCU", "-aec", "ECHO", "127.0.0.1", str(self.port))

@@ -198,20 +198,26 @@ class FakeEngine:
     impression: str = "No acute cardiopulmonary process."
     error: BaseException | None = None
     read: list[Path] = field(default_factory=list)
+    redecoded_findings: str | None = None  # what a re-decode writes (None: the same text again)
+    decodes: list[str] = field(default_factory=list)  # the decoding of each call, in order
     manifest: SimpleNamespace = field(
         default_factory=lambda: SimpleNamespace(
             name="echo-test-student", version="0123456789abcdef", generation=SimpleNamespace(block_size=8)
         )
     )
 
-    def generate(self, image: Path) -> GeneratedReport:
+    def generate(self, image: Path, **options: object) -> GeneratedReport:
+        """The given text; with `redecoded_findings` set, a re-decode (decode="multistep") writes that."""
         if self.error is not None:
             raise self.error
         display_pixels(image)
         self.read.append(Path(image))
-        text = f"FINDINGS: {self.findings}\nIMPRESSION: {self.impression}"
+        self.decodes.append(str(options.get("decode") or "onestep"))
+        redecode = options.get("decode") == "multistep" and self.redecoded_findings is not None
+        findings = self.redecoded_findings if redecode else self.findings
+        text = f"FINDINGS: {findings}\nIMPRESSION: {self.impression}"
         return GeneratedReport(
-            findings=self.findings,
+            findings=findings,
             impression=self.impression,
             text=text,
             tokens=17,
@@ -220,7 +226,8 @@ class FakeEngine:
             seconds=0.25,
             timings={"preprocess": 0.05, "vision": 0.1, "prefill": 0.05, "decode": 0.05, "total": 0.25},
             model_version=self.manifest.version,
-            decode="onestep",
+            decode=str(options.get("decode") or "onestep"),
+            steps=options.get("steps") if options.get("decode") else None,
         )
 
 

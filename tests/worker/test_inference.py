@@ -181,10 +181,8 @@ def test_an_empty_report_fails_the_study(
     engine.findings, engine.impression = "\x1d\ufffd", " "
     study_id = store_study(images.chest())
     result = make_inference(database, settings, engine).run(study_id, "t")
-    assert (result.outcome, result.detail) == (
-        "failed",
-        "the model produced an empty report (no printable findings or impression)",
-    )
+    assert result.outcome == "failed"  # the draft gate sees both sections empty, even after a re-decode
+    assert result.detail.startswith("draft gate: missing or empty section(s): FINDINGS, IMPRESSION")
     assert rows(database, Study)[0].state is StudyState.FAILED
 
 
@@ -348,3 +346,64 @@ def test_a_new_revision_only_when_a_frontal_replaces_a_non_frontal_read(
         assert again.report_id == drafted.report_id
         assert [(r.revision, r.supersedes_id) for r in reports] == [(1, None)]
         assert len(engine.read) == 1 and len(rows(database, Delivery)) == 1
+
+
+def test_a_broken_draft_is_decoded_again_and_the_fixed_one_is_stored(
+    database, node_settings, store_study, images, engine
+) -> None:
+    inference = make_inference(database, node_settings(pacs="PACS@127.0.0.1:11113"), engine)
+    engine.findings = "Heart size is is normal."  # one-step's failure: adjacent duplicated words
+    engine.redecoded_findings = "Heart size is normal."
+    study_id = store_study(images.chest())
+
+    result = inference.run(study_id, "task-gate-1")
+
+    assert result.outcome == "reported", result.detail
+    assert engine.decodes == ["onestep", "multistep"]
+    with database.sessions() as session:
+        report = session.scalars(select(Report)).one()
+    assert (report.findings, report.gate) == ("Heart size is normal.", "redecoded")
+    assert report.decoding.startswith("multistep")
+
+
+def test_a_draft_that_stays_broken_is_never_stored_or_sent(
+    database, node_settings, store_study, images, engine
+) -> None:
+    inference = make_inference(database, node_settings(pacs="PACS@127.0.0.1:11113"), engine)
+    engine.findings = "Heart size is is normal."  # and the re-decode writes the same
+    study_id = store_study(images.chest())
+
+    result = inference.run(study_id, "task-gate-2")
+
+    assert result.outcome == "failed"
+    assert result.detail.startswith("draft gate: 1 adjacent duplicated word(s): 'is is'")
+    assert result.detail.endswith("no draft sent")
+    with database.sessions() as session:
+        assert session.scalars(select(Report)).all() == []
+        assert session.scalars(select(Delivery)).all() == []
+        assert session.get_one(Study, study_id).state is StudyState.FAILED
+
+
+def test_a_clean_draft_passes_the_gate_at_once(database, settings, store_study, images, engine) -> None:
+    inference = make_inference(database, settings, engine)
+    study_id = store_study(images.chest())
+    assert inference.run(study_id, "task-gate-3").outcome == "reported"
+    assert engine.decodes == ["onestep"]
+    with database.sessions() as session:
+        report = session.scalars(select(Report)).one()
+    assert (report.gate, report.decoding) == ("passed", "onestep")
+
+
+def test_echo_admin_status_counts_the_gate_s_decisions(database, settings, store_study, images, engine) -> None:
+    from node.ops.overview import GATE_HELD_PREFIX, draft_gate_counts
+    from worker.inference import DRAFT_GATE_HELD
+
+    assert DRAFT_GATE_HELD == GATE_HELD_PREFIX, "the count finds the held drafts by the worker's words"
+    inference = make_inference(database, settings, engine)
+    inference.run(store_study(images.chest()), "passes")
+    engine.findings, engine.redecoded_findings = "Heart is is normal.", "Heart is normal."
+    inference.run(store_study(images.chest()), "fixed")
+    engine.redecoded_findings = None
+    inference.run(store_study(images.chest()), "held")
+    with database.sessions() as session:
+        assert draft_gate_counts(session) == {"passed": 1, "redecoded": 1, "held": 1}
