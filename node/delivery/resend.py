@@ -8,7 +8,8 @@ PACS outage does not put a duplicate ORU in the RIS. A reset row keeps its SR SO
 Instance UID and HL7 control id, so the PACS replaces the SR it may already hold and the RIS can
 recognise the message. A study that failed (a delivery refused, or given up) goes back to
 "inferred" through the state machine (failed -> queued -> inferred, both audited), so the outbox
-can settle it again; a delivered study stays delivered.
+can settle it again; so does a delivered study when something is sent again (a resend that then
+fails must not leave it showing delivered).
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ def resend_report(
     result.untouched = [
         f"{row.kind.value.upper()} to {row.target}" for kind, row in rows.items() if kind not in wanted
     ]
-    if study.state is StudyState.FAILED:
+    sending = bool(result.reset or result.created)
+    if study.state is StudyState.FAILED or (study.state is StudyState.DELIVERED and sending):
+        # The study is "inferred" again until what goes out now settles it: a resend that fails
+        # leaves it failed, not still "delivered" from the last time.
         transition(session, study, StudyState.QUEUED, "operator resend")
         transition(session, study, StudyState.INFERRED, f"report {report.id} sent again")
     session.flush()

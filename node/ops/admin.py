@@ -16,10 +16,12 @@ from echo.errors import UserError, run_cli
 from node.config.settings import Settings
 from node.config.startup import check_database, settings_for_cli
 from node.ops.overview import (
+    OutboxSummary,
     counts_by_state,
     draft_gate_counts,
     last_association,
     open_associations,
+    outbox_summary,
     recent_studies,
 )
 from node.ops.study_detail import study_detail
@@ -68,6 +70,7 @@ def status(config: Path | None = ConfigOption) -> None:
             last = last_association(session)
             still_open = open_associations(session)
             gate = draft_gate_counts(session)
+            outbox = outbox_summary(session)
     except SQLAlchemyError as error:
         raise _database_error(settings, error) from None
     finally:
@@ -91,6 +94,17 @@ def status(config: Path | None = ConfigOption) -> None:
     console.print(f"open associations: {still_open}")
     console.print(
         f"draft gate: {gate['passed']} passed, {gate['redecoded']} re-decoded, {gate['held']} held (not sent)"
+    )
+    console.print(_outbox_line(outbox))
+
+
+def _outbox_line(outbox: OutboxSummary) -> str:
+    counts = ", ".join(f"{count} {status}" for status, count in outbox.counts.items())
+    if outbox.oldest_waiting is None:
+        return f"outbox: {counts}"
+    return (
+        f"outbox: {counts}; the oldest waiting since {when(outbox.oldest_waiting)}, "
+        f"next try {when(outbox.next_try)}"
     )
 
 

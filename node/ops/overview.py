@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from node.store.models import Association, Instance, Job, Report, Study, StudyEvent
-from node.store.states import AssociationOutcome, JobKind, StudyState
+from node.store.models import Association, Delivery, Instance, Job, Report, Study, StudyEvent
+from node.store.states import AssociationOutcome, DeliveryStatus, JobKind, StudyState
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,23 @@ def draft_gate_counts(session: Session) -> dict[str, int]:
         .where(Job.kind == JobKind.INFER, Job.error.like(f"{GATE_HELD_PREFIX}:%"))
     ) or 0
     return counts
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    counts: dict[DeliveryStatus, int]  # delivery rows per status
+    oldest_waiting: datetime | None  # when the oldest row not yet delivered (pending/retrying) was queued
+    next_try: datetime | None  # the soonest next attempt among them
+
+
+def outbox_summary(session: Session) -> OutboxSummary:
+    """The messages the outbox holds: what waits (parked while its PACS or RIS is down), what an
+    operator must look at (held, failed)."""
+    counts = {status: 0 for status in DeliveryStatus}
+    for status, count in session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)):
+        counts[status] = count
+    waiting = Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRYING))
+    oldest, soonest = session.execute(
+        select(func.min(Delivery.created_at), func.min(Delivery.next_attempt_at)).where(waiting)
+    ).one()
+    return OutboxSummary(counts, oldest, soonest)

@@ -156,3 +156,54 @@ def test_models_lists_versions_and_the_active_one(
     newest, oldest = lines
     assert "fedcba9876543210" in newest and "│ 1 " in newest and "yes" in newest
     assert "0123456789abcdef" in oldest and "│ 2 " in oldest and "yes" not in oldest
+
+
+def test_a_delivered_study_sent_again_shows_what_the_new_send_came_to(
+    database: Database, node_settings, store_study, images, report_for, capsys, monkeypatch
+) -> None:
+    settings = node_settings(pacs=PACS, ris=RIS)
+    study_id = store_study(images.chest())
+    report_for(study_id, settings)
+
+    def accept(datasets, peer, **options):
+        return [
+            StoreOutcome(status=SendStatus.DELIVERED, sop_instance_uid=d.SOPInstanceUID, status_code=0)
+            for d in datasets
+        ]
+
+    def aa(message, host, port, *, control_id, timeout, tls_context):
+        return AckOutcome(status=SendStatus.DELIVERED, ack_code="AA")
+
+    Outbox(database.sessions, settings, store=accept, send_oru=aa).run_due()
+    with database.sessions() as session:
+        assert session.get_one(Study, study_id).state is StudyState.DELIVERED
+
+    code, out, _ = run_admin(
+        ["resend", "--all", str(study_id)], capsys, monkeypatch, settings, ECHO_PACS=PACS, ECHO_RIS=RIS
+    )
+    assert code == 0 and f"study {study_id}, report" in out and ": inferred" in out
+    refuse_oru(database, settings)  # this time the RIS refuses it
+    with database.sessions() as session:
+        assert session.get_one(Study, study_id).state is StudyState.FAILED, "not still 'delivered'"
+
+
+def test_status_shows_the_messages_parked_while_a_destination_is_down(
+    database: Database, node_settings, store_study, images, report_for, capsys, monkeypatch
+) -> None:
+    settings = node_settings(pacs=PACS, ris=RIS)
+    report_for(store_study(images.chest()), settings)
+
+    def down(datasets, peer, **options):
+        return [
+            StoreOutcome(status=SendStatus.RETRY, error="could not connect", sop_instance_uid=d.SOPInstanceUID)
+            for d in datasets
+        ]
+
+    def aa(message, host, port, *, control_id, timeout, tls_context):
+        return AckOutcome(status=SendStatus.DELIVERED, ack_code="AA")
+
+    Outbox(database.sessions, settings, store=down, send_oru=aa).run_due()
+    code, out, _ = run_admin(["status"], capsys, monkeypatch, settings)
+    assert code == 0
+    assert "outbox: 0 pending, 1 delivered, 1 retrying, 0 failed, 0 held; the oldest waiting since " in out
+    assert "next try " in out
