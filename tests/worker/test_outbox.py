@@ -89,6 +89,7 @@ def peers(node_settings):
 
 
 def outbox(database: Database, settings, clock, store=None, ris=None, **options) -> Outbox:
+    clock.catch_up()
     return Outbox(
         database.sessions,
         settings,
