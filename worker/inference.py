@@ -65,7 +65,7 @@ from worker.failures import TransientInferenceError, UnusableStudy
 from worker.heartbeat import Heartbeat
 from worker.report_text import EmptyReport, clean_report
 from worker.revisions import frontal_arrived, plan_draft
-from worker.source_images import check_pixel_budget, read_candidates, read_identity
+from worker.source_images import check_pixel_budget, frozen_identity, read_candidates, read_chosen_header
 from worker.views import ViewCandidate, ViewPick, pick_frontal
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,12 @@ class StudyInference:
         model_version_id = self.model_version_id(engine)
         with self.sessions() as session:
             plan = plan_draft(session, study_id, model_version_id, pick, candidates)
-        gated = None if plan.reuse_id is not None else self._generate(engine, instances, pick)
-        identity = None if gated is None else read_identity(dict(instances)[pick.candidate.instance_id])
+        gated, identity = None, None
+        if plan.reuse_id is None:
+            header = read_chosen_header(dict(instances)[pick.candidate.instance_id])
+            check_pixel_budget(header, int(self.settings.max_pixel_megabytes * 2**20))
+            gated = self._generate(engine, instances, pick)
+            identity = frozen_identity(header)
         read_ids = frozenset(instance_id for instance_id, _ in instances)
         return self._store(study_id, job_id, model_version_id, pick, gated, identity, candidates, read_ids)
 
@@ -216,12 +220,11 @@ class StudyInference:
         missing section, low confidence) is decoded again with more steps; still broken, no draft
         is sent and the study fails with the reason (`echo-admin requeue` tries again)."""
         path = dict(instances)[pick.candidate.instance_id]
-        check_pixel_budget(path, int(self.settings.max_pixel_megabytes * 2**20))
-        gate = DraftGate(min_mean_confidence=self.settings.draft_min_confidence or None)
         try:
             if not self.settings.draft_gate:  # the site turned the gate off: the draft as decoded
                 draft = engine.generate(Path(path))
                 return GatedDraft(draft, (), (draft,), ())
+            gate = DraftGate(min_mean_confidence=self.settings.draft_min_confidence or None)
             gated = gated_generate(engine, Path(path), gate)
         except UserError as error:  # echo's image reading: unreadable pixels, unsupported encoding
             raise UnusableStudy(f"the model cannot read the chosen image: {error}") from error

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from node.delivery.identity import IdentityError, freeze_identity
 from worker.failures import SpoolUnavailable, UnusableStudy
@@ -38,28 +38,26 @@ def read_candidates(instances: list[tuple[int, str]]) -> tuple[list[ViewCandidat
     return candidates, problems
 
 
-def read_identity(path: str) -> dict[str, Any]:
-    """The source image's patient, order and study, frozen for the report (see node.delivery.identity)."""
+def read_chosen_header(path: str) -> Dataset:
+    """The chosen image's header (no pixels), read once for its pixel budget and its frozen identity."""
     try:
-        header = dcmread(path, stop_before_pixels=True)
+        return dcmread(path, stop_before_pixels=True)
     except FileNotFoundError as error:
-        raise UnusableStudy("the chosen image left the spool before its identity was frozen") from error
+        raise UnusableStudy("the chosen image left the spool before it was read") from error
     except OSError as error:
         raise SpoolUnavailable(f"cannot read {path}: {error.strerror or error}") from error
+
+
+def frozen_identity(header: Dataset) -> dict[str, Any]:
+    """The chosen image's patient, order and study, frozen for the report (see node.delivery.identity)."""
     try:
         return freeze_identity(header)
     except IdentityError as error:
         raise UnusableStudy(str(error)) from error
 
 
-def check_pixel_budget(path: str, max_bytes: int) -> None:
+def check_pixel_budget(header: Dataset, max_bytes: int) -> None:
     """Refuse, before decoding, an image whose pixels would not fit the worker's memory budget."""
-    try:
-        header = dcmread(path, stop_before_pixels=True)
-    except FileNotFoundError as error:
-        raise UnusableStudy("the chosen image left the spool before it was read") from error
-    except PermissionError as error:
-        raise SpoolUnavailable(f"cannot read {path}: {error.strerror}") from error
     problem = pixel_budget_problem(header, max_bytes)
     if problem is not None:
         raise UnusableStudy(problem)
