@@ -59,7 +59,7 @@ from node.store.jobs import WorkerProcess, claim_inference, finish_job, pid_aliv
 from node.store.model_versions import ModelFacts, activate, find_or_create
 from node.store.models import Delivery, Instance, Job, Report, Study, utcnow
 from node.store.redraft import request_redraft
-from node.store.states import JobState, StudyState
+from node.store.states import DRAFT_GATE_HELD, JobState, StudyState
 from node.store.transitions import IllegalTransition, transition
 from worker.failures import TransientInferenceError, UnusableStudy
 from worker.heartbeat import Heartbeat
@@ -69,8 +69,6 @@ from worker.source_images import check_pixel_budget, frozen_identity, read_candi
 from worker.views import ViewCandidate, ViewPick, pick_frontal
 
 log = logging.getLogger(__name__)
-
-DRAFT_GATE_HELD = "draft gate"  # how a held draft's job error and study reason begin
 
 
 class ReportEngine(Protocol):

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from node.store.models import Association, Delivery, Instance, Job, Report, Study, StudyEvent
-from node.store.states import AssociationOutcome, DeliveryStatus, JobKind, StudyState
+from node.store.states import DRAFT_GATE_HELD, AssociationOutcome, DeliveryStatus, JobKind, StudyState
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,6 @@ def recent_studies(session: Session, state: StudyState | None, limit: int) -> li
     ]
 
 
-GATE_HELD_PREFIX = "draft gate"  # worker.inference.DRAFT_GATE_HELD: how a held draft's job error begins
-
-
 def draft_gate_counts(session: Session) -> dict[str, int]:
     """The draft gate's decisions: drafts stored as first decoded ("passed"), stored after a re-decode
     ("redecoded"), and drafts never stored because they stayed broken ("held")."""
@@ -135,7 +132,7 @@ def draft_gate_counts(session: Session) -> dict[str, int]:
     counts["held"] = session.scalar(
         select(func.count())
         .select_from(Job)
-        .where(Job.kind == JobKind.INFER, Job.error.like(f"{GATE_HELD_PREFIX}:%"))
+        .where(Job.kind == JobKind.INFER, Job.error.like(f"{DRAFT_GATE_HELD}:%"))
     ) or 0
     return counts
 

@@ -65,3 +65,7 @@ class DeliveryStatus(StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     HELD = "held"  # stopped for an operator: the message would not match its frozen identity
+
+
+# How the error of an inference attempt whose draft the draft gate held begins (counted by echo-admin).
+DRAFT_GATE_HELD = "draft gate"
