@@ -56,7 +56,7 @@ def command(
 
         net, tokenizer, spec = load_checkpoint(model)
         chosen = decode or spec.decode
-        default_threshold = spec.refine_threshold if chosen == "refine" else spec.threshold
+        default_threshold = spec.threshold_for(chosen)
         options = DecodeOptions(
             decode=chosen,
             steps=steps,

@@ -40,6 +40,12 @@ def command(
     ] = "stitched",
     step_weighting: Annotated[str, typer.Option(help="uniform | decreasing | increasing")] = "decreasing",
     eos_weight: Annotated[float, typer.Option(help="weight of the cross-entropy term on <eos>")] = 1.0,
+    hard_weight: Annotated[
+        float, typer.Option(help="share of cross-entropy on the committed token mixed with the KL, 0-1")
+    ] = 0.0,
+    train_vision: Annotated[
+        bool, typer.Option(help="train the vision tower too (frozen by default)")
+    ] = False,
     steps: Steps = 1500,
     batch_size: BatchSize = 16,
     lr: Lr = 5e-4,
@@ -84,6 +90,8 @@ def command(
         target=target,
         step_weighting=step_weighting,
         eos_weight=eos_weight,
+        hard_weight=hard_weight,
+        freeze_vision=not train_vision,
     )
     metrics = run_dcd(teacher_model, student, tokenizer, args, spec)
     kept = sum(r["kept"] for r in metrics["rounds"])

@@ -33,6 +33,10 @@ class GenerationSpec:
     # refine: positions below this confidence are re-predicted in a second forward of their block
     refine_threshold: float = DEFAULT_REFINE_THRESHOLD
 
+    def threshold_for(self, decode: str) -> float:
+        """The threshold `decode` takes from this spec: refine's own, else the multistep tau."""
+        return self.refine_threshold if decode == "refine" else self.threshold
+
     def save(self, directory: Path) -> None:
         (directory / GENERATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 

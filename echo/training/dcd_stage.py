@@ -45,6 +45,7 @@ class DcdArgs:
     target: str = "stitched"  # "factorised": the mean-field baseline the paper argues against
     step_weighting: str = "decreasing"
     eos_weight: float = 1.0
+    hard_weight: float = 0.0  # share of cross-entropy on the committed token, mixed with the KL
     freeze_vision: bool = True
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class DcdArgs:
             raise UserError(f"--target must be one of {', '.join(TARGETS)}, not {self.target!r}")
         if self.step_weighting not in STEP_WEIGHTS:
             raise UserError(f"--step-weighting must be one of {', '.join(STEP_WEIGHTS)}")
+        if not 0.0 <= self.hard_weight <= 1.0:
+            raise UserError(f"--hard-weight must be within [0, 1], not {self.hard_weight}")
         if self.rounds < 1 or self.collect_per_round < 1:
             raise UserError("--rounds and --collect-per-round must be at least 1")
 
@@ -255,6 +258,7 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
             block_size=block_size,
             step_weighting=weighting,
             eos_weight=args.eos_weight,
+            hard_weight=args.hard_weight,
         )
 
     val_items = [

@@ -76,16 +76,24 @@ def dcd_loss(
     block_size: int,
     step_weighting: str = "decreasing",
     eos_weight: float = 1.0,
+    hard_weight: float = 0.0,
 ) -> torch.Tensor:
     """Forward KL(teacher || student) on fully masked blocks, step-weighted, plus CE on eos.
 
     ``batch.response_ids`` holds the pseudo-labels (the clean prefix the student conditions on).
+    `hard_weight` mixes in cross-entropy on those committed tokens, with the same step weights:
+    ``(1 - h) * KL + h * CE``; 0 is the paper's pure KL, 1 learns the committed tokens alone.
     """
+    if not 0.0 <= hard_weight <= 1.0:
+        raise ValueError(f"hard_weight must be within [0, 1], got {hard_weight}")
     all_masked = torch.ones_like(batch.response_ids, dtype=torch.bool)
     logits = rad_logits(student, batch, all_masked, mask_id, block_size)  # (b, R, V)
     log_q = F.log_softmax(logits.float(), dim=-1)
     p = probs.float()
     kl = (p * (torch.log(p.clamp_min(1e-8)) - log_q)).sum(-1)  # (b, R)
+    if hard_weight > 0:
+        ce = -log_q.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)  # (b, R)
+        kl = (1.0 - hard_weight) * kl + hard_weight * ce
     weights = step_weights(commit_step, block_size, step_weighting) * live
     loss = (kl * weights).sum() / weights.sum().clamp_min(1e-6)
     eos_positions = live & (batch.response_ids == eos_id)

@@ -41,7 +41,9 @@ def findings_f1_scorer(
         labels or label_report(report)
         for labels, report in zip(examples.labels, examples.reports, strict=True)
     ]
-    options = DecodeOptions(decode=spec.decode, threshold=spec.threshold, max_new_tokens=spec.max_new_tokens)
+    options = DecodeOptions(
+        decode=spec.decode, threshold=spec.threshold_for(spec.decode), max_new_tokens=spec.max_new_tokens
+    )
 
     def score() -> float:
         was_training = model.training

@@ -124,3 +124,27 @@ def _fake_targets(batcher, tokenizer):
         probs,
         torch.zeros((n, length), dtype=torch.long),
     )
+
+
+def test_hard_weight_mixes_cross_entropy_on_the_committed_token(model, batcher, tokenizer):
+    """With the student's own marginals as targets the KL is 0: what remains is the hard CE share."""
+    model.eval()
+    collected = _fake_targets(batcher, tokenizer)
+    own = factorise(model, batcher, collected, mask_id=tokenizer.mask_id, block_size=4, batch_size=4)
+    batch = batcher.make(own.indices, pad_with=0)
+    batch.response_ids, batch.response_mask = own.response_ids, own.live
+
+    def loss(hard_weight: float) -> float:
+        return float(
+            dcd_loss(
+                model, batch, own.probs, own.commit_step, own.live,
+                mask_id=tokenizer.mask_id, eos_id=tokenizer.eos_id, block_size=4,
+                step_weighting="uniform", eos_weight=0.0, hard_weight=hard_weight,
+            )
+        )
+
+    hard, half = loss(1.0), loss(0.5)
+    assert hard > 0.1  # an untrained student is unsure of the committed tokens
+    assert half == pytest.approx(0.5 * hard, abs=2e-3)
+    with pytest.raises(ValueError, match="hard_weight"):
+        loss(1.5)

@@ -99,3 +99,19 @@ def test_manifest_labels_win_over_the_labeler(model, tokenizer, monkeypatch):
         ],
     )
     assert findings_f1_scorer(model, tokenizer, GenerationSpec(), examples)() == pytest.approx(1.0)
+
+
+def test_a_refine_spec_is_scored_with_its_own_threshold_not_the_multistep_tau(model, tokenizer, monkeypatch):
+    examples = example_set(2)
+    seen = {}
+
+    def fake_predict_rows(m, tok, prompt, subset, options, batch_size):
+        seen["options"] = options
+        return [{"id": i, "report": REPORTS[0]} for i in subset.ids]
+
+    monkeypatch.setattr(predict, "predict_rows", fake_predict_rows)
+    spec = GenerationSpec(decode="refine", threshold=0.85, refine_threshold=0.4)
+    findings_f1_scorer(model, tokenizer, spec, examples)()
+    assert seen["options"].decode == "refine" and seen["options"].threshold == 0.4
+    findings_f1_scorer(model, tokenizer, GenerationSpec(decode="multistep", refine_threshold=0.4), examples)()
+    assert seen["options"].threshold == 0.85
