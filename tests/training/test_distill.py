@@ -137,9 +137,17 @@ def test_hard_weight_mixes_cross_entropy_on_the_committed_token(model, batcher, 
     def loss(hard_weight: float) -> float:
         return float(
             dcd_loss(
-                model, batch, own.probs, own.commit_step, own.live,
-                mask_id=tokenizer.mask_id, eos_id=tokenizer.eos_id, block_size=4,
-                step_weighting="uniform", eos_weight=0.0, hard_weight=hard_weight,
+                model,
+                batch,
+                own.probs,
+                own.commit_step,
+                own.live,
+                mask_id=tokenizer.mask_id,
+                eos_id=tokenizer.eos_id,
+                block_size=4,
+                step_weighting="uniform",
+                eos_weight=0.0,
+                hard_weight=hard_weight,
             )
         )
 
