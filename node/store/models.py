@@ -35,6 +35,8 @@ from node.store.states import (
     DeliveryStatus,
     JobKind,
     JobState,
+    ModelRole,
+    SignedSource,
     StudyState,
 )
 
@@ -178,6 +180,14 @@ class ModelVersion(Base):
             sqlite_where=text("active"),
             postgresql_where=text("active"),
         ),
+        # At most one promoted model (revision 0006).
+        Index(
+            "uq_model_versions_serving",
+            "role",
+            unique=True,
+            sqlite_where=text("role = 'serving'"),
+            postgresql_where=text("role = 'serving'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -188,6 +198,86 @@ class ModelVersion(Base):
     block_size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The learning loop (revision 0006): the version's role, the version it was retrained from (a plain
+    # id: columns added in place carry no foreign key on SQLite), how it was trained, what the
+    # promotion gate measured and decided, and when it was last promoted.
+    role: Mapped[str] = mapped_column(String(16), default=ModelRole.REGISTERED, server_default="registered")
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    training: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    promoted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ModelPromotion(Base):
+    """Every switch of the served model, newest last: `echo-admin rollback` reads it (revision 0006)."""
+
+    __tablename__ = "model_promotions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    action: Mapped[str] = mapped_column(String(16))  # "promote" or "rollback"
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class SignedReport(Base):
+    """A report as the radiologist signed it: from the RIS over HL7 or imported from an archive.
+
+    Matched to a study by accession number, then Study Instance UID (`study_id`, `matched_at`); one
+    that arrives before its study waits unmatched. A corrected report replaces the current one for
+    the same accession: the old row stays, naming its replacement (`replaced_by_id`), so the history
+    is kept. `message_key` makes a message stored once however often it is sent (revision 0006).
+    """
+
+    __tablename__ = "signed_reports"
+    __table_args__ = (UniqueConstraint("source", "message_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[SignedSource] = mapped_column(_enum(SignedSource, "signed_source"))
+    message_key: Mapped[str] = mapped_column(String(160))  # hl7: facility|MSH-10; import: see the importer
+    message_type: Mapped[str] = mapped_column(String(16))  # "ORU^R01", "MDM^T02", "import"
+    sending_facility: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(16), index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+    result_status: Mapped[str] = mapped_column(String(1))  # F final, C corrected
+    findings: Mapped[str] = mapped_column(Text)
+    impression: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)  # the whole report text as received
+    signed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    matched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("signed_reports.id", ondelete="SET NULL"))
+    raw: Mapped[str | None] = mapped_column(Text)  # the message (ER7) or import row as received
+    parsed: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the fields read from it
+
+
+class DraftScore(Base):
+    """A draft scored against the signed report of its study (revision 0006).
+
+    Per-finding agreement (the labeler on both texts), the normalised word edit distance (0: the
+    radiologist signed the draft unchanged, 1: nothing kept), and whether the impression changed.
+    """
+
+    __tablename__ = "draft_scores"
+    __table_args__ = (UniqueConstraint("report_id", "signed_report_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
+    signed_report_id: Mapped[int] = mapped_column(
+        ForeignKey("signed_reports.id", ondelete="CASCADE"), index=True
+    )
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    true_positives: Mapped[int] = mapped_column(Integer)
+    false_positives: Mapped[int] = mapped_column(Integer)
+    false_negatives: Mapped[int] = mapped_column(Integer)
+    signed_normal: Mapped[bool] = mapped_column(Boolean)  # the signed report names no positive finding
+    edit_distance: Mapped[float] = mapped_column(Float)
+    impression_changed: Mapped[bool] = mapped_column(Boolean)
+    draft_labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    signed_labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    scored_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Report(Base):

@@ -67,5 +67,22 @@ class DeliveryStatus(StrEnum):
     HELD = "held"  # stopped for an operator: the message would not match its frozen identity
 
 
+class ModelRole(StrEnum):
+    """Where a model version stands in the site's learning loop (revision 0006)."""
+
+    REGISTERED = "registered"  # loaded by a worker from ECHO_MODEL_DIR; never through the gate
+    CANDIDATE = "candidate"  # retrained on site data; waits for the promotion gate
+    SERVING = "serving"  # promoted: workers serve it (at most one); overrides ECHO_MODEL_DIR
+    RETIRED = "retired"  # served once; `echo-admin rollback` can bring it back
+    REJECTED = "rejected"  # failed the promotion gate
+
+
+class SignedSource(StrEnum):
+    """How a signed report reached the node."""
+
+    HL7 = "hl7"  # the inbound MLLP listener (ORU^R01 final / corrected, MDM^T02)
+    IMPORT = "import"  # `echo-admin import` from a historical archive
+
+
 # How the error of an inference attempt whose draft the draft gate held begins (counted by echo-admin).
 DRAFT_GATE_HELD = "draft gate"

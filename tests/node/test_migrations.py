@@ -20,6 +20,9 @@ pytestmark = pytest.mark.integration
 
 TABLES = {
     "alembic_version",
+    "draft_scores",
+    "model_promotions",
+    "signed_reports",
     "associations",
     "deliveries",
     "instances",
@@ -57,7 +60,7 @@ def test_upgrade_builds_exactly_the_models_schema(engine: Engine) -> None:
     migrate(engine)  # a second start finds nothing to do
     assert set(inspect(engine).get_table_names()) == TABLES
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
 
