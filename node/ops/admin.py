@@ -8,13 +8,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from echo.errors import UserError, run_cli
 from node.config.settings import Settings
-from node.config.startup import check_database, settings_for_cli
+from node.config.startup import settings_for_cli
+from node.ops import dataset_cli, import_cli, models_cli, quality_cli
+from node.ops.cli_support import ConfigOption
+from node.ops.cli_support import database_error as _database_error
+from node.ops.cli_support import open_admin_database as _database
 from node.ops.overview import (
     OutboxSummary,
     counts_by_state,
@@ -26,7 +29,6 @@ from node.ops.overview import (
 )
 from node.ops.study_detail import study_detail
 from node.ops.study_detail_view import print_study_detail, when
-from node.store.database import Database, open_database, safe_url
 from node.store.model_versions import list_model_versions
 from node.store.models import Study, utcnow
 from node.store.states import StudyState
@@ -34,29 +36,11 @@ from node.store.uids import short_uid
 
 app = typer.Typer(
     name="echo-admin",
-    help="Operate an ECHO node: status, studies, study, requeue, resend, models, purge.",
+    help="Operate an ECHO node: status, studies, study, requeue, resend, models, purge, and the learning loop.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = typer.Option(None, "--config", help="settings TOML file (ECHO_* variables win)")
-
-
-def _database(settings: Settings, config: Path | None = None) -> Database:
-    """The node's database; a SQLite file that does not exist yet is an error, not a new empty file,
-    and a server that does not answer is one line after a few seconds, not a long hang."""
-    url = make_url(settings.effective_database_url)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
-        raise UserError(f"no database at {url.database}: start `echo-node serve` once to create it")
-    check_database(settings, config)
-    return open_database(settings)
-
-
-def _database_error(settings: Settings, error: SQLAlchemyError) -> UserError:
-    where = safe_url(settings.effective_database_url)
-    cause = str(getattr(error, "orig", None) or error).splitlines()[0]
-    return UserError(f"cannot read the database at {where} (has `echo-node serve` run once?): {cause}")
 
 
 @app.command()
@@ -358,6 +342,10 @@ def purge(
     finally:
         database.dispose()
     Console().print(f"{result.summary()} (older than {days:g} days)")
+
+
+for _commands in (quality_cli, import_cli, dataset_cli, models_cli):  # the learning loop's commands
+    _commands.register(app)
 
 
 def main() -> None:

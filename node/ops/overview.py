@@ -129,11 +129,14 @@ def draft_gate_counts(session: Session) -> dict[str, int]:
         select(Report.gate, func.count()).where(Report.gate.is_not(None)).group_by(Report.gate)
     ):
         counts[gate] = count
-    counts["held"] = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.kind == JobKind.INFER, Job.error.like(f"{DRAFT_GATE_HELD}:%"))
-    ) or 0
+    counts["held"] = (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.kind == JobKind.INFER, Job.error.like(f"{DRAFT_GATE_HELD}:%"))
+        )
+        or 0
+    )
     return counts
 
 
