@@ -41,12 +41,19 @@ class ModelIdentity:
     version: str
     manufacturer: str
     device_uid: str | None = None  # None: derived from name + version
+    # How the draft was decoded ("onestep", "multistep steps=8 tau=0.85", ...): the SR's Algorithm
+    # Parameters item and the ORU's OBX-17. Not part of the device UID: one model, several decodings.
+    decoding: str | None = None
 
     def __post_init__(self) -> None:
         for argument in ("name", "version", "manufacturer"):
             value = getattr(self, argument)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"ModelIdentity.{argument} must be a non-empty string, got {value!r}")
+        if self.decoding is not None and (
+            not isinstance(self.decoding, str) or not self.decoding.strip() or len(self.decoding) > 64
+        ):
+            raise ValueError(f"ModelIdentity.decoding must be 1-64 characters or None, got {self.decoding!r}")
         if self.device_uid is not None and not is_valid_uid(self.device_uid):
             raise ValueError(f"ModelIdentity.device_uid {self.device_uid!r} is not a valid DICOM UID")
 

@@ -165,6 +165,8 @@ def build_oru(
         obx.obx_11 = result_status
         if observed is not None:
             obx.obx_14 = _timestamp(observed)
+        if model.decoding is not None:  # OBX-17 Observation Method: the decoding that wrote the draft
+            _put(obx, "OBX-17", f"DECODING^{escape_text(model.decoding)}^99ECHO", "model.decoding")
         _put(obx, "OBX-18", equipment, "model")
         obx.obx_19 = _timestamp(now)
 

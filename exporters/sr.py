@@ -146,12 +146,20 @@ def build_sr(
     root.ContentSequence = [
         *hd.sr.LanguageOfContentItemAndDescendants(_language_code(language)),
         *_device_observer(model),
+        *_decoding(model),
         *_section(FINDINGS_HEADING, FINDING_ITEM, findings_lines, source),
         *_section(IMPRESSIONS_HEADING, IMPRESSION_ITEM, impression_lines, []),
     ]
     header = _patient_study_header(source[0])
     requested = _referenced_request(header)
-    texts = [*findings_lines, *impression_lines, model.name, model.version, model.manufacturer]
+    texts = [
+        *findings_lines,
+        *impression_lines,
+        model.name,
+        model.version,
+        model.manufacturer,
+        model.decoding or "",
+    ]
     try:
         return hd.sr.ComprehensiveSR(
             evidence=[header, *(_evidence_only(image) for image in source[1:])],
@@ -246,6 +254,17 @@ def _device_observer(model: ModelIdentity) -> hd.sr.ObservationContext:
             observer_type=codes.cid270.Device, observer_identifying_attributes=device
         )
     )
+
+
+def _decoding(model: ModelIdentity) -> list[hd.sr.TextContentItem]:
+    """Which decoding wrote the draft, as an Algorithm Parameters (DCM 111002) TEXT item; none if unknown."""
+    if model.decoding is None:
+        return []
+    return [
+        hd.sr.TextContentItem(
+            name=codes.DCM.AlgorithmParameters, value=model.decoding, relationship_type="HAS CONCEPT MOD"
+        )
+    ]
 
 
 def _section(

@@ -81,8 +81,11 @@ def result_status(previous_oru: Delivery | None) -> str:
     return "C" if may_have_reached(previous_oru) else "P"
 
 
-def model_identity(model: ModelVersion) -> ModelIdentity:
-    return ModelIdentity(name=model.name, version=model.version, manufacturer=MANUFACTURER)
+def model_identity(model: ModelVersion, decoding: str | None = None) -> ModelIdentity:
+    """The model (and the decoding, from `reports.decoding`) the messages name as the draft's author."""
+    return ModelIdentity(
+        name=model.name, version=model.version, manufacturer=MANUFACTURER, decoding=decoding or None
+    )
 
 
 def sr_series_uid(sop_instance_uid: str) -> str:

@@ -157,7 +157,7 @@ def load_work(session: Session, claimed: list[int]) -> list[Work]:
                 findings=report.findings,
                 impression=report.impression,
                 drafted_at=report.created_at,
-                model=model_identity(model),
+                model=model_identity(model, report.decoding),
                 created_at=delivery.created_at,
                 identity=report.identity,
                 source_path=path,

@@ -280,3 +280,19 @@ def test_a_result_status_other_than_p_or_c_is_refused(
             result_status=status,
             **APPLICATIONS,
         )
+
+
+def test_every_obx_names_the_decoding_in_obx_17_when_it_is_known(
+    study: StudyInfo, model: ModelIdentity
+) -> None:
+    plain = parse(oru_bytes(study, model))
+    assert all(str(obx[17]) == "" for obx in plain.segments("OBX"))
+    decoded = dataclasses.replace(model, decoding="multistep steps=8 tau=0.85")
+    raw = encode_er7(
+        build_oru(study, FINDINGS, IMPRESSION, decoded, control_id="CTRL0003", now=NOW, **APPLICATIONS)
+    )
+    parsed = parse(raw)
+    assert {str(obx[17]) for obx in parsed.segments("OBX")} == {"DECODING^multistep steps=8 tau=0.85^99ECHO"}
+    parse_message(raw.decode("utf-8"), validation_level=VALIDATION_LEVEL.STRICT).validate()
+    with pytest.raises(ValueError, match="decoding"):
+        dataclasses.replace(model, decoding="x" * 65)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -364,3 +365,21 @@ def test_dciodvfy_finds_no_errors_in_a_corrected_draft(
     assert [line for line in lines if line.startswith("Warning")] == []
     dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True, check=True).stdout
     assert "(0040,a360)" in dump.lower()  # Predecessor Documents Sequence, as DCMTK reads the file
+
+
+@pytest.mark.integration
+def test_the_decoding_that_wrote_the_draft_is_named_and_dciodvfy_still_passes(
+    image: Dataset, model: ModelIdentity, tmp_path: Path
+) -> None:
+    plain = build_sr([image], FINDINGS, IMPRESSION, model)
+    assert not [item for item in plain.ContentSequence if concept(item) == ("111002", "DCM")]
+    decoded = dataclasses.replace(model, decoding="refine threshold=0.5")
+    sr = build_sr([image], FINDINGS, IMPRESSION, decoded)
+    [item] = [item for item in sr.ContentSequence if concept(item) == ("111002", "DCM")]
+    assert item.ValueType == "TEXT" and item.TextValue == "refine threshold=0.5"
+    assert item.RelationshipType == "HAS CONCEPT MOD"
+    result = subprocess.run(
+        ["dciodvfy", str(write_sr(sr, tmp_path))], capture_output=True, text=True, check=False
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    assert [line for line in lines if line.startswith(("Error", "Warning"))] == []

@@ -500,3 +500,22 @@ def test_a_superseded_draft_s_unsent_rows_are_stopped_and_its_delivered_ones_kep
         f"superseded by report {newer_id} (revision 2), the draft read from the frontal view: not sent"
     )
     assert outbox(database, peers, clock).run_due().attempted == 0
+
+
+def test_the_sr_and_the_oru_name_the_decoding_that_wrote_the_draft(
+    database: Database, peers, store_study, images, report_for, clock
+) -> None:
+    report_id = report_for(store_study(images.chest()), peers)
+    with database.sessions() as session:
+        decoding = session.get_one(Report, report_id).decoding
+    assert decoding  # the worker stored it
+    store, ris = RecordingStore(), RecordingRis()
+    outbox(database, peers, clock, store, ris).run_due()
+    [([sr], _)] = store.calls
+    [parameters] = [
+        item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111002"
+    ]
+    assert parameters.TextValue == decoding
+    [(message, _)] = ris.sent
+    observation_methods = {str(obx[17]) for obx in hl7.parse(message.decode()).segments("OBX")}
+    assert observation_methods == {f"DECODING^{decoding}^99ECHO"}
