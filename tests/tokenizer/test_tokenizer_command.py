@@ -91,3 +91,27 @@ def test_out_that_is_a_file_is_an_error(tmp_path):
     )
     assert isinstance(result.exception, UserError)
     assert "exists and is not a directory" in str(result.exception)
+
+
+def test_only_the_training_split_is_read_unless_all_is_asked(tmp_path):
+    held_out = "FINDINGS: Xylophone zebra quokka.\nIMPRESSION: Quokka."
+    rows = [{"id": str(i), "report": r, "split": "train"} for i, r in enumerate(REPORTS * 3)]
+    rows += [
+        {"id": f"t{i}", "report": held_out, "split": split} for i, split in enumerate(["val", "test"] * 5)
+    ]
+    manifest = _manifest(tmp_path / "manifest.jsonl", rows)
+    for split, reports in (("train", 9), ("all", 19)):
+        out = tmp_path / split
+        result = CliRunner().invoke(
+            _app(), ["tokenizer", "--data", str(manifest), "--out", str(out), "--split", split]
+        )
+        assert result.exit_code == 0, result.output
+        assert f"{reports} reports" in result.output
+        tokenizer = ReportTokenizer.from_dir(out)
+        merged = len(tokenizer.encode(" quokka")) <= 2
+        assert merged is (split == "all")  # the held-out reports' words were learnt only when asked
+    only_held_out = _manifest(tmp_path / "held.jsonl", rows[9:])
+    result = CliRunner().invoke(
+        _app(), ["tokenizer", "--data", str(only_held_out), "--out", str(tmp_path / "x")]
+    )
+    assert isinstance(result.exception, UserError) and "no training rows" in str(result.exception)
