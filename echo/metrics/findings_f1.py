@@ -8,7 +8,7 @@ the classes that have at least one positive reference (F1 of a class nobody has 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,6 +21,14 @@ class ClassScore(NamedTuple):
     recall: float
     f1: float
     support: int  # positive references
+
+
+class Counts(NamedTuple):
+    """Positive-finding counts: classes both call positive, only the prediction, only the reference."""
+
+    true_positives: int
+    false_positives: int
+    false_negatives: int
 
 
 @dataclass(frozen=True)
@@ -58,26 +66,24 @@ def f1_from_labels(
 ) -> F1Result:
     if len(pred_labels) != len(ref_labels):
         raise ValueError(f"{len(pred_labels)} predictions but {len(ref_labels)} references")
-    for labels in (*pred_labels, *ref_labels):
-        unknown = set(labels) - set(FINDINGS)
-        if unknown:
-            raise ValueError(f"unknown finding class {sorted(unknown)[0]!r}")
+    _check_classes((*pred_labels, *ref_labels))
     per_class: dict[str, ClassScore] = {}
-    totals = [0, 0, 0]  # true positives, false positives, false negatives
+    class_counts: list[Counts] = []
     for finding in FINDINGS:
-        tp = fp = fn = 0
-        for predicted, expected in zip(pred_labels, ref_labels, strict=True):
-            said = predicted.get(finding) == Label.POSITIVE
-            true = expected.get(finding) == Label.POSITIVE
-            tp += said and true
-            fp += said and not true
-            fn += true and not said
-        per_class[finding] = _score(tp, fp, fn)
-        totals = [totals[0] + tp, totals[1] + fp, totals[2] + fn]
+        pairs = zip(pred_labels, ref_labels, strict=True)
+        counts = _summed(_class_counts(predicted, expected, finding) for predicted, expected in pairs)
+        per_class[finding] = score_counts(*counts)
+        class_counts.append(counts)
     present = [s.f1 for s in per_class.values() if s.support > 0]
     macro = sum(present) / len(present) if present else 0.0
-    micro = _score(*totals)
+    micro = score_counts(*_summed(class_counts))
     return F1Result(micro.f1, macro, per_class, micro.precision, micro.recall)
+
+
+def positive_counts(predicted: Mapping[str, Label | str], expected: Mapping[str, Label | str]) -> Counts:
+    """One report against its reference, over all classes: the counts `f1_from_labels` sums."""
+    _check_classes((predicted, expected))
+    return _summed(_class_counts(predicted, expected, finding) for finding in FINDINGS)
 
 
 def normal_studies(
@@ -97,7 +103,30 @@ def normal_studies(
     return NormalStudies(len(said), sum(said) / len(said), sum(n == 0 for n in said) / len(said))
 
 
-def _score(tp: int, fp: int, fn: int) -> ClassScore:
+def _check_classes(label_sets: Sequence[Mapping[str, Label | str]]) -> None:
+    for labels in label_sets:
+        unknown = set(labels) - set(FINDINGS)
+        if unknown:
+            raise ValueError(f"unknown finding class {sorted(unknown)[0]!r}")
+
+
+def _class_counts(
+    predicted: Mapping[str, Label | str], expected: Mapping[str, Label | str], finding: str
+) -> Counts:
+    said = predicted.get(finding) == Label.POSITIVE
+    true = expected.get(finding) == Label.POSITIVE
+    return Counts(int(said and true), int(said and not true), int(true and not said))
+
+
+def _summed(counts: Iterable[Counts]) -> Counts:
+    tp = fp = fn = 0
+    for one in counts:
+        tp, fp, fn = tp + one.true_positives, fp + one.false_positives, fn + one.false_negatives
+    return Counts(tp, fp, fn)
+
+
+def score_counts(tp: int, fp: int, fn: int) -> ClassScore:
+    """Precision, recall and F1 of summed counts (0.0 where undefined)."""
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
