@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporters.ae_title import check_ae_title
@@ -86,9 +86,25 @@ def parse_mllp_peer(value: str) -> MllpPeer:
     return MllpPeer(*_split_host_port(value, "RIS"))
 
 
+def parse_listen_address(value: str) -> MllpPeer:
+    return MllpPeer(*_split_host_port(value, "HL7 listen address"))
+
+
+def parse_facilities(value: str) -> tuple[str, ...]:
+    """MSH-4 values (HD.1, the namespace id) allowed to send signed reports; comma-separated."""
+    facilities = tuple(item.strip() for item in value.split(",") if item.strip())
+    for item in facilities:
+        if len(item) > 64 or set(item) & set("|^~\\&"):
+            raise ValueError(f"sending facility {item!r} must be 1-64 characters without | ^ ~ \\ &")
+    return facilities
+
+
 def bundled_model_dir() -> Path:
     """The exported demo student shipped inside the `echo` package."""
     return Path(__file__).resolve().parents[2] / "echo" / "assets" / "models" / "student-onnx"
+
+
+_TLS_FILES = ("tls_cert", "tls_key", "tls_ca", "hl7_tls_cert", "hl7_tls_key")
 
 
 class Settings(BaseSettings):
@@ -145,13 +161,22 @@ class Settings(BaseSettings):
     draft_min_confidence: float = Field(0.75, ge=0, le=1)
     draft_gate: bool = True  # false sends every draft as decoded (plumbing tests; never in production)
     log_level: str = "INFO"
+    # The inbound HL7 listener for signed reports (node.hl7): MLLP on host:port; unset: off.
+    hl7_listen: Annotated[MllpPeer | None, NoDecode] = None
+    hl7_allowed_facilities: Annotated[tuple[str, ...], NoDecode] = ()  # MSH-4; empty: any, with a warning
+    hl7_tls_cert: Path | None = None  # both or neither; neither: plain MLLP
+    hl7_tls_key: Path | None = None
+    hl7_max_message_kb: int = Field(1024, ge=1, le=65536)  # a longer message is answered AR
+    hl7_max_connections: int = Field(20, ge=1, le=1000)
+    hl7_read_timeout_seconds: float = Field(30.0, gt=0)  # a started message must arrive whole within
+    hl7_idle_timeout_seconds: float = Field(300.0, gt=0)  # a connection silent this long is closed
 
     @field_validator("ae_title")
     @classmethod
     def _ae_title(cls, value: str) -> str:
         return check_ae_title(value, "AE title")
 
-    @field_validator("model_dir", "database_password_file", "tls_cert", "tls_key", "tls_ca", mode="before")
+    @field_validator("model_dir", "database_password_file", *_TLS_FILES, mode="before")
     @classmethod
     def _blank_path_is_unset(cls, value: Any) -> Any:
         # ECHO_MODEL_DIR= (an empty variable, as compose passes an unset one) means unset, not ".".
@@ -201,12 +226,20 @@ class Settings(BaseSettings):
             return parse_dicom_peer(value) if value.strip() else None
         return value
 
-    @field_validator("ris", mode="before")
+    @field_validator("ris", "hl7_listen", mode="before")
     @classmethod
-    def _ris(cls, value: Any) -> Any:
+    def _ris(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
-            return parse_mllp_peer(value) if value.strip() else None
+            parse = parse_mllp_peer if info.field_name == "ris" else parse_listen_address
+            return parse(value) if value.strip() else None
         return value
+
+    @field_validator("hl7_allowed_facilities", mode="before")
+    @classmethod
+    def _hl7_facilities(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            value = ",".join(v if isinstance(v, str) else str(v) for v in value)
+        return parse_facilities(value) if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod
@@ -232,7 +265,9 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
-        for path in (self.tls_cert, self.tls_key, self.tls_ca):
+        if (self.hl7_tls_cert is None) != (self.hl7_tls_key is None):
+            raise ValueError("ECHO_HL7_TLS_CERT and ECHO_HL7_TLS_KEY must be set together")
+        for path in (getattr(self, name) for name in _TLS_FILES):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file {path} does not exist")
         return self

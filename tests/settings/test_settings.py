@@ -39,6 +39,27 @@ def test_environment_names_from_the_design(monkeypatch):
     assert not settings.embedded_broker and settings.quiet_seconds == 2.5
 
 
+def test_the_hl7_listener_settings(tmp_path, monkeypatch):
+    assert load_settings().hl7_listen is None  # unset: no listener
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    monkeypatch.setenv("ECHO_HL7_LISTEN", "0.0.0.0:2575")
+    monkeypatch.setenv("ECHO_HL7_ALLOWED_FACILITIES", " RADRIS, CARDIO-RIS ,")
+    monkeypatch.setenv("ECHO_HL7_TLS_CERT", str(cert))
+    monkeypatch.setenv("ECHO_HL7_TLS_KEY", str(key))
+    settings = load_settings()
+    assert settings.hl7_listen == MllpPeer("0.0.0.0", 2575)
+    assert settings.hl7_allowed_facilities == ("RADRIS", "CARDIO-RIS")
+    assert (settings.hl7_tls_cert, settings.hl7_tls_key) == (cert, key)
+    monkeypatch.setenv("ECHO_HL7_TLS_KEY", str(tmp_path / "absent.pem"))
+    with pytest.raises(SettingsError, match="absent.pem does not exist"):
+        load_settings()
+    monkeypatch.setenv("ECHO_HL7_TLS_CERT", "")  # an empty variable is unset, as for the DICOM TLS files
+    monkeypatch.setenv("ECHO_HL7_TLS_KEY", "")
+    assert load_settings().hl7_tls_cert is None
+
+
 def test_caller_rule_matches_host_when_pinned():
     assert CallerRule("MOD", "10.1.2.3").admits("MOD", "10.1.2.3")
     assert not CallerRule("MOD", "10.1.2.3").admits("MOD", "10.1.2.4")
@@ -68,6 +89,11 @@ def test_toml_file_with_environment_winning(tmp_path, monkeypatch):
         ("ECHO_QUIET_SECONDS", "-1", "greater than or equal to 0"),
         ("ECHO_TLS_CERT", "/nonexistent/cert.pem", "must be set together"),
         ("ECHO_LOG_LEVEL", "LOUD", "is not one of"),
+        ("ECHO_HL7_LISTEN", "2575", "HL7 listen address '2575' must be host:port"),
+        ("ECHO_HL7_LISTEN", "0.0.0.0:70000", "port between 1 and 65535"),
+        ("ECHO_HL7_ALLOWED_FACILITIES", "RIS,RAD^RIS", "sending facility 'RAD\\^RIS' must be"),
+        ("ECHO_HL7_TLS_CERT", "/etc/hostname", "ECHO_HL7_TLS_CERT and ECHO_HL7_TLS_KEY must be set together"),
+        ("ECHO_HL7_MAX_MESSAGE_KB", "0", "bad setting ECHO_HL7_MAX_MESSAGE_KB"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(monkeypatch, name, value, message):
