@@ -149,10 +149,22 @@ def find_study(session: Session, accession_number: str | None, study_uid: str | 
 
 
 def match_pending(session: Session, limit: int = 500, now: datetime | None = None) -> list[SignedReport]:
-    """Match current signed reports that still wait for their study; returns those matched now."""
+    """Match current signed reports that still wait for a study that has now arrived; returns them.
+
+    Only reports whose accession or Study Instance UID a stored study carries are read, so reports
+    whose study never comes (another site's orders) cost nothing and never crowd out newer ones.
+    """
+    by_accession = select(Study.id).where(
+        SignedReport.accession_number.is_not(None), Study.accession_number == SignedReport.accession_number
+    )
+    by_uid = select(Study.id).where(
+        SignedReport.study_instance_uid.is_not(None),
+        Study.study_instance_uid == SignedReport.study_instance_uid,
+    )
     query = (
         select(SignedReport)
         .where(SignedReport.study_id.is_(None), SignedReport.replaced_by_id.is_(None))
+        .where(by_accession.exists() | by_uid.exists())
         .order_by(SignedReport.id)
         .limit(limit)
     )

@@ -99,3 +99,12 @@ def test_what_cannot_be_a_signed_report_is_refused(changes, message):
     )
     with pytest.raises(ValueError, match=message):
         SignedReportIn(**{**fields, **changes})
+
+
+def test_reports_whose_study_never_comes_do_not_crowd_out_newer_ones(sqlite_db):
+    with sqlite_db.sessions.begin() as session:
+        for number in range(5):
+            store_signed(session, signed(f"RIS|other{number}", accession=f"X{number}"))
+        late = store_signed(session, signed("RIS|late", accession="A7")).row
+        study = add_study(session, "1.2.7", "A7")
+        assert match_pending(session, limit=2) == [late] and late.study_id == study.id
