@@ -3,7 +3,8 @@
 A study is finished when it is delivered, skipped or failed; its files are removed once the study
 has not changed for the retention period (ECHO_RETENTION_DAYS; unset keeps everything forever, the
 site decides). The image a report was drafted from (reports.instance_id) is what retraining pairs
-with the signed report, so it is kept while ECHO_RETENTION_KEEP_REPORTED is true (the default).
+with the signed report, so it is kept while ECHO_RETENTION_KEEP_REPORTED is true (the default); so
+is every image of a study that has a signed report (`echo-admin dataset export` reads them).
 
 The rows stay: what was removed is recorded in the row itself, ``instances.path`` becoming
 ``purged:<UTC time>`` (the column is NOT NULL; no migration needed), so `echo-admin study ID`
@@ -26,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.config.settings import Settings
-from node.store.models import Instance, Report, Study, utcnow
+from node.store.models import Instance, Report, SignedReport, Study, utcnow
 from node.store.states import StudyState
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class PurgeResult:
     bytes: int = 0
     missing: int = 0  # rows whose file was already gone: marked as purged all the same
     kept_reported: int = 0  # images kept because a report was drafted from them
+    kept_signed: int = 0  # images kept because their study has a signed report (retraining)
     dry_run: bool = False
 
     def summary(self) -> str:
@@ -66,6 +68,8 @@ class PurgeResult:
             line += (
                 f"; kept {self.kept_reported} drafted-from {'image' if self.kept_reported == 1 else 'images'}"
             )
+        if self.kept_signed:
+            line += f"; kept {self.kept_signed} {'image' if self.kept_signed == 1 else 'images'} of signed studies"
         return line
 
 
@@ -123,6 +127,11 @@ def _purge_study(
     instances = session.scalars(
         select(Instance).where(Instance.study_id == study_id, Instance.path.not_like(f"{PURGED_PREFIX}%"))
     ).all()
+    if keep_reported and session.scalar(
+        select(SignedReport.id).where(SignedReport.study_id == study_id).limit(1)
+    ):
+        result.kept_signed += len(instances)
+        return
     touched = False
     for instance in instances:
         if keep_reported and instance.id in reported:

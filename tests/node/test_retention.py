@@ -14,9 +14,9 @@ from node.config.settings import load_settings
 from node.ops.admin import main
 from node.serve.retention import retention_loops
 from node.store.database import Database, migrate, open_database
-from node.store.models import Instance, ModelVersion, Report, Study
+from node.store.models import Instance, ModelVersion, Report, SignedReport, Study
 from node.store.retention import is_purged, purge
-from node.store.states import StudyState
+from node.store.states import SignedSource, StudyState
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=40)
@@ -131,6 +131,33 @@ def test_without_keep_reported_the_drafted_from_image_goes_too(site: Site) -> No
     result = purge(site.database.sessions, timedelta(days=30), keep_reported=False, now=NOW)
     assert (result.files, result.kept_reported) == (2, 0)
     assert all(is_purged(path) for path in site.paths(delivered))
+
+
+def test_every_image_of_a_study_with_a_signed_report_is_kept_for_retraining(site: Site) -> None:
+    signed = site.study(StudyState.SKIPPED, OLD, images=2)  # e.g. imported from an archive
+    unsigned = site.study(StudyState.SKIPPED, OLD, images=1)
+    with site.database.sessions.begin() as session:
+        session.add(
+            SignedReport(
+                source=SignedSource.IMPORT,
+                message_key="import|A1|0",
+                message_type="import",
+                study_id=signed,
+                accession_number="A1",
+                result_status="F",
+                findings="f",
+                impression="i",
+                text="t",
+            )
+        )
+
+    result = purge(site.database.sessions, timedelta(days=30), now=NOW)
+
+    assert (result.files, result.kept_signed) == (1, 2)
+    assert result.summary().endswith("; kept 2 images of signed studies")
+    assert all(Path(path).is_file() for path in site.paths(signed))
+    assert all(is_purged(path) for path in site.paths(unsigned))
+    assert purge(site.database.sessions, timedelta(days=30), keep_reported=False, now=NOW).files == 2
 
 
 def test_a_dry_run_changes_nothing_and_a_second_purge_finds_nothing(site: Site) -> None:
