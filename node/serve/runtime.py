@@ -23,6 +23,7 @@ from node.dicom.association_log import AssociationLog
 from node.dicom.ingest import Ingestor
 from node.dicom.scp import start_scp
 from node.dicom.spool import Spool
+from node.hl7.listener import Hl7Listener, start_listener
 from node.serve.embedded_worker import EmbeddedWorker
 from node.serve.loops import PeriodicLoop
 from node.serve.retention import retention_loops
@@ -65,6 +66,7 @@ class Node:
         self.bind_address = bind_address
         self.database: Database | None = None
         self.server: ThreadedAssociationServer | None = None
+        self.hl7: Hl7Listener | None = None  # signed reports in, when ECHO_HL7_LISTEN is set
         self.worker: EmbeddedWorker | None = None
         self.associations: AssociationLog | None = None
         self.assembler: StudyAssembler | None = None
@@ -125,6 +127,13 @@ class Node:
             settings.port,
             settings.data_dir,
         )
+        if settings.hl7_listen is not None:
+            try:
+                self.hl7 = start_listener(settings, database.sessions)
+            except OSError as error:
+                raise NodeStartError(
+                    f"cannot listen for HL7 on {settings.hl7_listen}: {error.strerror or error}"
+                ) from error
         self.outbox = Outbox(database.sessions, settings)
         self._loops = [
             PeriodicLoop("assembly", assembly_interval(settings.quiet_seconds), self._assembly_tick),
@@ -174,10 +183,13 @@ class Node:
         return CeleryPublisher(create_app(self.settings))
 
     def stop(self) -> None:
-        """Stop taking associations, then the loops and the worker; safe to call twice."""
+        """Stop taking associations and HL7 messages, then the loops and the worker; safe to call twice."""
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        if self.hl7 is not None:
+            self.hl7.stop()
+            self.hl7 = None
         for loop in self._loops:
             loop.stop()
         self._loops = []
