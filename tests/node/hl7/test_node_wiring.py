@@ -7,6 +7,7 @@ import socket
 import pytest
 from sqlalchemy import select
 
+from node.hl7.listener import start_listener
 from node.serve.runtime import Node, NodeStartError
 from node.store.models import SignedReport
 from tests.node.hl7.ris import send_signed_report
@@ -44,3 +45,26 @@ def test_a_taken_hl7_port_stops_the_start_with_one_line(make_settings, publisher
                 node.start()
         finally:
             node.stop()
+
+
+def test_the_listener_from_settings_warns_when_open_to_any_facility_and_takes_its_tls_files(
+    sqlite_db, make_settings, certificate, caplog
+):
+    port = free_port()
+    tls = {"hl7_tls_cert": certificate.cert, "hl7_tls_key": certificate.key}
+    listener = start_listener(make_settings(hl7_listen=f"127.0.0.1:{port}", **tls), sqlite_db.sessions)
+    try:
+        assert "ECHO_HL7_ALLOWED_FACILITIES is empty" in caplog.text
+        code = send_signed_report(
+            "127.0.0.1", port, accession="ACC9", study_uid=None, findings="Heart normal.", impression="",
+            control_id="T1", facility="ANYRIS", tls=certificate.client(),
+        )  # fmt: skip
+        assert code == "AA"
+    finally:
+        listener.stop()
+    caplog.clear()
+    closed = start_listener(
+        make_settings(hl7_listen=f"127.0.0.1:{port}", hl7_allowed_facilities="RADRIS"), sqlite_db.sessions
+    )
+    closed.stop()
+    assert "ECHO_HL7_ALLOWED_FACILITIES is empty" not in caplog.text
