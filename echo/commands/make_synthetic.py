@@ -40,6 +40,15 @@ def command(
     workers: Annotated[int, typer.Option("--workers", help="Parallel worker processes.")] = min(
         4, os.cpu_count() or 1
     ),
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Draw the studies as this site would send them: its detector look, case mix and "
+            "report style (docs/site-shift.md). Presets: riverside, lakeside; any other name gets "
+            "a shift derived from the name. Without it: the bundled model's training look.",
+        ),
+    ] = None,
 ) -> None:
     """Write N synthetic studies (CR/DX DICOM, some JPEG 2000) with reports, labels and splits."""
     from rich.console import Console
@@ -52,6 +61,7 @@ def command(
         TimeRemainingColumn,
     )
 
+    from echo.data.site import SITE_SEED_LIMIT, check_site_name
     from echo.data.synthetic import MAX_SIZE, MIN_SIZE, generate_dataset
 
     if not 1 <= n <= MAX_STUDIES:
@@ -62,6 +72,10 @@ def command(
         raise UserError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
     if not 1 <= workers <= 256:
         raise UserError(f"--workers must be between 1 and 256, got {workers}")
+    if site is not None:
+        check_site_name(site)
+        if seed >= SITE_SEED_LIMIT:
+            raise UserError(f"--seed must be below {SITE_SEED_LIMIT} with --site, got {seed}")
     _check_out_dir(out)
 
     console = Console(stderr=True)
@@ -74,9 +88,18 @@ def command(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("studies", total=n)
+        task = progress.add_task("studies" if site is None else f"{site} studies", total=n)
         manifest = generate_dataset(
-            n, seed, out, size=size, workers=min(workers, n), on_study=lambda _row: progress.advance(task)
+            n,
+            seed,
+            out,
+            size=size,
+            workers=min(workers, n),
+            on_study=lambda _row: progress.advance(task),
+            site=site,
         )
     elapsed = time.perf_counter() - started
-    console.print(f"wrote {n} studies and {manifest} in {elapsed:.1f} s ({n / elapsed:.1f} studies/s)")
+    of_site = "" if site is None else f" of site {site}"
+    console.print(
+        f"wrote {n} studies{of_site} and {manifest} in {elapsed:.1f} s ({n / elapsed:.1f} studies/s)"
+    )

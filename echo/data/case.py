@@ -9,7 +9,7 @@ pacemakers) tuned to roughly 25% normal studies and 8-20% for each finding.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -128,39 +128,46 @@ def _choice(
     return options[int(rng.choice(len(options), p=probabilities))]
 
 
-def _sample_positives(rng: np.random.Generator, icu: bool) -> dict[str, dict[str, Any]]:
+def _sample_positives(
+    rng: np.random.Generator, icu: bool, scale: Mapping[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """`scale` multiplies a finding's rate (a site's case mix); without it, the default rates exactly."""
+
+    def rate(finding: str, probability: float) -> float:
+        return probability if scale is None else min(0.95, probability * scale.get(finding, 1.0))
+
     positives: dict[str, dict[str, Any]] = {}
-    if rng.random() < 0.18:
+    if rng.random() < rate("cardiomegaly", 0.18):
         severity = _choice(rng, SEVERITIES, (0.6, 0.4))
         low, high = (0.56, 0.62) if severity == "mild" else (0.62, 0.70)
         positives["cardiomegaly"] = {"severity": severity, "ctr": float(rng.uniform(low, high))}
     heart_failure = "cardiomegaly" in positives
-    if rng.random() < (0.35 if heart_failure else 0.10):
+    if rng.random() < rate("edema", 0.35 if heart_failure else 0.10):
         positives["edema"] = {"severity": _choice(rng, SEVERITIES, (0.55, 0.45))}
     congested = heart_failure or "edema" in positives
-    if rng.random() < (0.35 if congested else 0.13):
+    if rng.random() < rate("pleural_effusion", 0.35 if congested else 0.13):
         side = _choice(
             rng, ("left", "right", "bilateral"), (0.3, 0.35, 0.35) if congested else (0.4, 0.45, 0.15)
         )
         positives["pleural_effusion"] = {"side": side, "size": _choice(rng, SIZES, (0.45, 0.35, 0.2))}
-    if rng.random() < (0.2 if icu else 0.13):
+    if rng.random() < rate("pneumothorax", 0.2 if icu else 0.13):
         positives["pneumothorax"] = {
             "side": _choice(rng, ("left", "right")),
             "size": _choice(rng, SIZES, (0.4, 0.4, 0.2)),
         }
-    if rng.random() < (0.25 if icu else 0.17):
+    if rng.random() < rate("consolidation", 0.25 if icu else 0.17):
         positives["consolidation"] = {"lobe": _choice(rng, LOBES)}
-    if rng.random() < 0.15:
+    if rng.random() < rate("nodule", 0.15):
         positives["nodule"] = {"side": _choice(rng, ("left", "right")), "zone": _choice(rng, ZONES)}
-    if rng.random() < (0.75 if icu else 0.0):
+    if rng.random() < rate("endotracheal_tube", 0.75 if icu else 0.0):
         positives["endotracheal_tube"] = {"tip_cm": int(rng.integers(3, 7))}
-    if rng.random() < (0.7 if icu else 0.08):
+    if rng.random() < rate("central_line", 0.7 if icu else 0.08):
         positives["central_line"] = {
             "side": _choice(rng, ("right", "left"), (0.75, 0.25)),
             "route": _choice(rng, LINE_ROUTES, (0.65, 0.35)),
             "tip": _choice(rng, LINE_TIPS),
         }
-    if rng.random() < (0.3 if heart_failure else 0.10):
+    if rng.random() < rate("pacemaker", 0.3 if heart_failure else 0.10):
         positives["pacemaker"] = {
             "side": _choice(rng, ("left", "right"), (0.85, 0.15)),
             "leads": int(rng.integers(1, 3)),
@@ -237,9 +244,12 @@ def possible_acquisitions(aspect: float = ASPECTS[0]) -> Iterator[Acquisition]:
                     )
 
 
-def sample_case(rng: np.random.Generator) -> Case:
-    icu = bool(rng.random() < 0.16)
-    positives = _sample_positives(rng, icu)
+def sample_case(
+    rng: np.random.Generator, icu_rate: float = 0.16, scale: Mapping[str, float] | None = None
+) -> Case:
+    """A study's ground truth; `icu_rate` and `scale` (per-finding rate multipliers) shift the case mix."""
+    icu = bool(rng.random() < icu_rate)
+    positives = _sample_positives(rng, icu, scale)
     body = _sample_body(rng)
     acquisition = _sample_acquisition(rng, icu, positives)
     return make_case(positives, body, acquisition, icu=icu)

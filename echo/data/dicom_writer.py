@@ -85,8 +85,14 @@ def build_dataset(
     ids: StudyIdentifiers,
     role: ImageRole,
     rng: np.random.Generator,
+    *,
+    burned_in: bool = False,
+    institution: str = "ECHO SYNTHETIC",
 ) -> Dataset:
-    """One image instance; pixel encoding (and JPEG 2000 compression) as the case's acquisition says."""
+    """One image instance; pixel encoding (and JPEG 2000 compression) as the case's acquisition says.
+
+    `burned_in`: the pixels carry burned-in text (a site's overlays), said in BurnedInAnnotation.
+    """
     acquisition = case.acquisition
     dx = acquisition.modality == "DX"
     sop_class = DigitalXRayImageStorageForPresentation if dx else ComputedRadiographyImageStorage
@@ -121,7 +127,7 @@ def build_dataset(
     if dx:
         ds.PresentationIntentType = "FOR PRESENTATION"
     ds.Manufacturer = "ECHO synthetic phantom"
-    ds.InstitutionName = "ECHO SYNTHETIC"
+    ds.InstitutionName = institution
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = (
         "XR CHEST PA AND LATERAL" if acquisition.lateral else f"XR CHEST {acquisition.view} 1 VIEW"
@@ -143,7 +149,7 @@ def build_dataset(
     ds.SeriesNumber = 1
     ds.InstanceNumber = role.instance_number
     ds.PatientOrientation = ["P", "F"] if lateral else ["L", "F"]
-    ds.BurnedInAnnotation = "NO"
+    ds.BurnedInAnnotation = "YES" if burned_in else "NO"
     ds.LossyImageCompression = "00"
     spacing = round(DETECTOR_MM / rows, 4)
     ds.ImagerPixelSpacing = [spacing, spacing]

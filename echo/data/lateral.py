@@ -14,6 +14,7 @@ from echo.data.canvas import Canvas, smooth_path
 from echo.data.case import Case
 from echo.data.exposure import expose, low_frequency_field
 from echo.data.phantom import METAL, image_shape
+from echo.data.site import DetectorLook, expose_site
 from echo.data.streams import component_rng
 
 # Lobe positions on a lateral view: (x from front to back, y), anterior is negative x.
@@ -26,8 +27,10 @@ _LOBE_CENTERS: dict[str, tuple[float, float]] = {
 }
 
 
-def draw_lateral(case: Case, size: int, seed: int, index: int) -> np.ndarray:
-    """Float32 (H, W) display image in [0, 1], bright = dense."""
+def draw_lateral(
+    case: Case, size: int, seed: int, index: int, look: DetectorLook | None = None
+) -> np.ndarray:
+    """Float32 (H, W) display image in [0, 1], bright = dense; `look`: a site's detector."""
 
     def rng(component: str) -> np.random.Generator:
         return component_rng(seed, index, f"lateral:{component}")
@@ -152,4 +155,5 @@ def draw_lateral(case: Case, size: int, seed: int, index: int) -> np.ndarray:
     metal = metal_layer.render(blur=0.0012)
 
     density = tissue * (1.0 - np.clip(air, 0.0, 0.97)) + added + 0.5 * bone * trunk + METAL * metal
-    return expose(density.astype(np.float32), rng("exposure"))
+    density = density.astype(np.float32)
+    return expose(density, rng("exposure")) if look is None else expose_site(density, rng("exposure"), look)

@@ -3,7 +3,8 @@
 Fields: id, split, images (every DICOM file of the study), frontal (the image the model reads),
 labels (every class of FINDINGS, "positive" | "negative"), attributes (side / lobe of positive
 findings, per ATTRIBUTES), findings, impression, report (= format_report(findings, impression)),
-study_instance_uid, accession_number, view_position. Paths are relative to the manifest's folder.
+study_instance_uid, accession_number, view_position, and for a site-shifted set (`make-synthetic
+--site`) site: the site's name (absent otherwise). Paths are relative to the manifest's folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from echo.data.site import SITE_NAME
 from echo.errors import UserError
 from echo.findings import ATTRIBUTES, FINDINGS, Label
 from echo.report import format_report
@@ -50,6 +52,7 @@ class ManifestRow:
     study_instance_uid: str
     accession_number: str
     view_position: str
+    site: str | None = None  # the site a shifted synthetic set imitates; None: the default look
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -68,6 +71,8 @@ class ManifestRow:
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["images"] = list(self.images)
+        if self.site is None:
+            del row["site"]  # default sets stay byte-for-byte what they were before sites existed
         return row
 
 
@@ -102,18 +107,21 @@ def _validate(row: ManifestRow) -> None:
             raise ValueError(f"positive {name!r} needs attributes {sorted(ATTRIBUTES[name])}")
     if row.report != format_report(row.findings, row.impression):
         raise ValueError("report must equal format_report(findings, impression)")
+    if row.site is not None and not (isinstance(row.site, str) and SITE_NAME.fullmatch(row.site)):
+        raise ValueError(f"site must be a site name (lower-case letters, digits, '-'), got {row.site!r}")
 
 
 _FIELDS = tuple(field.name for field in fields(ManifestRow))
+_OPTIONAL = frozenset({"site"})
 
 
 def row_from_json(data: Mapping[str, Any]) -> ManifestRow:
     if not isinstance(data, Mapping):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    missing = [name for name in _FIELDS if name not in data]
+    missing = [name for name in _FIELDS if name not in data and name not in _OPTIONAL]
     if missing:
         raise ValueError(f"missing field(s) {', '.join(missing)}")
-    values = {name: data[name] for name in _FIELDS}
+    values = {name: data[name] for name in _FIELDS if name in data}
     if not isinstance(values["images"], list) or not all(
         isinstance(image, str) for image in values["images"]
     ):

@@ -21,6 +21,7 @@ from echo.data.anatomy import Thorax, body_outline, build_thorax, heart_outline,
 from echo.data.canvas import Canvas, ellipse_points, mirror
 from echo.data.case import Body, Case
 from echo.data.exposure import expose, low_frequency_field
+from echo.data.site import DetectorLook, expose_site
 from echo.data.skeleton import draw_skeleton
 from echo.data.streams import component_rng
 from echo.data.vessels import draw_vessels
@@ -92,7 +93,9 @@ def _metal(canvas: Canvas, th: Thorax, case: Case, rng: Callable[[str], np.rando
     return layer.render(blur=0.0012)
 
 
-def draw_frontal(case: Case, size: int, seed: int, index: int) -> Frontal:
+def draw_frontal(case: Case, size: int, seed: int, index: int, look: DetectorLook | None = None) -> Frontal:
+    """The frontal image; `look` renders it as a site's detector would (`echo.data.site`)."""
+
     def rng(component: str) -> np.random.Generator:
         return component_rng(seed, index, f"frontal:{component}")
 
@@ -159,4 +162,6 @@ def draw_frontal(case: Case, size: int, seed: int, index: int) -> Frontal:
     metal = _metal(canvas, th, case, rng)
 
     density = tissue * (1.0 - np.clip(air, 0.0, 0.97)) + added + bone * (0.4 + 0.6 * trunk) + METAL * metal
-    return Frontal(pixels=expose(density.astype(np.float32), rng("exposure")), thorax=th)
+    density = density.astype(np.float32)
+    pixels = expose(density, rng("exposure")) if look is None else expose_site(density, rng("exposure"), look)
+    return Frontal(pixels=pixels, thorax=th)

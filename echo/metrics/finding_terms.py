@@ -232,6 +232,7 @@ PACEMAKER = _terms(
         r"(?:dual-chamber |single-chamber |dual chamber |single chamber |biventricular |cardiac )?"
         r"(?:pacemakers?|pacers?)(?: (?:leads?|wires?|generator|device|battery))?",
         r"pacing (?:leads?|wires?|device)",
+        r"ppms?",  # permanent pacemaker
         r"(?:cardiac|implantable cardiac) (?:device|pacing device|rhythm device|conduction device|defibrillator)s?",
         r"a?icds?|(?:implantable cardioverter-? )?defibrillators?",
         r"transvenous (?:pacing )?leads?",

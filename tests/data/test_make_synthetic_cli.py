@@ -41,6 +41,15 @@ def test_writes_studies_and_manifest_with_two_workers(tmp_path: Path) -> None:
         (["--n", "2", "--seed", "-1"], "--seed must be zero or positive, got -1"),
         (["--n", "2", "--size", "20"], "--size must be between 64 and 4096 pixels, got 20"),
         (["--n", "2", "--workers", "0"], "--workers must be between 1 and 256, got 0"),
+        (
+            ["--n", "2", "--site", "River Side"],
+            "--site must be 1-32 characters of lower-case letters, digits and '-', starting with a "
+            "letter, got 'River Side'",
+        ),
+        (
+            ["--n", "2", "--site", "riverside", "--seed", str(2**32)],
+            f"--seed must be below {2**32} with --site, got {2**32}",
+        ),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
@@ -67,5 +76,16 @@ def test_refuses_a_folder_that_already_holds_data(tmp_path: Path) -> None:
 def test_help_lists_the_options() -> None:
     result = _run("--help")
     assert result.returncode == 0
-    for option in ("--n", "--seed", "--out", "--size", "--workers"):
+    for option in ("--n", "--seed", "--out", "--size", "--workers", "--site"):
         assert option in result.stdout
+
+
+def test_site_option_writes_a_site_shifted_set(tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    result = _run("--n", "3", "--seed", "3", "--out", str(out), "--size", "96", "--site", "lakeside")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 studies of site lakeside" in result.stderr
+    rows = read_manifest(out / "manifest.jsonl")
+    assert [row.id for row in rows] == [f"lakeside-3-{i:06d}" for i in range(3)]
+    assert {row.site for row in rows} == {"lakeside"}
+    assert rows == [generate_study(3, i, tmp_path / "in_process", size=96, site="lakeside") for i in range(3)]

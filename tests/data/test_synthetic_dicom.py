@@ -157,7 +157,7 @@ def test_study_with_a_lateral_has_two_instances_in_one_series(tmp_path: Path) ->
 
 
 def test_a_generator_failure_names_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(seed: int, index: int, out_dir: Path, size: int) -> ManifestRow:
+    def broken(seed: int, index: int, out_dir: Path, size: int, site: str | None = None) -> ManifestRow:
         raise ValueError("high - low < 0")
 
     monkeypatch.setattr(synthetic, "generate_study", broken)
