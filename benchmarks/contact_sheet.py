@@ -5,6 +5,7 @@ The studies are picked to cover every finding (plus normals), generated as DICOM
 ~224 px input. Under each tile: the study's positive findings with side / lobe, or "normal".
 
     .venv/bin/python benchmarks/contact_sheet.py --out docs/contact_sheet.png [--seed 0] [--size 512]
+    .venv/bin/python benchmarks/contact_sheet.py --site riverside --out docs/site-shift.png
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ WANTED = (
 )
 
 
-def pick_indices(seed: int, count: int = GRID * GRID) -> list[int]:
+def pick_indices(seed: int, count: int = GRID * GRID, site: str | None = None) -> list[int]:
     """For each wanted label, the first unused study that shows it with at most one other finding."""
     chosen: list[int] = []
     for target in WANTED[:count]:
         for index in range(5000):
-            case = study_case(seed, index)
+            case = study_case(seed, index, site)
             shows = (
                 case.is_normal
                 if target == "normal"
@@ -75,13 +76,13 @@ def _wrap(text: str, width: int = 34) -> list[str]:
     return [*lines, line][:3]
 
 
-def build_sheet(seed: int, size: int) -> Image.Image:
+def build_sheet(seed: int, size: int, site: str | None = None) -> Image.Image:
     font = ImageFont.load_default(size=12)
     sheet = Image.new("L", (GRID * TILE, GRID * (TILE + CAPTION)), 0)
     draw = ImageDraw.Draw(sheet)
     with tempfile.TemporaryDirectory() as folder:
-        for slot, index in enumerate(pick_indices(seed)):
-            row = generate_study(seed, index, folder, size)
+        for slot, index in enumerate(pick_indices(seed, site=site)):
+            row = generate_study(seed, index, folder, size, site=site)
             pixels = load_pixels(row.image_path(folder))
             height, width = MODEL_VIEW.resized_size(*pixels.shape)
             image = Image.fromarray(to_uint8(pixels)).resize((width, height), Image.Resampling.BICUBIC)
@@ -97,8 +98,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/contact_sheet.png"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--site", default=None, help="a site-shifted set (make-synthetic --site)")
     args = parser.parse_args()
-    build_sheet(args.seed, args.size).save(args.out)
+    build_sheet(args.seed, args.size, args.site).save(args.out)
     print(f"saved {args.out}")
 
 
