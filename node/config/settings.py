@@ -86,8 +86,8 @@ def parse_mllp_peer(value: str) -> MllpPeer:
     return MllpPeer(*_split_host_port(value, "RIS"))
 
 
-def parse_listen_address(value: str) -> MllpPeer:
-    return MllpPeer(*_split_host_port(value, "HL7 listen address"))
+def parse_listen_address(value: str, what: str = "HL7 listen address") -> MllpPeer:
+    return MllpPeer(*_split_host_port(value, what))
 
 
 def parse_facilities(value: str) -> tuple[str, ...]:
@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # The inbound HL7 listener for signed reports (node.hl7): MLLP on host:port; unset: off.
     hl7_listen: Annotated[MllpPeer | None, NoDecode] = None
+    # /metrics, /healthz, /readyz (node.observe) on host:port; "" or "off": none.
+    http: Annotated[MllpPeer | None, NoDecode] = MllpPeer("127.0.0.1", 8088)
     hl7_allowed_facilities: Annotated[tuple[str, ...], NoDecode] = ()  # MSH-4; empty: any, with a warning
     hl7_tls_cert: Path | None = None  # both or neither; neither: plain MLLP
     hl7_tls_key: Path | None = None
@@ -226,10 +228,13 @@ class Settings(BaseSettings):
             return parse_dicom_peer(value) if value.strip() else None
         return value
 
-    @field_validator("ris", "hl7_listen", mode="before")
+    @field_validator("ris", "hl7_listen", "http", mode="before")
     @classmethod
     def _ris(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
+            if info.field_name == "http":
+                off = value.strip().lower() in ("", "off")
+                return None if off else parse_listen_address(value, "HTTP listen address")
             parse = parse_mllp_peer if info.field_name == "ris" else parse_listen_address
             return parse(value) if value.strip() else None
         return value

@@ -24,8 +24,11 @@ from node.dicom.ingest import Ingestor
 from node.dicom.scp import start_scp
 from node.dicom.spool import Spool
 from node.hl7.listener import Hl7Listener, start_listener
+from node.observe.http import ObserveServer
 from node.serve.embedded_worker import EmbeddedWorker
+from node.serve.learning import learning_loops
 from node.serve.loops import PeriodicLoop
+from node.serve.observe import start_observe
 from node.serve.retention import retention_loops
 from node.store.database import Database, migrate, open_database, safe_url
 from node.store.models import utcnow
@@ -67,6 +70,7 @@ class Node:
         self.database: Database | None = None
         self.server: ThreadedAssociationServer | None = None
         self.hl7: Hl7Listener | None = None  # signed reports in, when ECHO_HL7_LISTEN is set
+        self.http: ObserveServer | None = None  # /metrics, /healthz, /readyz on ECHO_HTTP
         self.worker: EmbeddedWorker | None = None
         self.associations: AssociationLog | None = None
         self.assembler: StudyAssembler | None = None
@@ -142,6 +146,7 @@ class Node:
             ),
             PeriodicLoop("reconcile", RECONCILE_INTERVAL_S, self.reconcile),
             *retention_loops(settings, database.sessions),  # none unless ECHO_RETENTION_DAYS is set
+            *learning_loops(database.sessions),  # signed reports matched, drafts scored against them
         ]
         if self._run_worker:
             self.worker = EmbeddedWorker(settings)
@@ -149,6 +154,7 @@ class Node:
             self._loops.append(PeriodicLoop("worker-watch", WORKER_WATCH_INTERVAL_S, self._watch_worker))
         for loop in self._loops:
             loop.start()
+        self.http = start_observe(settings, database.sessions, serves_model=self._run_worker)
 
     def reconcile(self, *, immediate: bool = False) -> Reconciliation:
         """One reconciler pass (`node.store.reconcile`); what it republished, the assembly publishes.
@@ -190,6 +196,9 @@ class Node:
         if self.hl7 is not None:
             self.hl7.stop()
             self.hl7 = None
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         for loop in self._loops:
             loop.stop()
         self._loops = []

@@ -186,6 +186,7 @@ class SiteRis:
 
 def _start_ris(ris: SiteRis, port: int = 0) -> socketserver.ThreadingTCPServer:
     """Serve `ris` on `port` (0: any free port), in a thread; shutdown() and server_close() stop it."""
+
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             connection = self.request
@@ -344,6 +345,7 @@ def node_environment(
         "ECHO_LOG_LEVEL": "INFO",
         "ECHO_PACS": pacs or "",
         "ECHO_RIS": ris or "",
+        "ECHO_HTTP": f"127.0.0.1:{free_port()}",  # /metrics, /healthz, /readyz
     }
     if database_url:
         env["ECHO_DATABASE_URL"] = database_url

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,24 @@ def test_demo_sends_to_a_production_pacs_when_told_to(tmp_path: Path, free_ports
     assert result.stderr.splitlines() == [
         f"echo-node: error: no DICOM node answers at ECHO@127.0.0.1:{port}: is `echo-node serve` running there?"
     ]
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_the_running_node_answers_its_probes_and_counts_what_it_did(embedded, launch) -> None:
+    """/healthz, /readyz and /metrics from the serve process itself, after a demo study."""
+    assert demo(embedded, "--timeout", "120").returncode == 0, launch.logs()
+    base = f"http://{embedded['ECHO_HTTP']}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
+        assert response.read() == b"ready\n", launch.logs()
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert re.search(r'^echo_studies\{state="delivered"\} [1-9]', metrics, re.MULTILINE), metrics
+    assert re.search(r"^echo_instances_received_total [1-9]", metrics, re.MULTILINE)
+    assert re.search(
+        r'^echo_inference_seconds_count\{decoding="[^"]+",model_version="[^"]+"\} [1-9]',
+        metrics,
+        re.MULTILINE,
+    )

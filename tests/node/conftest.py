@@ -166,6 +166,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "port": free_port(),
             "quiet_seconds": 0.5,
             "allowed_callers": CALLING_AE,
+            "http": "",  # off: test_serve starts it where it is the subject
         }
         values.update(overrides)
         return load_settings(**values)

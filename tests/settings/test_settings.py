@@ -60,6 +60,27 @@ def test_the_hl7_listener_settings(tmp_path, monkeypatch):
     assert load_settings().hl7_tls_cert is None
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, MllpPeer("127.0.0.1", 8088)),
+        ("0.0.0.0:9100", MllpPeer("0.0.0.0", 9100)),
+        ("off", None),
+        ("", None),
+    ],
+)
+def test_the_monitoring_listener_is_on_localhost_unless_told(value, expected, monkeypatch):
+    if value is not None:
+        monkeypatch.setenv("ECHO_HTTP", value)
+    assert load_settings().http == expected
+
+
+def test_a_bad_monitoring_address_names_the_variable(monkeypatch):
+    monkeypatch.setenv("ECHO_HTTP", "8088")
+    with pytest.raises(SettingsError, match="ECHO_HTTP.*HTTP listen address '8088' must be host:port"):
+        load_settings()
+
+
 def test_caller_rule_matches_host_when_pinned():
     assert CallerRule("MOD", "10.1.2.3").admits("MOD", "10.1.2.3")
     assert not CallerRule("MOD", "10.1.2.3").admits("MOD", "10.1.2.4")

@@ -1,0 +1,45 @@
+"""The node's HTTP listener for monitoring (`node.observe`), started by `echo-node serve` on ECHO_HTTP.
+
+A port that cannot be bound is logged and the node runs on without it: monitoring must never stop
+a node from taking studies.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.config.settings import Settings
+from node.observe import checks
+from node.observe.http import ObserveServer, Probes, registry_with
+from node.observe.metrics import NodeCollector
+
+log = logging.getLogger(__name__)
+
+
+def start_observe(
+    settings: Settings, sessions: sessionmaker[Session], *, serves_model: bool
+) -> ObserveServer | None:
+    """The listener with readiness checks for what this process needs; None when ECHO_HTTP is off or
+    its port is taken. `serves_model`: the process drafts (embedded worker), so a model must load."""
+    if settings.http is None:
+        return None
+    probes = Probes(
+        registry_with(NodeCollector(sessions, settings.spool_dir)),
+        {
+            "database": checks.database(sessions),
+            "broker": checks.broker(settings),
+            **({"model": checks.model(settings)} if serves_model else {}),
+            "disk": checks.disk(settings.spool_dir, settings.min_free_mb),
+        },
+    )
+    try:
+        return ObserveServer(settings.http.host, settings.http.port, probes).start()
+    except OSError as error:
+        log.error(
+            "no /metrics, /healthz or /readyz: cannot listen on %s: %s",
+            settings.http,
+            error.strerror or error,
+        )
+        return None
