@@ -36,7 +36,6 @@ The parts live beside this module: the failure kinds in `worker.failures`, the s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,13 +49,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import UserError, one_line
 from echo.runtime.draft_check import DraftGate, GatedDraft, gated_generate
-from echo.runtime.manifest import MANIFEST_NAME, ModelManifest
+from echo.runtime.manifest import ModelManifest
 from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
 from node.delivery.messages import destinations, new_delivery
 from node.delivery.supersede import stop_superseded
 from node.store.jobs import WorkerProcess, claim_inference, finish_job, pid_alive
-from node.store.model_versions import ModelFacts, activate, find_or_create
+from node.store.model_versions import ModelFacts, activate, find_or_create, model_facts_of
 from node.store.models import Delivery, Instance, Job, Report, Study, utcnow
 from node.store.redraft import request_redraft
 from node.store.states import DRAFT_GATE_HELD, JobState, StudyState
@@ -93,15 +92,7 @@ class InferenceResult:
 
 def model_facts(engine: ReportEngine) -> ModelFacts:
     """The row the model_versions table keeps; the sha256 is of manifest.json, which lists every file's."""
-    manifest = engine.manifest
-    manifest_bytes = (Path(engine.model_dir) / MANIFEST_NAME).read_bytes()
-    return ModelFacts(
-        name=manifest.name,
-        version=manifest.version,
-        path=str(Path(engine.model_dir).resolve()),
-        sha256=hashlib.sha256(manifest_bytes).hexdigest(),
-        block_size=manifest.generation.block_size,
-    )
+    return model_facts_of(Path(engine.model_dir), engine.manifest)
 
 
 def register_model(sessions: sessionmaker[Session], facts: ModelFacts) -> int:
@@ -211,9 +202,7 @@ class StudyInference:
         read_ids = frozenset(instance_id for instance_id, _ in instances)
         return self._store(study_id, job_id, model_version_id, pick, gated, identity, candidates, read_ids)
 
-    def _generate(
-        self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick
-    ) -> GatedDraft:
+    def _generate(self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick) -> GatedDraft:
         """The served decoding's draft, through the draft gate: a broken draft (duplicated words, a
         missing section, low confidence) is decoded again with more steps; still broken, no draft
         is sent and the study fails with the reason (`echo-admin requeue` tries again)."""

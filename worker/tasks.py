@@ -8,7 +8,9 @@
 
 Per-process resources (database engine, model) are lazy properties of the base classes: created in
 the pool process on first use, never at import or fork, so a slow model load cannot trip
-Celery's process-init timeout, and a load that fails is tried again by the next task.
+Celery's process-init timeout, and a load that fails is tried again by the next task. The model is
+chosen before each study (`worker.served_model`): the version promoted with `echo-admin promote`
+when there is one, switched to without a restart, else ECHO_MODEL_DIR.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Any, cast
 
 from billiard.einfo import ExceptionInfo
@@ -24,7 +27,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure
 from sqlalchemy.exc import OperationalError
 
-from echo.errors import one_line
+from echo.errors import UserError, one_line
 from node.broker.app import (
     DELIVER_REPORT,
     DELIVER_SOFT_TIME_LIMIT_S,
@@ -42,8 +45,25 @@ from node.store.models import utcnow
 from worker.dead_letter import record_dead_letter
 from worker.failures import EngineUnavailable, TransientInferenceError
 from worker.inference import ReportEngine, StudyInference, model_facts, register_model
+from worker.served_model import ServedModel
 
 log = logging.getLogger(__name__)
+
+
+def load_engine(model_dir: Path) -> ReportEngine:
+    """An exported model directory, checked (every file's sha256) and warmed up, as at start-up."""
+    from echo.runtime import Engine  # onnxruntime: only in processes that run inference
+
+    engine = Engine.load(model_dir)
+    log.info(
+        "model %s %s loaded in %.1f s on %s",
+        engine.manifest.name,
+        engine.manifest.version,
+        engine.start_seconds,
+        engine.providers[0],
+    )
+    return engine
+
 
 # The time limits are the broker's (node.broker.app): Redis' visibility timeout is derived from them.
 INFER_MAX_RETRIES = 5
@@ -69,35 +89,39 @@ class InferenceTask(EchoTask):
 
     @cached_property
     def engine(self) -> ReportEngine:
-        from echo.errors import UserError
-        from echo.runtime import Engine  # onnxruntime: only in processes that run inference
-
+        """The configured model (ECHO_MODEL_DIR): what the worker serves while none is promoted."""
         model_dir = self.settings.effective_model_dir
         try:
-            engine = Engine.load(model_dir)
+            return load_engine(model_dir)
         except (
             Exception
         ) as error:  # missing files, bad checksum, provider failure: maybe fixed by the next try
             why = str(error) if isinstance(error, UserError) else one_line(error)  # UserError: already plain
             raise EngineUnavailable(f"cannot load the model at {model_dir}: {why}") from error
-        log.info(
-            "model %s %s loaded in %.1f s on %s",
-            engine.manifest.name,
-            engine.manifest.version,
-            engine.start_seconds,
-            engine.providers[0],
+
+    @cached_property
+    def served(self) -> ServedModel:
+        """The promoted model when there is one (checked before each study), else `engine`."""
+        return ServedModel(
+            self.database.sessions,
+            lambda: self.engine,
+            load_engine,
+            forget_configured=lambda: vars(self).pop("engine", None),
         )
-        return engine
 
     @cached_property
     def _model_version_ids(self) -> dict[tuple[str, str], int]:
         return {}
 
+    _registered_last: tuple[str, str] | None = None  # the model this process drafted with last
+
     def model_version_id(self, engine: ReportEngine) -> int:
-        """The engine's model_versions row (registered and made active once per process)."""
+        """The engine's model_versions row, registered and made active when this process starts
+        drafting with it (at the first study, and again after each switch of model)."""
         key = (engine.manifest.name, engine.manifest.version)
-        if key not in self._model_version_ids:
+        if key != self._registered_last:
             self._model_version_ids[key] = register_model(self.database.sessions, model_facts(engine))
+            self._registered_last = key
         return self._model_version_ids[key]
 
     def on_failure(
@@ -144,7 +168,7 @@ def infer_study(self: InferenceTask, study_id: int) -> str:
     inference = StudyInference(
         self.database.sessions,
         self.settings,
-        lambda: self.engine,
+        self.served.engine,
         self.model_version_id,
         stale_after=timedelta(seconds=INFER_TIME_LIMIT_S),
     )
