@@ -5,7 +5,7 @@ from __future__ import annotations
 from node.broker.app import EchoCelery, create_app
 from node.config.settings import Settings
 
-TASK_MODULES = ("worker.tasks",)
+TASK_MODULES = ("worker.tasks", "worker.training")
 
 
 def create_worker_app(settings: Settings) -> EchoCelery:

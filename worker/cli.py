@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from echo.errors import UserError
-from node.broker.app import QUEUES
+from node.broker.app import WORKER_QUEUES
 from node.config.startup import check_worker, configure_logging, run_role_cli, settings_for_cli
 from worker.app import create_worker_app
 
@@ -17,7 +17,12 @@ app = typer.Typer(name="echo-worker", add_completion=False, pretty_exceptions_en
 @app.command()
 def command(
     concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="worker processes"),
-    queues: str = typer.Option("gpu", "--queues", "-Q", help=f"comma-separated, of: {', '.join(QUEUES)}"),
+    queues: str = typer.Option(
+        "gpu",
+        "--queues",
+        "-Q",
+        help=f"comma-separated, of: {', '.join(WORKER_QUEUES)} (train: retraining, `echo-admin retrain --queue`)",
+    ),
     loglevel: str = typer.Option(
         "", "--loglevel", "-l", help="DEBUG, INFO, WARNING, ERROR (default ECHO_LOG_LEVEL)"
     ),
@@ -30,10 +35,10 @@ def command(
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise UserError(f"--loglevel {loglevel!r} is not one of DEBUG, INFO, WARNING, ERROR")
     chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
-    unknown = sorted(set(chosen) - set(QUEUES))
+    unknown = sorted(set(chosen) - set(WORKER_QUEUES))
     if not chosen or unknown:
         raise UserError(
-            f"--queues {queues!r}: unknown queue(s) {', '.join(unknown) or '(none given)'}; use {', '.join(QUEUES)}"
+            f"--queues {queues!r}: unknown queue(s) {', '.join(unknown) or '(none given)'}; use {', '.join(WORKER_QUEUES)}"
         )
     configure_logging(level)
     check_worker(settings, config)  # model, database, broker: one line and exit 2 or 3 if not

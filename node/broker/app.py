@@ -24,11 +24,16 @@ from node.config.settings import Settings
 
 INFERENCE_QUEUE = "gpu"
 DELIVERY_QUEUE = "io"
-QUEUES = (INFERENCE_QUEUE, DELIVERY_QUEUE)
+QUEUES = (INFERENCE_QUEUE, DELIVERY_QUEUE)  # what serving a node needs (the embedded worker takes both)
+# Retraining (`echo-admin retrain --queue`): hours of work, for a worker started with `-Q train` on a
+# GPU host; never taken by the embedded worker, whose one process drafts the studies.
+TRAIN_QUEUE = "train"
+WORKER_QUEUES = (*QUEUES, TRAIN_QUEUE)
 
 INFER_STUDY = "echo.infer_study"
 DELIVER_REPORT = "echo.deliver_report"
 DELIVERY_TASKS = "echo.deliver_*"  # every delivery task is named under this prefix
+RETRAIN_MODEL = "echo.retrain_model"
 
 INFER_SOFT_TIME_LIMIT_S = 300  # SoftTimeLimitExceeded raised inside the task: it can record the failure
 INFER_TIME_LIMIT_S = 360  # the pool kills the process; a claim older than this is dead
@@ -66,6 +71,7 @@ def create_app(settings: Settings, include: tuple[str, ...] = ()) -> EchoCelery:
         task_routes={
             INFER_STUDY: {"queue": INFERENCE_QUEUE},
             DELIVERY_TASKS: {"queue": DELIVERY_QUEUE},
+            RETRAIN_MODEL: {"queue": TRAIN_QUEUE},
         },
         task_default_queue=INFERENCE_QUEUE,
         broker_connection_retry_on_startup=True,
@@ -83,13 +89,13 @@ def create_app(settings: Settings, include: tuple[str, ...] = ()) -> EchoCelery:
     return app
 
 
-def queue_depths(app: Celery, timeout_s: float = 3.0) -> dict[str, int]:
+def queue_depths(app: Celery, timeout_s: float = 3.0, queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
     """Messages waiting per queue (raises the transport's error when the broker is unreachable)."""
     depths: dict[str, int] = {}
     with app.connection_for_read() as connection:
         connection.ensure_connection(max_retries=1, timeout=timeout_s)
         channel = connection.default_channel
-        for queue in QUEUES:
+        for queue in queues:
             try:
                 depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
             except ChannelError:  # never declared: nothing was ever sent to it

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from echo.errors import UserError, run_cli
 from node.config.settings import Settings
 from node.config.startup import settings_for_cli
-from node.ops import dataset_cli, import_cli, models_cli, quality_cli
+from node.ops import dataset_cli, import_cli, models_cli, quality_cli, retrain_cli
 from node.ops.cli_support import ConfigOption
 from node.ops.cli_support import database_error as _database_error
 from node.ops.cli_support import open_admin_database as _database
@@ -29,7 +29,6 @@ from node.ops.overview import (
 )
 from node.ops.study_detail import study_detail
 from node.ops.study_detail_view import print_study_detail, when
-from node.store.model_versions import list_model_versions
 from node.store.models import Study, utcnow
 from node.store.states import StudyState
 from node.store.uids import short_uid
@@ -275,39 +274,6 @@ def resend(
 
 
 @app.command()
-def models(config: Path | None = ConfigOption) -> None:
-    """Model versions that wrote reports here; the active one is what the workers serve now."""
-    settings = settings_for_cli(config)
-    database = _database(settings)
-    try:
-        with database.sessions() as session:
-            rows = list_model_versions(session)
-    except SQLAlchemyError as error:
-        raise _database_error(settings, error) from None
-    finally:
-        database.dispose()
-    console = Console()
-    if not rows:
-        console.print("no model versions yet: a worker registers its model with the first study it reports")
-        return
-    table = Table(title="Model versions")
-    for column in ("id", "name", "version", "block", "reports", "registered", "active", "path"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            str(row.id),
-            row.name,
-            row.version,
-            str(row.block_size),
-            str(row.reports),
-            when(row.created_at),
-            "yes" if row.active else "",
-            row.path,
-        )
-    console.print(table)
-
-
-@app.command()
 def purge(
     older_than: float | None = typer.Option(
         None, "--older-than", metavar="DAYS", min=0, help="age limit in days (default: ECHO_RETENTION_DAYS)"
@@ -344,7 +310,8 @@ def purge(
     Console().print(f"{result.summary()} (older than {days:g} days)")
 
 
-for _commands in (quality_cli, import_cli, dataset_cli, models_cli):  # the learning loop's commands
+# the learning loop's commands
+for _commands in (quality_cli, import_cli, dataset_cli, models_cli, retrain_cli):
     _commands.register(app)
 
 

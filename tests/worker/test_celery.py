@@ -143,7 +143,7 @@ def test_queue_depths_counts_waiting_messages(settings: Settings, add_study, dat
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--queues", "gpu,cpu"], {}, "--queues 'gpu,cpu': unknown queue(s) cpu; use gpu, io"),
+        (["--queues", "gpu,cpu"], {}, "--queues 'gpu,cpu': unknown queue(s) cpu; use gpu, io, train"),
         (["--loglevel", "LOUD"], {}, "--loglevel 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
         (
             [],
