@@ -24,6 +24,21 @@ from echo.commands._training_options import (
     data_args,
     loop_config,
 )
+from echo.errors import UserError
+
+
+def check_same_model(teacher, tokenizer, student, student_tokenizer) -> None:
+    """A student to fine-tune must share the teacher's architecture and vocabulary, or its targets
+    (the teacher's distributions over the teacher's tokens) mean nothing to it."""
+    if student_tokenizer.backend.get_vocab() != tokenizer.backend.get_vocab():
+        raise UserError(
+            "--student has another tokenizer than --teacher: distil from a teacher of the same vocabulary"
+        )
+    shapes = {name: tuple(p.shape) for name, p in teacher.state_dict().items()}
+    if shapes != {name: tuple(p.shape) for name, p in student.state_dict().items()}:
+        raise UserError(
+            "--student has another architecture than --teacher (its weights do not match in shape)"
+        )
 
 
 def command(
@@ -43,6 +58,12 @@ def command(
     hard_weight: Annotated[
         float, typer.Option(help="share of cross-entropy on the committed token mixed with the KL, 0-1")
     ] = 0.0,
+    student: Annotated[
+        Path | None,
+        typer.Option(
+            help="start the student from this checkpoint (a served student: fine-tuning); default: the teacher"
+        ),
+    ] = None,
     train_vision: Annotated[
         bool, typer.Option(help="train the vision tower too (frozen by default)")
     ] = False,
@@ -70,7 +91,9 @@ def command(
         warmup_steps=min(50, steps // 10),
     )
     teacher_model, tokenizer, spec = load_checkpoint(teacher)
-    student, _, _ = load_checkpoint(teacher)  # the student starts from the teacher
+    # The student starts from the teacher (the paper), or from a served student to fine-tune it.
+    student_model, student_tokenizer, _ = load_checkpoint(student or teacher)
+    check_same_model(teacher_model, tokenizer, student_model, student_tokenizer)
     args = DcdArgs(
         out=out,
         data=data_args(
@@ -93,7 +116,7 @@ def command(
         hard_weight=hard_weight,
         freeze_vision=not train_vision,
     )
-    metrics = run_dcd(teacher_model, student, tokenizer, args, spec)
+    metrics = run_dcd(teacher_model, student_model, tokenizer, args, spec)
     kept = sum(r["kept"] for r in metrics["rounds"])
     typer.echo(
         f"DCD ({target}): {metrics['steps']} steps, {kept} trajectories kept, "

@@ -12,7 +12,8 @@ The stages run as `echo-train` child processes (the node never imports torch), i
 
 Fine-tuning, not from scratch: `ar` continues the version's AR checkpoint; `rad` continues the
 version's teacher (or, after `ar`, converts the new AR model); `dcd` distils a new student from the
-version's teacher (or the new one), the student starting from that teacher as the stage does.
+version's teacher (or the new one): with the version's teacher the version's own student is fine-tuned
+(`--student`); after `rad` the student starts from the new teacher, as the stage does.
 
 Resumable: a stage whose metrics.json records its steps is skipped; an interrupted one is run again
 with the same out folder and resumes from its last checkpoint; an export of dcd/best is not made
@@ -308,8 +309,11 @@ class Retraining:
             command = echo_train("rad", "--init", str(start), "--block-size", str(block_size), *common)
         else:
             teacher = work / "rad" / "best" if "rad" in options.stages else checkpoints["teacher"]
+            # Same teacher: fine-tune the version's own student; a new teacher: distil afresh from it.
+            own = None if "rad" in options.stages else checkpoints.get("student")
+            student = [] if own is None else ["--student", str(own)]
             command = echo_train(
-                "dcd", "--teacher", str(teacher), *common,
+                "dcd", "--teacher", str(teacher), *student, *common,
                 "--rounds", str(options.dcd_rounds),
                 "--collect-per-round", str(options.collect_per_round),
             )  # fmt: skip

@@ -156,3 +156,18 @@ def test_hard_weight_mixes_cross_entropy_on_the_committed_token(model, batcher, 
     assert half == pytest.approx(0.5 * hard, abs=2e-3)
     with pytest.raises(ValueError, match="hard_weight"):
         loss(1.5)
+
+
+def test_a_student_to_fine_tune_must_match_the_teacher(model, tokenizer):
+    from types import SimpleNamespace
+
+    from echo.commands.train_dcd import check_same_model
+    from echo.errors import UserError
+
+    check_same_model(model, tokenizer, model, tokenizer)  # the same model: fine
+    wider = SimpleNamespace(state_dict=lambda: {"lm_head.weight": torch.zeros(3, 5)})
+    with pytest.raises(UserError, match="another architecture"):
+        check_same_model(model, tokenizer, wider, tokenizer)
+    other_vocab = SimpleNamespace(backend=SimpleNamespace(get_vocab=lambda: {"a": 0}))
+    with pytest.raises(UserError, match="another tokenizer"):
+        check_same_model(model, tokenizer, model, other_vocab)

@@ -89,9 +89,9 @@ class FakeTrain:
     def stages(self) -> list[str]:
         return [command[3] for command in self.commands]
 
-    def option(self, stage: str, name: str) -> str:
+    def option(self, stage: str, name: str) -> str | None:
         [command] = [c for c in self.commands if c[3] == stage]
-        return command[command.index(name) + 1]
+        return command[command.index(name) + 1] if name in command else None
 
 
 def evaluation(positives_found: int) -> Evaluation:
@@ -136,6 +136,7 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_a_finished_one_does_not
     assert second.option("rad", "--out") == str(work / "rad")  # the same out: echo-train resumes from last/
     assert second.option("rad", "--init") == str(work / "ar" / "best")
     assert second.option("dcd", "--teacher") == str(work / "rad" / "best")
+    assert second.option("dcd", "--student") is None  # a new teacher: the student is distilled afresh
     assert second.option("export", "--checkpoint") == str(work / "dcd" / "best")
     assert "stage 1/3: ar, 3 steps: finished before, skipped" in said
     assert "stage 2/3: rad, 3 steps: resuming from its last checkpoint -> " + str(work / "rad") in said
@@ -165,6 +166,7 @@ def test_dcd_alone_distils_from_the_versions_teacher_and_promotes_when_asked(
     result = retrain(database.sessions, settings, chosen, runner=train, say=lambda _: None, gate=fake_gate())
     assert train.stages() == ["dcd", "export"]
     assert train.option("dcd", "--teacher") == str(BUNDLED / "teacher")
+    assert train.option("dcd", "--student") == str(BUNDLED / "student")  # the served student, fine-tuned
     assert train.option("dcd", "--steps") == "3" and train.option("dcd", "--val-every") == "3"
     assert result.promoted
     with database.sessions() as session:
