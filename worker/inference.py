@@ -191,7 +191,9 @@ class StudyInference:
             log.warning("study %d: no image is marked frontal; drafting from a fallback view", study_id)
         engine = self.engine()
         model_version_id = self.model_version_id(engine)
-        with self.sessions() as session:
+        with self.sessions.begin() as session:
+            # The attempt names the model that tried, whether its draft is stored or the gate holds it.
+            session.get_one(Job, job_id).model_version_id = model_version_id
             plan = plan_draft(session, study_id, model_version_id, pick, candidates)
         gated, identity = None, None
         if plan.reuse_id is None:

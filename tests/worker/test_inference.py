@@ -382,6 +382,9 @@ def test_a_draft_that_stays_broken_is_never_stored_or_sent(
         assert session.scalars(select(Report)).all() == []
         assert session.scalars(select(Delivery)).all() == []
         assert session.get_one(Study, study_id).state is StudyState.FAILED
+        # The attempt names the model whose draft was held (which model a site's failures come from).
+        [job] = session.scalars(select(Job).where(Job.study_id == study_id)).all()
+        assert job.model_version_id is not None
 
 
 def test_a_clean_draft_passes_the_gate_at_once(database, settings, store_study, images, engine) -> None:
