@@ -201,17 +201,7 @@ def promote(
     if problem is not None:
         text += f"; forced: the version {problem}"
     record = Promotion(version.id, replaced.id if replaced else None, "promote", text, problem is not None)
-    session.add(
-        ModelPromotion(
-            model_version_id=record.model_version_id,
-            previous_id=record.previous_id,
-            action=record.action,
-            reason=record.reason,
-            at=at,
-        )
-    )
-    session.flush()
-    return record
+    return _recorded(session, record, at)
 
 
 def served_before(session: Session) -> tuple[int | None, int | None]:
@@ -251,6 +241,11 @@ def rollback(session: Session, reason: str | None = None, *, now: datetime | Non
     record = Promotion(
         previous.id, serving.id, "rollback", reason or f"rolled back from version {serving.id}"
     )
+    return _recorded(session, record, at)
+
+
+def _recorded(session: Session, record: Promotion, at: datetime) -> Promotion:
+    """`record` written to the promotion history (model_promotions), newest last."""
     session.add(
         ModelPromotion(
             model_version_id=record.model_version_id,
