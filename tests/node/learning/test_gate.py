@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from echo.errors import UserError
 from echo.findings import FINDINGS
 from echo.metrics.evaluate import evaluate
 from echo.runtime.manifest import sha256_of
-from node.config.settings import Settings, bundled_model_dir, load_settings
+from node.config.settings import Settings, bundled_model_dir
 from node.learning.gate import (
     F1_MARGIN_CAP,
     F1_MARGIN_FLOOR,
@@ -28,9 +27,8 @@ from node.learning.gate import (
     paired_standard_errors,
     run_gate,
 )
-from node.learning.registry import RegistryError, export_facts, promote, register_candidate
-from node.store.database import Database, migrate, open_database
-from node.store.model_versions import activate, find_or_create
+from node.learning.registry import RegistryError, promote, register_candidate
+from node.store.database import Database
 from node.store.models import ModelVersion
 from node.store.states import ModelRole
 
@@ -43,19 +41,9 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_dataset(24, 3, tmp_path_factory.mktemp("synthetic"), size=256)
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "data")
-
-
-@pytest.fixture
-def database(settings: Settings) -> Iterator[Database]:
-    database = open_database(settings)
-    migrate(database.engine)
-    with database.sessions.begin() as session:  # what the workers serve: the bundled student
-        activate(session, find_or_create(session, export_facts(bundled_model_dir())))
-    yield database
-    database.dispose()
+@pytest.fixture(autouse=True)
+def _serving_the_bundled_student(bundled_id: int) -> None:
+    """What the workers serve in these tests: the bundled student."""
 
 
 def copy_export(directory: Path, name: str, blind: bool = False) -> Path:

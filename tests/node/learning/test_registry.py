@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from echo.errors import UserError
-from node.config.settings import Settings, bundled_model_dir, load_settings
+from node.config.settings import Settings, bundled_model_dir
 from node.learning.registry import (
     RegistryError,
     checkpoints_of,
@@ -22,8 +21,7 @@ from node.learning.registry import (
     register_candidate,
     rollback,
 )
-from node.store.database import Database, migrate, open_database
-from node.store.model_versions import activate, find_or_create
+from node.store.database import Database
 from node.store.models import ModelPromotion, ModelVersion
 from node.store.states import ModelRole
 
@@ -41,25 +39,8 @@ def variant(directory: Path, name: str) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "data")
-
-
-@pytest.fixture
-def database(settings: Settings) -> Iterator[Database]:
-    database = open_database(settings)
-    migrate(database.engine)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def bundled_active(database: Database) -> int:
-    """The bundled model as a worker registers it: role registered, active."""
-    with database.sessions.begin() as session:
-        row = find_or_create(session, export_facts(bundled_model_dir()))
-        activate(session, row)
-        return row.id
+def bundled_active(bundled_id: int) -> int:
+    return bundled_id
 
 
 def candidate(database: Database, settings: Settings, tmp_path: Path, name: str, gate=PASSED) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -16,13 +15,11 @@ from sqlalchemy import select
 from echo.data.synthetic import generate_dataset
 from echo.errors import UserError
 from echo.findings import FINDINGS
-from node.config.settings import Settings, bundled_model_dir, load_settings
+from node.config.settings import Settings, bundled_model_dir
 from node.learning.gate import Evaluation, StudyDraft, run_gate
-from node.learning.registry import export_facts
 from node.learning.retrain import RetrainOptions, parse_stages, retrain
 from node.ops.admin import main
-from node.store.database import Database, migrate, open_database
-from node.store.model_versions import activate, find_or_create
+from node.store.database import Database
 from node.store.models import ModelPromotion, ModelVersion
 from node.store.states import ModelRole
 
@@ -34,27 +31,6 @@ PARITY_OK = {"passed": True, "detail": "within tolerance"}
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`echo-train make-synthetic --n 12 --seed 1 --size 256`: 7 train, 2 val, 3 test studies."""
     return generate_dataset(12, 1, tmp_path_factory.mktemp("tiny"), size=256)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "data")
-
-
-@pytest.fixture
-def database(settings: Settings) -> Iterator[Database]:
-    database = open_database(settings)
-    migrate(database.engine)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def bundled_id(database: Database) -> int:
-    with database.sessions.begin() as session:
-        row = find_or_create(session, export_facts(bundled_model_dir()))
-        activate(session, row)
-        return row.id
 
 
 class FakeTrain:
