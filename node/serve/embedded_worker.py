@@ -27,9 +27,13 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, value in settings:
         if value is None:
+            if type(settings).model_fields[name].default is not None:
+                env[f"ECHO_{name.upper()}"] = ""  # switched off (ECHO_HTTP), not left to its default
             continue
         if name == "allowed_callers":
             text = ",".join(_caller(rule) for rule in value)
+        elif isinstance(value, tuple):  # comma-separated lists (ECHO_HL7_ALLOWED_FACILITIES)
+            text = ",".join(str(item) for item in value)
         elif isinstance(value, bool):
             text = "true" if value else "false"
         else:

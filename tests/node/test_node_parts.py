@@ -29,6 +29,8 @@ def test_the_embedded_worker_gets_exactly_the_parents_settings(
         ris="ris.local:2575",
         ris_tls=True,
         max_associations=3,
+        hl7_allowed_facilities="RADRIS,CARDIO",
+        http="off",  # None, where the default is on: the child must not turn it back on
     )
     for name in list(os.environ):
         if name.startswith("ECHO_"):
