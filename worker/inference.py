@@ -299,8 +299,7 @@ class StudyInference:
                 if pick.fallback and read_ids is not None and frontal_arrived(session, study_id, read_ids):
                     request_redraft(session, study)
                     requeued = True
-            finish_job(session, job_id, JobState.SUCCEEDED, now)
-            session.get_one(Job, job_id).model_version_id = model_version_id
+            finish_job(session, job_id, JobState.SUCCEEDED, now)  # its model_version_id set before drafting
             report_id, delivery_ids = report.id, tuple(row.id for row in deliveries)
         # The node's own study id only: no accession, patient or header text (the view reason quotes
         # descriptions) in logs; the reason is on the report row.
