@@ -105,6 +105,8 @@ def bundled_model_dir() -> Path:
 
 
 _TLS_FILES = ("tls_cert", "tls_key", "tls_ca", "hl7_tls_cert", "hl7_tls_key")
+_SECRET_FILES = ("fhir_token_file", "fhir_ca", "status_token_file")
+SR_TEMPLATES = ("2000", "1500")  # TID 2000 narrative SR, TID 1500 AI Results (IHE AIR) SR
 
 
 class Settings(BaseSettings):
@@ -172,13 +174,27 @@ class Settings(BaseSettings):
     hl7_max_connections: int = Field(20, ge=1, le=1000)
     hl7_read_timeout_seconds: float = Field(30.0, gt=0)  # a started message must arrive whole within
     hl7_idle_timeout_seconds: float = Field(300.0, gt=0)  # a connection silent this long is closed
+    # The SRs sent to ECHO_PACS per draft: 2000 the narrative report, 1500 the IHE AI Results SR.
+    sr_templates: Annotated[tuple[str, ...], NoDecode] = SR_TEMPLATES
+    # FHIR R4 DiagnosticReport per draft: an http(s) base URL (POST/PUT) or a folder; unset: none.
+    fhir: str | None = None
+    fhir_token_file: Path | None = None  # a file holding the bearer token for ECHO_FHIR
+    fhir_ca: Path | None = None  # CA bundle for ECHO_FHIR's TLS certificate; unset: the system's
+    # `echo-worker`'s own /metrics /healthz /readyz listener; "" or "off": none.
+    worker_http: Annotated[MllpPeer | None, NoDecode] = MllpPeer("127.0.0.1", 8089)
+    # The read-only status page (/status on ECHO_HTTP): a file holding the token it asks for;
+    # unset: no token, and then the page is served only when ECHO_HTTP is bound to loopback.
+    status_token_file: Path | None = None
+    log_format: str = "text"  # "json": one JSON object per line (study id, never patient data)
 
     @field_validator("ae_title")
     @classmethod
     def _ae_title(cls, value: str) -> str:
         return check_ae_title(value, "AE title")
 
-    @field_validator("model_dir", "database_password_file", *_TLS_FILES, mode="before")
+    @field_validator(
+        "model_dir", "database_password_file", "fhir", *_TLS_FILES, *_SECRET_FILES, mode="before"
+    )
     @classmethod
     def _blank_path_is_unset(cls, value: Any) -> Any:
         # ECHO_MODEL_DIR= (an empty variable, as compose passes an unset one) means unset, not ".".
@@ -228,11 +244,11 @@ class Settings(BaseSettings):
             return parse_dicom_peer(value) if value.strip() else None
         return value
 
-    @field_validator("ris", "hl7_listen", "http", mode="before")
+    @field_validator("ris", "hl7_listen", "http", "worker_http", mode="before")
     @classmethod
     def _ris(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
-            if info.field_name == "http":
+            if info.field_name in ("http", "worker_http"):
                 off = value.strip().lower() in ("", "off")
                 return None if off else parse_listen_address(value, "HTTP listen address")
             parse = parse_mllp_peer if info.field_name == "ris" else parse_listen_address
@@ -245,6 +261,45 @@ class Settings(BaseSettings):
         if isinstance(value, list | tuple):
             value = ",".join(v if isinstance(v, str) else str(v) for v in value)
         return parse_facilities(value) if isinstance(value, str) else value
+
+    @field_validator("sr_templates", mode="before")
+    @classmethod
+    def _sr_templates(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            value = str(value)
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, str) and not value.strip():
+            return SR_TEMPLATES  # an empty variable is an unset one
+        if isinstance(value, str):
+            named = (t.strip().upper().removeprefix("TID").strip() for t in value.split(","))
+            templates = tuple(dict.fromkeys(t for t in named if t))  # in order, each once
+            unknown = [t for t in templates if t not in SR_TEMPLATES]
+            if unknown or not templates:
+                raise ValueError(
+                    f"SR templates {value!r}: give one or both of 2000 (narrative), 1500 (AI Results), "
+                    "comma-separated"
+                )
+            return templates
+        return value
+
+    @field_validator("fhir")
+    @classmethod
+    def _fhir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.strip().partition("://")
+        if sep and (scheme.lower() not in ("http", "https") or not rest.strip("/")):
+            raise ValueError("not a FHIR base URL (https://fhir.hospital.local/fhir) or a folder")
+        return value.strip()
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("text", "json"):
+            raise ValueError(f"log format {value!r} is not text or json")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -275,6 +330,12 @@ class Settings(BaseSettings):
         for path in (getattr(self, name) for name in _TLS_FILES):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file {path} does not exist")
+        for name in _SECRET_FILES:
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"ECHO_{name.upper()}: {path} does not exist")
+        if self.fhir_token_file is not None and self.fhir is None:
+            raise ValueError("ECHO_FHIR_TOKEN_FILE needs ECHO_FHIR (the FHIR server it is for)")
         return self
 
     @classmethod
@@ -304,6 +365,16 @@ class Settings(BaseSettings):
 
         password = self.database_password_file.read_text(encoding="utf-8").strip()
         return make_url(self.database_url).set(password=password).render_as_string(hide_password=False)
+
+    @property
+    def fhir_url(self) -> str | None:
+        """ECHO_FHIR when it is a server's base URL (else None: unset, or a folder)."""
+        return self.fhir if self.fhir and "://" in self.fhir else None
+
+    @property
+    def fhir_folder(self) -> Path | None:
+        """ECHO_FHIR when it is a folder the DiagnosticReports are written to (else None)."""
+        return Path(self.fhir) if self.fhir and "://" not in self.fhir else None
 
     @property
     def effective_broker_url(self) -> str:

@@ -152,3 +152,56 @@ def test_a_misspelled_toml_key_is_refused_by_name(tmp_path):
     config.write_text('ae_titel = "ECHO"\n')
     with pytest.raises(SettingsError, match="unknown key 'ae_titel'"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", ("2000", "1500")), ("2000", ("2000",)), ("TID1500, 2000,1500", ("1500", "2000"))],
+)
+def test_the_sr_templates_sent_per_draft(value, expected, monkeypatch):
+    monkeypatch.setenv("ECHO_SR_TEMPLATES", value)
+    assert load_settings().sr_templates == expected
+
+
+@pytest.mark.parametrize("value", ["2000,9999", ",", "narrative"])
+def test_an_unknown_sr_template_names_the_variable(value, monkeypatch):
+    monkeypatch.setenv("ECHO_SR_TEMPLATES", value)
+    with pytest.raises(SettingsError, match="ECHO_SR_TEMPLATES.*2000 .*1500"):
+        load_settings()
+
+
+def test_fhir_is_a_server_url_or_a_folder(tmp_path, monkeypatch):
+    assert load_settings().fhir is None
+    monkeypatch.setenv("ECHO_FHIR", "https://fhir.hospital.local/fhir")
+    settings = load_settings()
+    assert (settings.fhir_url, settings.fhir_folder) == ("https://fhir.hospital.local/fhir", None)
+    monkeypatch.setenv("ECHO_FHIR", str(tmp_path))
+    settings = load_settings()
+    assert (settings.fhir_url, settings.fhir_folder) == (None, tmp_path)
+    monkeypatch.setenv("ECHO_FHIR", "ftp://fhir.hospital.local")
+    with pytest.raises(SettingsError, match="ECHO_FHIR.*not a FHIR base URL"):
+        load_settings()
+
+
+def test_a_fhir_token_file_must_exist_and_name_its_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHO_FHIR_TOKEN_FILE", str(tmp_path / "missing"))
+    monkeypatch.setenv("ECHO_FHIR", "https://fhir.hospital.local/fhir")
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings()
+    (tmp_path / "token").write_text("secret\n")
+    monkeypatch.setenv("ECHO_FHIR_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.delenv("ECHO_FHIR")
+    with pytest.raises(SettingsError, match="needs ECHO_FHIR"):
+        load_settings()
+
+
+def test_worker_listener_and_log_format(monkeypatch):
+    settings = load_settings()
+    assert (settings.worker_http, settings.log_format) == (MllpPeer("127.0.0.1", 8089), "text")
+    monkeypatch.setenv("ECHO_WORKER_HTTP", "off")
+    monkeypatch.setenv("ECHO_LOG_FORMAT", "JSON")
+    settings = load_settings()
+    assert (settings.worker_http, settings.log_format) == (None, "json")
+    monkeypatch.setenv("ECHO_LOG_FORMAT", "xml")
+    with pytest.raises(SettingsError, match="ECHO_LOG_FORMAT"):
+        load_settings()
