@@ -55,8 +55,10 @@ class JobState(StrEnum):
 
 
 class DeliveryKind(StrEnum):
-    SR = "sr"
-    ORU = "oru"
+    SR = "sr"  # the narrative SR (TID 2000), to ECHO_PACS
+    AIR = "air"  # the IHE AI Results SR (TID 1500), to ECHO_PACS
+    ORU = "oru"  # the preliminary ORU^R01, to ECHO_RIS
+    FHIR = "fhir"  # the FHIR R4 DiagnosticReport, to ECHO_FHIR (a server or a folder)
 
 
 class DeliveryStatus(StrEnum):

@@ -60,7 +60,7 @@ def test_upgrade_builds_exactly_the_models_schema(engine: Engine) -> None:
     migrate(engine)  # a second start finds nothing to do
     assert set(inspect(engine).get_table_names()) == TABLES
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0007"
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
 
@@ -208,3 +208,27 @@ def test_0004_allows_a_revision_per_model_and_refuses_a_second_of_the_same_numbe
     with engine.connect() as connection:
         assert connection.execute(text("SELECT id FROM reports")).scalars().all() == [2]
         assert connection.scalar(text("SELECT count(*) FROM deliveries")) == 0
+
+
+def test_0007_admits_the_structured_results_and_keeps_every_delivery_and_its_job(engine: Engine) -> None:
+    """SQLite cannot alter a CHECK constraint; 0007 rewrites it in place without copying deliveries (whose
+    copy would cascade-delete the delivery jobs)."""
+    _to(engine, "0006")
+    _a_delivered_report(engine)
+    air = text(
+        "INSERT INTO deliveries (id, report_id, kind, target, message_id, status, attempts, created_at,"
+        " updated_at) VALUES (2, 1, 'air', 'PACS@h:104', '1.2.4', 'pending', 0, :t, :t)"
+    )
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(air, _T)
+    _to(engine, "head")
+    with engine.begin() as connection:
+        connection.execute(air, _T)
+        connection.execute(text(str(air).replace("(2, 1, 'air'", "(3, 1, 'fhir'")), _T)
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text(str(air).replace("(2, 1, 'air'", "(4, 1, 'pdf'")), _T)
+    assert _counts(engine) == (1, 3, 1)
+    _to(engine, "0006", down=True)
+    assert _counts(engine) == (1, 1, 1)  # the structured results' rows go; the SR and its job stay
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(air, _T)
