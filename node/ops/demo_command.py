@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.markup import escape
@@ -42,12 +43,15 @@ def is_loopback(host: str) -> bool:
 
 
 def production_destinations(settings: Settings) -> list[str]:
-    """The PACS/RIS the node would send the demo's draft to that may be the hospital's own."""
+    """The PACS/RIS/FHIR server the node would send the demo's draft to that may be the hospital's own."""
     production = settings.production_reason is not None
     found = []
     for variable, peer in (("ECHO_PACS", settings.pacs), ("ECHO_RIS", settings.ris)):
         if peer is not None and (production or not is_loopback(peer.host)):
             found.append(f"{peer} ({variable})")
+    fhir_host = urlsplit(settings.fhir_url).hostname if settings.fhir_url else None
+    if settings.fhir is not None and (production or (fhir_host is not None and not is_loopback(fhir_host))):
+        found.append(f"{settings.fhir} (ECHO_FHIR)")
     return found
 
 

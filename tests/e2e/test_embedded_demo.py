@@ -143,6 +143,10 @@ def test_demo_refuses_bad_options(args: list[str], message: str, tmp_path: Path)
             "the node sends its drafts to PACS@127.0.0.1:10104 (ECHO_PACS); this is a production node: "
             "ECHO_PRODUCTION is true: the demo's synthetic patient",
         ),
+        (
+            {"ECHO_FHIR": "https://fhir.hospital.local/fhir"},
+            "the node sends its drafts to https://fhir.hospital.local/fhir (ECHO_FHIR): the demo's",
+        ),
     ],
 )
 def test_demo_refuses_to_send_to_a_production_pacs_or_ris(
