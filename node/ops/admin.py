@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -27,11 +26,12 @@ from node.ops.overview import (
     outbox_summary,
     recent_studies,
 )
+from node.ops.overview_view import print_state_counts, print_studies
 from node.ops.study_detail import study_detail
 from node.ops.study_detail_view import print_study_detail, when
+from node.ops.tables import output_console
 from node.store.models import Study, utcnow
 from node.store.states import StudyState
-from node.store.uids import short_uid
 
 app = typer.Typer(
     name="echo-admin",
@@ -58,13 +58,8 @@ def status(config: Path | None = ConfigOption) -> None:
         raise _database_error(settings, error) from None
     finally:
         database.dispose()
-    console = Console()
-    table = Table(title="Studies")
-    table.add_column("state")
-    table.add_column("studies", justify="right")
-    for state, count in counts.items():
-        table.add_row(str(state), str(count))
-    console.print(table)
+    console = output_console()
+    print_state_counts(console, counts)
     console.print(f"queues: {_queue_line(settings)}")
     if last is None:
         console.print("last association: none yet")
@@ -123,34 +118,7 @@ def studies(
         raise _database_error(settings, error) from None
     finally:
         database.dispose()
-    table = Table(title=f"Studies ({len(rows)} shown)")
-    for column in (
-        "id",
-        "study",
-        "accession",
-        "modality",
-        "state",
-        "instances",
-        "first received",
-        "last received",
-        "updated",
-        "note",
-    ):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            str(row.id),
-            short_uid(row.study_instance_uid),
-            row.accession_number or "-",
-            row.modality or "-",
-            str(row.state),
-            str(row.instances),
-            when(row.first_received_at),
-            when(row.last_received_at),
-            when(row.updated_at),
-            row.note,
-        )
-    Console().print(table)
+    print_studies(output_console(), rows)
 
 
 def _find(session: Session, reference: str) -> Study:

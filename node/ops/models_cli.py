@@ -12,7 +12,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -21,6 +20,7 @@ from node.config.settings import Settings
 from node.config.startup import settings_for_cli
 from node.ops.cli_support import ConfigOption, database_error, open_admin_database
 from node.ops.import_cli import progress_bar
+from node.ops.tables import Column, output_console, print_fitted
 from node.store.database import Database
 from node.store.model_versions import ModelVersionRow, UnknownVersion, find_version, list_model_versions
 from node.store.models import ModelVersion
@@ -129,30 +129,11 @@ def models(
     if as_json:
         print(json.dumps([_as_dict(row) for row in rows], indent=2, default=str))
         return
-    console = Console()
+    console = output_console()
     if not rows:
         console.print("no model versions yet: a worker registers its model with the first study it reports")
         return
-    table = Table(title="Model versions")
-    for column in ("id", "name", "version", "role", "from", "block", "reports", "registered", "promoted"):
-        table.add_column(column, overflow="fold")
-    table.add_column("active")
-    table.add_column("path", overflow="fold")
-    for row in rows:
-        table.add_row(
-            str(row.id),
-            row.name,
-            row.version,
-            row.role,
-            str(row.parent_id) if row.parent_id is not None else "-",
-            str(row.block_size),
-            str(row.reports),
-            _when(row.created_at),
-            _when(row.promoted_at),
-            "yes" if row.active else "",
-            row.path,
-        )
-    console.print(table)
+    print_fitted(console, "Model versions", MODEL_COLUMNS, [model_cells(row) for row in rows])
     console.print("active: the version a worker loaded last; serving: the promoted one workers switch to")
     for row in rows:
         if (line := _training_line(row)) is not None:
@@ -161,6 +142,37 @@ def models(
             console.print(escape(f"version {row.id}:"))
             for line in gate_lines(row.gate):
                 console.print(escape(line))
+
+
+MODEL_COLUMNS = (
+    Column("id", keep=9),
+    Column("name", keep=3),
+    Column("version", keep=8),
+    Column("role", keep=9),
+    Column("from", keep=5),
+    Column("block", keep=1),
+    Column("reports", keep=6),
+    Column("registered", keep=2),
+    Column("promoted", keep=4),
+    Column("active", keep=7),
+    Column("path", flexible=True, cut="start", cut_hint="echo-admin models --json shows whole paths"),
+)
+
+
+def model_cells(row: ModelVersionRow) -> tuple[str, ...]:
+    return (
+        str(row.id),
+        row.name,
+        row.version,
+        row.role,
+        str(row.parent_id) if row.parent_id is not None else "-",
+        str(row.block_size),
+        str(row.reports),
+        _when(row.created_at),
+        _when(row.promoted_at),
+        "yes" if row.active else "",
+        row.path,
+    )
 
 
 def _when(value: Any) -> str:

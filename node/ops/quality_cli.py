@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.measure import Measurement
 from rich.progress import Progress
-from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import UserError
 from node.config.startup import settings_for_cli
 from node.ops.cli_support import ConfigOption, database_error, open_admin_database
+from node.ops.tables import Column, output_console, print_fitted
 
 if TYPE_CHECKING:
     from node.learning.quality import QualityRow
@@ -75,15 +74,13 @@ def quality(
     if as_json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
         return
-    console = Console()
+    console = output_console()
     if not rows:
         console.print(escape(_nothing_line(model, since)))
         return
-    table = _table(rows, by_week, model, since)
-    if not console.is_terminal:  # a pipe or a file: the whole table, not folded to 80 columns
-        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-        console = Console(width=max(console.width, natural))
-    console.print(table)
+    print_fitted(
+        console, _title(model, since), quality_columns(by_week), [quality_cells(row, by_week) for row in rows]
+    )
     for line in LEGEND:
         console.print(escape(line), style="dim", highlight=False)
 
@@ -121,42 +118,46 @@ def _nothing_line(model: str | None, since: str | None) -> str:
     return "no scored drafts for " + " ".join(f"--{name} {value}" for name, value in _filters(model, since))
 
 
-_NAMES = ("id", "model", "version")
+# At 80 columns the finding figures stay; the model's name (its version says it), the counts of
+# normal studies and the precision/recall split go first.
+_NAMES = (Column("id", justify="right", keep=9), Column("model", keep=1), Column("version", keep=8))
+_WEEK = Column("week", keep=8)
 _FIGURES = (
-    "studies",
-    "F1",
-    "precision",
-    "recall",
-    "normal",
-    "FP per\nnormal",
-    "edit\ndistance",
-    "impression\nchanged",
+    Column("studies", justify="right", keep=7),
+    Column("F1", justify="right", keep=9),
+    Column("precision", justify="right", keep=3),
+    Column("recall", justify="right", keep=3),
+    Column("normal", justify="right", keep=2),
+    Column("FP per\nnormal", justify="right", keep=6),
+    Column("edit\ndistance", justify="right", keep=5),
+    Column("impression\nchanged", justify="right", keep=4),
 )
 
 
-def _table(rows: list[QualityRow], by_week: bool, model: str | None, since: str | None) -> Table:
+def quality_columns(by_week: bool) -> tuple[Column, ...]:
+    return (*_NAMES, *((_WEEK,) if by_week else ()), *_FIGURES)
+
+
+def _title(model: str | None, since: str | None) -> str:
     title = "Drafts against signed reports"
     if model or since:
         title += " (" + ", ".join(f"{name} {value}" for name, value in _filters(model, since)) + ")"
-    table = Table(title=escape(title))
-    for header in (*_NAMES, *(("week",) if by_week else ())):
-        table.add_column(header, justify="right" if header == "id" else "left", overflow="fold")
-    for header in _FIGURES:
-        table.add_column(header, justify="right", overflow="fold")
-    for row in rows:
-        fp_normal = "-" if row.false_positives_per_normal is None else f"{row.false_positives_per_normal:.2f}"
-        table.add_row(
-            str(row.model.id),
-            escape(row.model.name),
-            escape(row.model.version[:12]),
-            *([row.week or ""] if by_week else []),
-            str(row.studies),
-            f"{row.f1:.3f}",
-            f"{row.precision:.3f}",
-            f"{row.recall:.3f}",
-            str(row.normal_studies),
-            fp_normal,
-            f"{row.mean_edit_distance:.3f}",
-            f"{row.impression_changed_share:.0%}",
-        )
-    return table
+    return title
+
+
+def quality_cells(row: QualityRow, by_week: bool) -> tuple[str, ...]:
+    fp_normal = "-" if row.false_positives_per_normal is None else f"{row.false_positives_per_normal:.2f}"
+    return (
+        str(row.model.id),
+        row.model.name,
+        row.model.version[:12],
+        *([row.week or ""] if by_week else []),
+        str(row.studies),
+        f"{row.f1:.3f}",
+        f"{row.precision:.3f}",
+        f"{row.recall:.3f}",
+        str(row.normal_studies),
+        fp_normal,
+        f"{row.mean_edit_distance:.3f}",
+        f"{row.impression_changed_share:.0%}",
+    )
