@@ -1,7 +1,8 @@
 """The node's HTTP listener for monitoring (`node.observe`), started by `echo-node serve` on ECHO_HTTP.
 
 A port that cannot be bound is logged and the node runs on without it: monitoring must never stop
-a node from taking studies.
+a node from taking studies. The same goes for the status page: a token file that cannot be read
+leaves /status off (logged), never open.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from echo.errors import UserError
 from node.config.settings import Settings
 from node.observe import checks
-from node.observe.http import ObserveServer, Probes, registry_with
+from node.observe.http import ObserveServer, Probes, StatusRoute, registry_with
 from node.observe.metrics import NodeCollector
+from node.observe.status_access import StatusAccess
+from node.observe.status_page import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,9 @@ def start_observe(
         },
     )
     try:
-        return ObserveServer(settings.http.host, settings.http.port, probes).start()
+        return ObserveServer(
+            settings.http.host, settings.http.port, probes, status_route(settings, sessions)
+        ).start()
     except OSError as error:
         log.error(
             "no /metrics, /healthz or /readyz: cannot listen on %s: %s",
@@ -43,3 +49,13 @@ def start_observe(
             error.strerror or error,
         )
         return None
+
+
+def status_route(settings: Settings, sessions: sessionmaker[Session]) -> StatusRoute | None:
+    """The /status page with its access rule; None (no page) when the token file cannot be used."""
+    try:
+        access = StatusAccess.from_token_file(settings.status_token_file)
+    except UserError as error:
+        log.error("no /status page: %s", error)
+        return None
+    return StatusRoute(StatusPage(sessions, settings.ae_title), access)
