@@ -34,8 +34,11 @@ def serve(
 
     Checks first what it will need (the database and an external broker answer, the model
     directory holds a model) and stops with one line if not: exit 2 for a wrong setting, 3 for a
-    service that does not answer (it may later). Runs until Ctrl-C or SIGTERM, then stops cleanly.
+    service that does not answer (it may later). Once it listens it logs one line starting
+    "echo-node ready:" (its ports, model, database and broker). Runs until Ctrl-C or SIGTERM,
+    then stops cleanly.
     """
+    from node.serve.ready import announce_ready
     from node.serve.runtime import Node, NodeStartError  # pynetdicom, SQLAlchemy, Celery: not for --help
 
     settings = settings_for_cli(config)
@@ -53,6 +56,7 @@ def serve(
     node = Node(settings)
     try:
         node.start()
+        announce_ready(node)
         while not stop.wait(1.0):
             pass
     except NodeStartError as error:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -269,3 +271,61 @@ def test_a_study_survives_kill_9_of_the_whole_node_and_a_restart(killable_node) 
     jobs = killable_node.wait_until_inferred(60)
     assert [(attempt, state) for attempt, state, _ in jobs] == [(1, JobState.DEAD), (2, JobState.SUCCEEDED)]
     assert jobs[0][2] == f"its worker process (pid {child} on {socket.gethostname()}) is gone"
+
+
+# --- what the operator reads at start -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def started_log(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The output of one `echo-node serve` on the embedded default, from start until its worker
+    took the queues (Celery prints its banner before that) and a clean stop."""
+    from tests.node.conftest import _wait_for, free_port
+
+    tmp_path = tmp_path_factory.mktemp("ready")
+    port, http_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    env = {
+        "ECHO_DATA_DIR": str(tmp_path / "node"),
+        "ECHO_PORT": str(port),
+        "ECHO_HTTP": f"127.0.0.1:{http_port}",
+        "ECHO_WORKER_HTTP": "off",
+        "ECHO_LOG_LEVEL": "INFO",
+    }
+    node = serve(env, log=log)
+    try:
+        _wait_for(
+            lambda: "celery.apps.worker" in log.read_text() or node.poll() is not None,
+            timeout_s=60,
+            what="the embedded worker to take its queues",
+        )
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=60)
+    return SimpleNamespace(text=log.read_text(), port=port, http_port=http_port, returncode=node.returncode)
+
+
+def test_serve_logs_one_ready_line_naming_its_ports_model_database_and_broker(started_log) -> None:
+    assert started_log.returncode == 0, started_log.text[-3000:]
+    ready = [line for line in started_log.text.splitlines() if "echo-node ready" in line]
+    assert len(ready) == 1, started_log.text[-3000:]
+    assert re.search(
+        rf"INFO node\.serve\.ready: echo-node ready: DICOM ECHO@0\.0\.0\.0:{started_log.port}, HL7 off, "
+        rf"HTTP 127\.0\.0\.1:{started_log.http_port}, model [0-9a-f]{{16}} \(demo\), database sqlite, "
+        r"broker embedded$",
+        ready[0],
+    ), ready[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the lead's two changes (issue 19 part 3 report): `--quiet` before `worker` in "
+    "worker/cli.py's worker_main argv, and alembic's plugin and preamble lines quieted in "
+    "node.config.logs.configure_logging; remove this mark once applied",
+)
+def test_serve_prints_no_celery_banner_and_no_alembic_chatter_at_info(started_log) -> None:
+    text = started_log.text
+    assert "[queues]" not in text and ".> transport:" not in text  # Celery's banner
+    assert "setup plugin" not in text  # alembic 1.18+: one INFO line per autogenerate plugin at import
+    assert "Context impl" not in text and "Will assume" not in text  # alembic's preamble to a migration
+    assert "Running upgrade" in text  # what a migration changed is still said
