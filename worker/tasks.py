@@ -38,6 +38,7 @@ from node.broker.app import (
     EchoCelery,
 )
 from node.broker.publish import CeleryPublisher
+from node.config.logs import study_context
 from node.config.settings import Settings
 from node.delivery.outbox import Outbox
 from node.store.database import Database, open_database
@@ -165,25 +166,33 @@ class InferenceTask(EchoTask):
 )
 def infer_study(self: InferenceTask, study_id: int) -> str:
     """Draft the report for one study; returns what it did (for the worker log)."""
-    inference = StudyInference(
-        self.database.sessions,
-        self.settings,
-        self.served.engine,
-        self.model_version_id,
-        stale_after=timedelta(seconds=INFER_TIME_LIMIT_S),
-    )
-    result = inference.run(study_id, self.request.id)
-    log.info("infer_study(%d): %s (%s)", study_id, result.outcome, result.detail)
-    # With Redis, an "io" worker sends the report at once. The embedded broker is polled once a
-    # second and its one worker process is busy with inference: the node's own delivery loop, on the
-    # same host, sends it sooner there.
-    embedded = self.settings.embedded_broker
-    if result.outcome == "reported" and result.delivery_ids and result.report_id is not None and not embedded:
-        try:
-            CeleryPublisher(self.app).publish_delivery(result.report_id)
-        except Exception as error:  # the node's delivery loop sends it anyway
-            log.info("delivery of report %d left to the loop (%s)", result.report_id, type(error).__name__)
-    return f"{result.outcome}: {result.detail}"
+    with study_context(study_id):  # every record logged while drafting names the study
+        inference = StudyInference(
+            self.database.sessions,
+            self.settings,
+            self.served.engine,
+            self.model_version_id,
+            stale_after=timedelta(seconds=INFER_TIME_LIMIT_S),
+        )
+        result = inference.run(study_id, self.request.id)
+        log.info("infer_study(%d): %s (%s)", study_id, result.outcome, result.detail)
+        # With Redis, an "io" worker sends the report at once. The embedded broker is polled once a
+        # second and its one worker process is busy with inference: the node's own delivery loop, on the
+        # same host, sends it sooner there.
+        embedded = self.settings.embedded_broker
+        if (
+            result.outcome == "reported"
+            and result.delivery_ids
+            and result.report_id is not None
+            and not embedded
+        ):
+            try:
+                CeleryPublisher(self.app).publish_delivery(result.report_id)
+            except Exception as error:  # the node's delivery loop sends it anyway
+                log.info(
+                    "delivery of report %d left to the loop (%s)", result.report_id, type(error).__name__
+                )
+        return f"{result.outcome}: {result.detail}"
 
 
 @shared_task(
@@ -198,7 +207,8 @@ def infer_study(self: InferenceTask, study_id: int) -> str:
 )
 def deliver_report(self: EchoTask, report_id: int) -> str:
     """Send one report's due deliveries now (rows another runner holds are left to it)."""
-    tick = Outbox(self.database.sessions, self.settings).run_due(report_id)
+    with study_context(report_id=report_id):
+        tick = Outbox(self.database.sessions, self.settings).run_due(report_id)
     return f"{len(tick.delivered)} delivered, {len(tick.retrying)} retrying, {len(tick.failed)} failed"
 
 

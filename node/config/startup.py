@@ -21,9 +21,9 @@ from typing import TypeVar
 
 from echo.errors import UserError, one_line, run_cli
 from node.config.demo_model import DEMO_MODEL_WARNING, is_demo_model_dir
+from node.config.logs import configure_logging as configure_logging  # the entry points' import
 from node.config.settings import Settings, SettingsError, load_settings, setting_name
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SERVICE_TIMEOUT_S = 3.0  # how long a start-up check waits for the database or the broker
 EXIT_UNREACHABLE = 3
 
@@ -36,22 +36,15 @@ class ServiceUnreachable(UserError):
 
 
 def settings_for_cli(config: Path | None) -> Settings:
+    """The settings; with ECHO_LOG_FORMAT=json, log records are JSON lines from here on (echo-admin's
+    warnings included; `serve` and `echo-worker` then set their level with `configure_logging`)."""
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except SettingsError as error:
         raise UserError(str(error)) from None
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    # pynetdicom narrates every PDU at INFO; keep its warnings and errors unless debugging.
-    if level != "DEBUG":
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    # pydicom's validation warnings quote the offending value, which may be a patient's name or id:
-    # route Python warnings into logging and keep both quiet at every level.
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").setLevel(logging.ERROR)
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    if settings.log_format == "json":
+        configure_logging("WARNING", "json")
+    return settings
 
 
 def run_role_cli(app: Callable[[], T], program: str) -> T:
