@@ -1,15 +1,20 @@
-"""`echo-worker`: a Celery worker (by default on the inference queue "gpu", one process)."""
+"""`echo-worker`: a Celery worker (by default on the inference queue "gpu", one process), with its
+/metrics, /healthz and /readyz on ECHO_WORKER_HTTP (`worker.observe`)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
+from celery.signals import setup_logging
+from celery.utils.log import get_multiprocessing_logger
 
 from echo.errors import UserError
 from node.broker.app import WORKER_QUEUES
 from node.config.startup import check_worker, configure_logging, run_role_cli, settings_for_cli
 from worker.app import create_worker_app
+from worker.observe import worker_listener
 
 app = typer.Typer(name="echo-worker", add_completion=False, pretty_exceptions_enable=False)
 
@@ -40,17 +45,32 @@ def command(
         raise UserError(
             f"--queues {queues!r}: unknown queue(s) {', '.join(unknown) or '(none given)'}; use {', '.join(WORKER_QUEUES)}"
         )
-    configure_logging(level)
+    configure_logging(level, settings.log_format)
     check_worker(settings, config)  # model, database, broker: one line and exit 2 or 3 if not
-    create_worker_app(settings).worker_main(
-        [
-            "worker",
-            f"--concurrency={concurrency}",
-            f"--queues={','.join(chosen)}",
-            f"--loglevel={level}",
-            f"--hostname={name}",
-        ]
-    )
+    quiet = []
+    if settings.log_format == "json":
+        quiet = ["--quiet"]  # Celery's banner is not JSON
+        setup_logging.connect(_celery_logs_through_ours)
+    with worker_listener(settings):
+        create_worker_app(settings).worker_main(
+            [
+                *quiet,
+                "worker",
+                f"--concurrency={concurrency}",
+                f"--queues={','.join(chosen)}",
+                f"--loglevel={level}",
+                f"--hostname={name}",
+            ]
+        )
+
+
+def _celery_logs_through_ours(**_: object) -> None:
+    """Celery's `setup_logging` hook: with a receiver connected, Celery installs none of its own text
+    handlers, so every line (billiard's pool logger's too) goes through our root handler as JSON."""
+    pool = get_multiprocessing_logger()
+    if pool is not None:
+        pool.propagate = True
+        pool.setLevel(logging.ERROR)
 
 
 def main() -> None:

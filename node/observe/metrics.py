@@ -1,5 +1,8 @@
 """The node's Prometheus metrics, read from the database at scrape time.
 
+(Queue depths come from the broker, `node.observe.queues`; what only a worker's processes know, from
+`node.observe.process_figures`; the model registry's figures, `node.observe.model_metrics`.)
+
 Every figure comes from the durable record (studies, associations, reports, deliveries, jobs), not
 from in-process counters: the serve process, the workers and an `echo-admin` on another host see the
 same numbers, a restart loses nothing, and a scrape costs a handful of aggregate queries. Counters are
@@ -18,6 +21,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session
 
+from node.observe.model_metrics import model_registry_metrics
 from node.ops.overview import counts_by_state, draft_gate_counts, outbox_summary
 from node.store.models import Association, Delivery, Instance, ModelVersion, Report, utcnow
 from node.store.states import AssociationOutcome
@@ -41,6 +45,7 @@ class NodeCollector(Collector):
             yield from self._ingest(session)
             yield from self._inference(session)
             yield from self._outbox(session)
+            yield from model_registry_metrics(session)
         yield from self._disk()
 
     def _studies(self, session: Session) -> Iterator[Metric]:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.observe.http import ObserveServer, Probes, registry_with
 from node.observe.metrics import NodeCollector
-from node.store.models import Delivery, ModelVersion, Report, Study
+from node.store.models import Delivery, ModelPromotion, ModelVersion, Report, Study
 from node.store.states import DeliveryKind, DeliveryStatus, StudyState
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -20,6 +20,12 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 def fill(session) -> None:
     model = ModelVersion(name="m", version="v1", path="/m", sha256="0" * 64, block_size=8, created_at=NOW)
     session.add(model)
+    retrained = {"path": "/r", "sha256": "1" * 64, "block_size": 8, "created_at": NOW}
+    passed = ModelVersion(name="m", version="v2", role="serving", gate={"passed": True}, **retrained)
+    failed = ModelVersion(name="m", version="v3", role="rejected", gate={"passed": False}, **retrained)
+    session.add_all([passed, failed])
+    session.flush()
+    session.add(ModelPromotion(model_version_id=passed.id, previous_id=model.id, action="promote", at=NOW))
     for number, state in enumerate([StudyState.DELIVERED, StudyState.DELIVERED, StudyState.FAILED]):
         session.add(
             Study(
@@ -107,6 +113,16 @@ def test_metrics_count_what_the_database_holds(server):
     assert found[("echo_deliveries", (("kind", "oru"), ("status", "pending")))] == 1
     assert found[("echo_outbox_oldest_waiting_seconds", ())] == 300
     assert found[("echo_spool_free_bytes", ())] > 0
+
+
+def test_metrics_count_the_promotion_gate_and_the_registry(server):
+    found = samples(get(server, "/metrics")[1])
+    assert found[("echo_model_gate_decisions_total", (("decision", "passed"),))] == 1
+    assert found[("echo_model_gate_decisions_total", (("decision", "failed"),))] == 1
+    assert found[("echo_model_promotions_total", (("action", "promote"),))] == 1
+    assert found[("echo_model_promotions_total", (("action", "rollback"),))] == 0
+    roles = {labels[0][1]: value for (name, labels), value in found.items() if name == "echo_model_versions"}
+    assert roles == {"registered": 1, "candidate": 0, "serving": 1, "retired": 0, "rejected": 1}
 
 
 def test_liveness_and_readiness(server):
