@@ -16,6 +16,7 @@ from node.config.startup import check_worker, configure_logging, run_role_cli, s
 from worker.app import create_worker_app
 from worker.observe import worker_listener
 
+log = logging.getLogger("worker.cli")
 app = typer.Typer(name="echo-worker", add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -47,14 +48,13 @@ def command(
         )
     configure_logging(level, settings.log_format)
     check_worker(settings, config)  # model, database, broker: one line and exit 2 or 3 if not
-    quiet = []
     if settings.log_format == "json":
-        quiet = ["--quiet"]  # Celery's banner is not JSON
         setup_logging.connect(_celery_logs_through_ours)
+    log.info("consuming queues %s with %d worker process(es)", ",".join(chosen), concurrency)
     with worker_listener(settings):
         create_worker_app(settings).worker_main(
             [
-                *quiet,
+                "--quiet",  # no banner: a dozen lines on stdout at every start, and not JSON
                 "worker",
                 f"--concurrency={concurrency}",
                 f"--queues={','.join(chosen)}",

@@ -71,6 +71,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class AlembicPreamble(logging.Filter):
+    """Drops what alembic says before every migration run ("Context impl SQLiteImpl.", "Will assume
+    non-transactional DDL."); what a migration changes ("Running upgrade ...") is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Context impl", "Will assume"))
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """The root logger writes to stderr in `log_format` at `level`; calling again replaces what an
     earlier call installed (a CLI may set JSON before it knows its level)."""
@@ -92,3 +100,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
     logging.getLogger("pydicom").setLevel(logging.ERROR)
+    # alembic 1.18+ logs a line per autogenerate plugin at import, and its preamble to each migration.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, AlembicPreamble) for f in migration.filters):
+        migration.addFilter(AlembicPreamble())
