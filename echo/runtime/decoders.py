@@ -11,9 +11,10 @@ import numpy as np
 
 from echo.errors import UserError
 from echo.runtime.graphs import DecoderGraph
-from echo.runtime.masks import block_causal_mask, causal_mask
+from echo.runtime.masks import BlockCausal, Causal
 from echo.runtime.remasking import (
     Strategy,
+    commit,
     commit_low_confidence_static,
     commit_refine,
     num_transfer_tokens,
@@ -81,7 +82,7 @@ def decode_ar(
     check_decoding_args(1, max_new_tokens)
     tokens: list[list[int]] = [[] for _ in range(context.batch_size)]
     confidences: list[list[float]] = [[] for _ in range(context.batch_size)]
-    session = DecodeSession(decoder, embeddings, context, max_new_tokens, causal_mask)
+    session = DecodeSession(decoder, embeddings, context, max_new_tokens, Causal())
     prefill = session.forward(
         session.context_ids, keep=session.context_len, logits_from=session.context_len - 1
     )
@@ -232,7 +233,7 @@ def decode_blocks(
         embeddings,
         context,
         layout.new_positions,
-        lambda q, past: block_causal_mask(q, block_size, past, layout.offset),
+        BlockCausal(block_size, layout.offset),
     )
     unwritten = session.context_ids[:, : layout.first_start]  # committed, KV not cached yet
     for window in range(layout.n_windows):
@@ -248,10 +249,12 @@ def decode_blocks(
         while bool(masked.any()):
             out = _window_output(session, unwritten if step == 0 else None, state)
             remaining = masked.sum(axis=1)
-            commit = strategy(out.top_probs, masked, num_transfer_tokens(remaining, budget - step), threshold)
-            state = np.where(commit, out.top_ids, state)
-            committed_confidence = np.where(commit, out.top_probs, committed_confidence)
-            masked &= ~commit
+            chosen = commit(
+                strategy, out.top_probs, masked, num_transfer_tokens(remaining, budget - step), threshold
+            )
+            np.copyto(state, out.top_ids, where=chosen)
+            np.copyto(committed_confidence, out.top_probs, where=chosen)
+            masked &= ~chosen
             row_steps += remaining > 0
             step += 1
             assert step <= budget or not bool(masked.any()), "a block overran its step budget"

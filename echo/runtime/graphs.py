@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from echo.errors import UserError
+from echo.runtime.kv_cache import KVCache
 from echo.runtime.manifest import (
     DECODER_HEAD_OUTPUTS,
     VISION_OUTPUTS,
@@ -24,7 +25,6 @@ from echo.runtime.manifest import (
 from echo.runtime.providers import CPU, TENSORRT
 from echo.runtime.tensorrt import Profile
 
-KVCache = list[tuple[np.ndarray, np.ndarray]]
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -32,7 +32,7 @@ NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 class StepOutput:
     top_ids: np.ndarray  # (B, K) int64 at the asked positions: argmax, the mask token excluded
     top_probs: np.ndarray  # (B, K) float32: its softmax probability
-    present: KVCache  # per layer (k, v), each (B, n_kv_heads, past + T, head_dim)
+    present: list[np.ndarray]  # key_0, value_0, key_1, ...: each (B, n_kv_heads, past + T, head_dim)
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
@@ -108,49 +108,45 @@ class DecoderGraph:
         self.dtype = NUMPY_DTYPES[manifest.dtype]
         self.input_names = decoder_input_names(self.num_layers)
         self.present_names = decoder_output_names(self.num_layers)[len(DECODER_HEAD_OUTPUTS) :]
+        self.wanted = ["top_ids", "top_probs", *self.present_names]
         self.io_binding = io_binding
         providers = session.get_providers()
         self.device_type = "cpu" if providers[0] == CPU else "cuda"
 
-    def empty_cache(self, batch: int) -> KVCache:
-        empty = np.zeros((batch, self.kv_shape[0], 0, self.kv_shape[1]), dtype=self.dtype)
-        return [(empty, empty)] * self.num_layers
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """An empty cache for `batch` rows and up to `capacity` positions."""
+        return KVCache(self.num_layers, batch, *self.kv_shape, capacity, self.dtype)
 
     def run(
         self,
         inputs_embeds: np.ndarray,
         position_ids: np.ndarray,
         attention_mask: np.ndarray,
-        past: KVCache | None,
-        logits_from: int = 0,
+        past: list[np.ndarray],
+        logits_positions: np.ndarray,
     ) -> StepOutput:
-        """inputs_embeds (B, T, H), position_ids (3, B, T), attention_mask (B, T, past + T) bool;
-        predictions for positions logits_from..T-1 only."""
-        batch, length = inputs_embeds.shape[:2]
-        cache = past if past is not None else self.empty_cache(batch)
+        """inputs_embeds (B, T, H), position_ids (3, B, T), attention_mask (B, T, past + T) bool,
+        past as KVCache.past; predictions at logits_positions (K,) int64 only. Arrays are passed as
+        they are (onnxruntime reads contiguous numpy memory in place on the CPU)."""
         arrays = [
             np.ascontiguousarray(inputs_embeds, dtype=self.dtype),
             np.ascontiguousarray(position_ids, dtype=np.int64),
-            np.ascontiguousarray(attention_mask, dtype=np.bool_),
-            np.arange(logits_from, length, dtype=np.int64),
+            attention_mask,
+            logits_positions,
+            *past,
         ]
-        for k, v in cache:
-            arrays += [np.ascontiguousarray(k), np.ascontiguousarray(v)]
         feeds = dict(zip(self.input_names, arrays, strict=True))
-        wanted = ["top_ids", "top_probs", *self.present_names]
-        values = self._run_bound(feeds, wanted) if self.io_binding else self.session.run(wanted, feeds)
-        top_ids, top_probs, *presents = values
-        present = [(presents[2 * i], presents[2 * i + 1]) for i in range(self.num_layers)]
-        return StepOutput(top_ids, top_probs, present)
+        values = self._run_bound(feeds) if self.io_binding else self.session.run(self.wanted, feeds)
+        return StepOutput(values[0], values[1], values[2:])
 
-    def _run_bound(self, feeds: dict[str, np.ndarray], wanted: list[str]) -> list[np.ndarray]:
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """IO binding: inputs copied to the device once, the outputs decoding reads bound to host
         memory, the (B, K, vocab) logits left on the device where the provider wrote them."""
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, value)
         binding.bind_output("logits", self.device_type)
-        for name in wanted:
+        for name in self.wanted:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
         return [value.numpy() for value in binding.get_outputs()[1:]]  # [0] is the logits

@@ -1,8 +1,17 @@
-"""Decoding attention masks (a numpy port of echo.model.masks): rows are queries, True = may attend."""
+"""Decoding attention masks (a numpy port of echo.model.masks): rows are queries, True = may attend.
+
+A decoding step needs a (batch, q_len, past + q_len) mask; within a report the steps' shapes differ,
+but every report of the same context length repeats the same sequence of them, so the session takes
+them from a small cache (`attention_mask`) instead of building and broadcasting one per forward."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
+
+MASK_CACHE_SIZE = 512  # masks kept: a few reports' worth of AR steps; a block step's is ~3 KB
 
 
 def causal_mask(q_len: int, past_len: int = 0) -> np.ndarray:
@@ -24,3 +33,34 @@ def block_causal_mask(q_len: int, block_size: int, past_len: int = 0, offset: in
     query_block = block_ids(np.arange(q_len) + past_len, block_size, offset)[:, None]
     key_block = block_ids(np.arange(past_len + q_len), block_size, offset)[None, :]
     return key_block <= query_block
+
+
+@dataclass(frozen=True)
+class Causal:
+    """AR decoding's attention (hashable, so its masks can be cached)."""
+
+    def __call__(self, q_len: int, past_len: int) -> np.ndarray:
+        return causal_mask(q_len, past_len)
+
+
+@dataclass(frozen=True)
+class BlockCausal:
+    """Block diffusion's attention: blocks of `block_size` counted from `offset`."""
+
+    block_size: int
+    offset: int
+
+    def __call__(self, q_len: int, past_len: int) -> np.ndarray:
+        return block_causal_mask(q_len, self.block_size, past_len, self.offset)
+
+
+Attention = Causal | BlockCausal
+
+
+@lru_cache(maxsize=MASK_CACHE_SIZE)
+def attention_mask(attention: Attention, batch: int, q_len: int, past_len: int) -> np.ndarray:
+    """(batch, q_len, past_len + q_len) bool, C-contiguous as onnxruntime takes it, and read-only:
+    the same array is handed to every forward of that shape."""
+    mask = np.ascontiguousarray(np.broadcast_to(attention(q_len, past_len), (batch, q_len, past_len + q_len)))
+    mask.flags.writeable = False
+    return mask

@@ -2,11 +2,17 @@
 echo.decoding.remasking, with the same tie-breaking, so the engine commits the same tokens).
 
     strategy(confidence (B, L), masked (B, L) bool, quota (B,), threshold) -> commit (B, L) bool
+
+`commit` calls a strategy, except when every row's quota covers all its masked positions (the
+last step of a block's budget, so every step of the one-step decoder): then every strategy commits
+them all, and no ranking is computed. Ranks come from pairwise comparisons of the block's L
+positions (L = block size), not a sort.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -57,6 +63,15 @@ def commit_refine(
     return masked & (_confidence_rank(confidence, masked) < count[:, None])
 
 
+def commit(
+    strategy: Strategy, confidence: np.ndarray, masked: np.ndarray, quota: np.ndarray, threshold: float
+) -> np.ndarray:
+    """The positions `strategy` commits (a new array: the caller may update `masked` in place)."""
+    if bool((quota >= masked.sum(axis=1)).all()):
+        return masked.copy()
+    return strategy(confidence, masked, quota, threshold)
+
+
 REMASKING_STRATEGIES: dict[str, Strategy] = {
     "sequential": commit_sequential,
     "low_confidence_static": commit_low_confidence_static,
@@ -74,10 +89,17 @@ def remasking_strategy(name: str) -> Strategy:
 
 
 def _confidence_rank(confidence: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """0-based rank of each masked position by descending confidence (ties: leftmost first);
-    unmasked positions rank after all masked ones."""
-    scores = np.where(masked, confidence.astype(np.float32), -np.inf)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
-    return rank
+    """0-based rank of each masked position by descending confidence (ties: leftmost first, as a
+    stable sort orders them); unmasked positions rank after all masked ones.
+
+    rank(i) = #{j : score j > score i} + #{j < i : score j == score i}, over the block's positions."""
+    scores = np.where(masked, confidence.astype(np.float32), np.float32(-np.inf))  # (B, L)
+    ahead = scores[:, None, :] > scores[:, :, None]  # (B, L, L): [b, i, j] = j is more confident
+    tied_left = (scores[:, None, :] == scores[:, :, None]) & _left_of(scores.shape[1])
+    return (ahead | tied_left).sum(axis=2)
+
+
+@lru_cache(maxsize=8)
+def _left_of(length: int) -> np.ndarray:
+    """(L, L) bool: [i, j] = j < i."""
+    return np.tri(length, length, -1, dtype=np.bool_)

@@ -1,20 +1,22 @@
 """The state one decoding call threads through its forwards (a numpy port of
 echo.decoding.session): context embedded once, positions computed once, a KV cache that always
-ends where the next forward's input starts, and rows that leave the batch when they finish."""
+ends where the next forward's input starts, and rows that leave the batch when they finish.
+
+A step does little besides the graph call: the attention mask comes from a cache of read-only
+masks (echo.runtime.masks), the KV cache reuses one buffer (echo.runtime.kv_cache), and token
+embeddings are one gather from the table."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from echo.runtime.graphs import DecoderGraph, KVCache, StepOutput
+from echo.runtime.graphs import DecoderGraph, StepOutput
+from echo.runtime.masks import Attention, attention_mask
 from echo.runtime.positions import continue_positions
-
-# (query length, past length) -> (query length, past length + query length) bool mask
-MaskBuilder = Callable[[int, int], np.ndarray]
 
 
 @dataclass
@@ -41,10 +43,12 @@ class DecodeSession:
         embeddings: np.ndarray,
         context: PreparedContext,
         n_new_positions: int,
-        attention: MaskBuilder,
+        attention: Attention,
     ) -> None:
         self.decoder = decoder
-        self.embeddings = embeddings  # (V, H) token embedding table
+        # (V, H) token embedding table; a plain ndarray view of a memory map gathers without the
+        # np.memmap subclass's per-index overhead (pages are still read as tokens are looked up)
+        self.embeddings = np.asarray(embeddings)
         self.started = time.perf_counter()
         self.prefill_seconds = 0.0
         self.forwards = 0
@@ -55,34 +59,37 @@ class DecodeSession:
             [context.positions, continue_positions(context.positions, n_new_positions)], axis=2
         )  # (3, B, C + n_new_positions)
         self.rows = list(range(context.batch_size))  # original batch index of each live row
-        self.cache: KVCache | None = None
-        self.cache_len = 0
+        self.cache = decoder.new_cache(context.batch_size, self.positions.shape[2])
 
     @property
     def context_len(self) -> int:
         return self.context_ids.shape[1]
 
+    @property
+    def cache_len(self) -> int:
+        return self.cache.length
+
     def forward(self, ids: np.ndarray, keep: int, logits_from: int = 0) -> StepOutput:
         """Run ids (n_live, T) placed right after the cache; keep the first `keep` positions' KV;
         predictions for positions logits_from..T-1. Positions inside the context take the
         context's embeddings (image features included)."""
-        start, length = self.cache_len, ids.shape[1]
+        start, length = self.cache.length, ids.shape[1]
         assert 0 <= keep <= length, f"keep {keep} outside 0..{length}"
         assert start + length <= self.positions.shape[2], (
             f"forward reaches position {start + length}, the session holds {self.positions.shape[2]}"
         )
         n_context = min(max(self.context_len - start, 0), length)
-        embeds = self.embeddings[ids[:, n_context:]]
+        embeds = self.embeddings.take(ids[:, n_context:] if n_context else ids, axis=0)
         if n_context:
             embeds = np.concatenate([self.context_embeds[:, start : start + n_context], embeds], axis=1)
-        batch = ids.shape[0]
-        mask = np.broadcast_to(self._attention(length, start), (batch, length, start + length))
         out = self.decoder.run(
-            embeds, self.positions[:, :, start : start + length], mask, self.cache, logits_from
+            embeds,
+            self.positions[:, :, start : start + length],
+            attention_mask(self._attention, ids.shape[0], length, start),
+            self.cache.past,
+            _logits_positions(logits_from, length),
         )
-        end = start + keep
-        self.cache = None if end == 0 else [(k[:, :, :end], v[:, :, :end]) for k, v in out.present]
-        self.cache_len = end
+        self.cache.keep(out.present, start + keep)
         if self.forwards == 0:
             self.prefill_seconds = time.perf_counter() - self.started
         self.forwards += 1
@@ -94,9 +101,16 @@ class DecodeSession:
         self.context_ids = self.context_ids[index]
         self.context_embeds = self.context_embeds[index]
         self.positions = self.positions[:, index]
-        if self.cache is not None:
-            self.cache = [(k[index], v[index]) for k, v in self.cache]
+        self.cache.keep_rows(index)
         self.rows = [self.rows[i] for i in keep]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+
+@lru_cache(maxsize=256)
+def _logits_positions(first: int, length: int) -> np.ndarray:
+    """(length - first,) int64: the positions a forward predicts; read-only, shared by the steps."""
+    positions = np.arange(first, length, dtype=np.int64)
+    positions.flags.writeable = False
+    return positions

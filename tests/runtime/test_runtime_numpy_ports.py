@@ -108,3 +108,38 @@ def test_unknown_remasking_strategy_is_a_user_error() -> None:
 
     with pytest.raises(UserError, match="unknown remasking strategy 'random'"):
         remasking.remasking_strategy("random")
+
+
+@pytest.mark.parametrize("name", sorted(remasking.REMASKING_STRATEGIES) + ["refine"])
+def test_commit_skips_ranking_only_where_every_strategy_commits_all(name: str) -> None:
+    """commit() returns the masked positions without ranking when each row's quota covers its
+    masks (the one-step decoder's only step); every strategy agrees, and otherwise it defers."""
+    strategy = remasking.commit_refine if name == "refine" else remasking.REMASKING_STRATEGIES[name]
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        confidence = rng.random((3, 8)).astype(np.float32)
+        masked = rng.random((3, 8)) < 0.6
+        remaining = masked.sum(axis=1)
+        covered = remasking.commit(strategy, confidence, masked, remaining + rng.integers(0, 2, 3), 0.5)
+        assert covered.tolist() == masked.tolist()
+        assert covered is not masked
+        assert covered.tolist() == strategy(confidence, masked, remaining, 0.5).tolist()
+        partial = np.maximum(remaining - 1, 0)
+        got = remasking.commit(strategy, confidence, masked, partial, 0.5)
+        assert got.tolist() == strategy(confidence, masked, partial, 0.5).tolist()
+
+
+def test_confidence_rank_orders_by_confidence_ties_leftmost() -> None:
+    confidence = np.array([[0.5, 0.9, 0.5, 0.1, 0.9]], dtype=np.float32)
+    masked = np.array([[True, True, True, False, True]])
+    # 0.9 at 1 then 4, 0.5 at 0 then 2; the unmasked position ranks last
+    assert remasking._confidence_rank(confidence, masked).tolist() == [[2, 0, 3, 4, 1]]
+
+
+def test_attention_masks_are_cached_read_only_and_batched() -> None:
+    attention = masks.BlockCausal(block_size=4, offset=3)
+    mask = masks.attention_mask(attention, 2, 8, 5)
+    assert mask.shape == (2, 8, 13) and mask.flags.c_contiguous and not mask.flags.writeable
+    assert mask.tolist() == [masks.block_causal_mask(8, 4, 5, 3).tolist()] * 2
+    assert masks.attention_mask(masks.BlockCausal(4, 3), 2, 8, 5) is mask  # equal settings, one array
+    assert masks.attention_mask(masks.Causal(), 1, 1, 6).tolist() == [masks.causal_mask(1, 6).tolist()]
