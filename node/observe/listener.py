@@ -50,11 +50,9 @@ def node_probes(
 
 
 def start_listener(
-    address: MllpPeer | None, setting: str, server: Callable[[str, int], ObserveServer]
+    address: MllpPeer, setting: str, server: Callable[[str, int], ObserveServer]
 ) -> ObserveServer | None:
-    """`server(host, port)` started on `address`; None when the setting is off or the port is taken."""
-    if address is None:
-        return None
+    """`server(host, port)` started on `address` (the value of `setting`); None when the port is taken."""
     try:
         return server(address.host, address.port).start()
     except OSError as error:

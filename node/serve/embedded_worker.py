@@ -16,6 +16,7 @@ from pathlib import Path
 
 from node.broker.app import QUEUES
 from node.config.settings import CallerRule, Settings
+from node.observe.figures_folder import MULTIPROCESS_ENV, embedded_worker_folder, fresh_folder
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class EmbeddedWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
+        # Its pool processes' figures (tasks, model held), served on our ECHO_HTTP: a restarted
+        # worker adds to them, a new serve starts from none.
+        self.figures = fresh_folder(embedded_worker_folder(settings))
 
     def command(self) -> list[str]:
         return [
@@ -72,6 +76,7 @@ class EmbeddedWorker:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != "ECHO_CONFIG"}
         env.update(settings_environment(self.settings))
+        env.update({"ECHO_WORKER_HTTP": "off", MULTIPROCESS_ENV: str(self.figures)})  # no second listener
         # The child imports the same `worker` package the parent runs, installed or not.
         source_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH", "")) if p)

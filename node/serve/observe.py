@@ -1,8 +1,8 @@
 """The node's HTTP listener for monitoring (`node.observe`), started by `echo-node serve` on ECHO_HTTP.
 
-A port that cannot be bound is logged and the node runs on without it: monitoring must never stop
-a node from taking studies. The same goes for the status page: a token file that cannot be read
-leaves /status off (logged), never open.
+A port that cannot be bound is logged and the node runs on without it (`node.observe.listener`,
+shared with `echo-worker`): monitoring must never stop a node from taking studies. The same goes
+for the status page: a token file that cannot be read leaves /status off (logged), never open.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import UserError
 from node.config.settings import Settings
-from node.observe import checks
-from node.observe.http import ObserveServer, Probes, StatusRoute, registry_with
-from node.observe.metrics import NodeCollector
+from node.observe.figures_folder import embedded_worker_folder
+from node.observe.http import ObserveServer, StatusRoute
+from node.observe.listener import node_probes, start_listener
 from node.observe.status_access import StatusAccess
 from node.observe.status_page import StatusPage
 
@@ -26,29 +26,17 @@ def start_observe(
     settings: Settings, sessions: sessionmaker[Session], *, serves_model: bool
 ) -> ObserveServer | None:
     """The listener with readiness checks for what this process needs; None when ECHO_HTTP is off or
-    its port is taken. `serves_model`: the process drafts (embedded worker), so a model must load."""
+    its port is taken. `serves_model`: the process drafts (embedded worker), so a model must load,
+    and the embedded worker's own figures (`embedded_worker_folder`) are served with the node's."""
     if settings.http is None:
         return None
-    probes = Probes(
-        registry_with(NodeCollector(sessions, settings.spool_dir)),
-        {
-            "database": checks.database(sessions),
-            "broker": checks.broker(settings),
-            **({"model": checks.model(settings)} if serves_model else {}),
-            "disk": checks.disk(settings.spool_dir, settings.min_free_mb),
-        },
+    figures = embedded_worker_folder(settings) if serves_model else None
+    probes = node_probes(settings, sessions, serves_model=serves_model, process_figures=figures)
+    return start_listener(
+        settings.http,
+        "ECHO_HTTP",
+        lambda host, port: ObserveServer(host, port, probes, status_route(settings, sessions)),
     )
-    try:
-        return ObserveServer(
-            settings.http.host, settings.http.port, probes, status_route(settings, sessions)
-        ).start()
-    except OSError as error:
-        log.error(
-            "no /metrics, /healthz or /readyz: cannot listen on %s: %s",
-            settings.http,
-            error.strerror or error,
-        )
-        return None
 
 
 def status_route(settings: Settings, sessions: sessionmaker[Session]) -> StatusRoute | None:
