@@ -1,4 +1,5 @@
-"""A stored report as the messages the outbox sends: the SR for the PACS, the ORU for the RIS.
+"""A stored report as the messages the outbox sends: the SRs for the PACS (the narrative TID 2000
+SR and the IHE AI Results TID 1500 SR, as ECHO_SR_TEMPLATES asks), the ORU for the RIS.
 
 Both are rebuilt from the database and the spool on every attempt, with the identifiers fixed
 when the report was stored (SR SOP Instance UID, HL7 control id) and the report's own time: a
@@ -20,10 +21,12 @@ import uuid
 from datetime import datetime
 
 from pydicom import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, generate_uid
 
+from exporters.air_sr import build_air_sr
 from exporters.identity import ModelIdentity, study_info_from_dataset
 from exporters.oru import build_oru, encode_er7, new_control_id
+from exporters.readings import draft_readings
 from exporters.sanitize import sanitize_source, sanitize_study_info
 from exporters.sr import PreviousSR, build_sr
 from node.config.demo_model import is_demo_model_version
@@ -37,23 +40,39 @@ _SERIES_NAMESPACE = uuid.UUID("0b0f6a47-2f1e-4a55-8d8c-5c1b7f0e3a91")
 
 
 def destinations(settings: Settings) -> dict[DeliveryKind, str]:
-    """Where a report goes: the SR to ECHO_PACS, the ORU to ECHO_RIS, each only when set."""
+    """Where a report goes, each only when set: the SRs of ECHO_SR_TEMPLATES to ECHO_PACS, the ORU to
+    ECHO_RIS."""
     wanted: dict[DeliveryKind, str] = {}
     if settings.pacs is not None:
-        wanted[DeliveryKind.SR] = str(settings.pacs)
+        for template, kind in (("2000", DeliveryKind.SR), ("1500", DeliveryKind.AIR)):
+            if template in settings.sr_templates:
+                wanted[kind] = str(settings.pacs)
     if settings.ris is not None:
         wanted[DeliveryKind.ORU] = str(settings.ris)
     return wanted
 
 
+def is_sr(kind: DeliveryKind) -> bool:
+    """An SR for the PACS (narrative or AI Results): sent by C-STORE, identified by its instance UID."""
+    return kind in (DeliveryKind.SR, DeliveryKind.AIR)
+
+
+def new_message_id(kind: DeliveryKind) -> str:
+    """The identifier a message keeps across attempts: an SR's SOP Instance UID, an ORU's control id,
+    a DiagnosticReport bundle's id."""
+    if is_sr(kind):
+        return generate_uid()
+    return new_control_id() if kind is DeliveryKind.ORU else str(uuid.uuid4())
+
+
 def new_delivery(report_id: int, kind: DeliveryKind, target: str, now: datetime) -> Delivery:
-    """A pending outbox row, due now, with its message identifier (SR SOP Instance UID or HL7
-    control id) fixed here, once: every later attempt and resend carries the same one."""
+    """A pending outbox row, due now, with its message identifier (`new_message_id`) fixed here,
+    once: every later attempt and resend carries the same one."""
     return Delivery(
         report_id=report_id,
         kind=kind,
         target=target,
-        message_id=generate_uid() if kind is DeliveryKind.SR else new_control_id(),
+        message_id=new_message_id(kind),
         status=DeliveryStatus.PENDING,
         attempts=0,
         next_attempt_at=now,
@@ -72,7 +91,8 @@ def previous_sr(row: Delivery | None, study_instance_uid: str) -> PreviousSR | N
     SR never left the node."""
     if row is None or not may_have_reached(row):
         return None
-    return PreviousSR(study_instance_uid, sr_series_uid(row.message_id), row.message_id)
+    sop_class = Comprehensive3DSRStorage if row.kind is DeliveryKind.AIR else ComprehensiveSRStorage
+    return PreviousSR(study_instance_uid, sr_series_uid(row.message_id), row.message_id, sop_class)
 
 
 def result_status(previous_oru: Delivery | None) -> str:
@@ -95,7 +115,7 @@ def sr_series_uid(sop_instance_uid: str) -> str:
 
 def header_repairs(kind: DeliveryKind, source: Dataset) -> list[str]:
     """What the builder will repair, truncate or drop in `source` for this message (never the values)."""
-    if kind is DeliveryKind.SR:
+    if is_sr(kind):
         return sanitize_source(source)[1]
     return sanitize_study_info(study_info_from_dataset(source))[1]
 
@@ -122,6 +142,38 @@ def report_sr(
         sop_instance_uid=sop_instance_uid,
         corrects=corrects,
     )
+
+
+def report_air_sr(
+    source: Dataset,
+    findings: str,
+    impression: str,
+    model: ModelIdentity,
+    sop_instance_uid: str,
+    corrects: PreviousSR | None = None,
+) -> Dataset:
+    """The draft's findings as coded statements (IHE AI Results, TID 1500), in a series of its own."""
+    return build_air_sr(
+        [source],
+        draft_readings(findings, impression),
+        model,
+        series_instance_uid=sr_series_uid(sop_instance_uid),
+        sop_instance_uid=sop_instance_uid,
+        corrects=corrects,
+    )
+
+
+def report_pacs_sr(
+    kind: DeliveryKind,
+    source: Dataset,
+    item_text: tuple[str, str],
+    model: ModelIdentity,
+    sop_instance_uid: str,
+    corrects: PreviousSR | None = None,
+) -> Dataset:
+    """The SR of `kind` (narrative or AI Results) for one draft (`item_text`: findings, impression)."""
+    build = report_sr if kind is DeliveryKind.SR else report_air_sr
+    return build(source, *item_text, model, sop_instance_uid, corrects)
 
 
 def report_oru(

@@ -6,7 +6,7 @@ One tick (`Outbox.run_due`):
    each, which pushes next_attempt_at a lease ahead and counts the attempt: two runners (the node's
    loop and an "io" worker) never send the same row at once, and a runner that dies mid-send
    leaves a row that comes due again when its lease ends;
-2. send: the SRs for one PACS in one association, each ORU on its own MLLP connection; after a
+2. send: the SRs for one PACS (narrative and AI Results) in one association, each ORU on its own MLLP connection; after a
    connection-level failure the rest of that RIS's ORUs wait for the next tick instead of each
    waiting out the timeout;
 3. record each outcome (`node.delivery.policy.decide`) and, in the same transaction, settle the
@@ -39,13 +39,10 @@ from echo.errors import one_line
 from exporters.dicom_sender import send_datasets
 from exporters.mllp import send_hl7
 from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
+from node.config.logs import study_context
 from node.config.settings import DicomPeer, MllpPeer, Settings, parse_dicom_peer, parse_mllp_peer
 from node.delivery.client_tls import dicom_client_tls, mllp_client_tls
-from node.delivery.messages import (
-    header_repairs,
-    report_oru,
-    report_sr,
-)
+from node.delivery.messages import header_repairs, is_sr, report_oru, report_pacs_sr
 from node.delivery.policy import decide
 from node.delivery.settle import settle_study, wake_waiting
 from node.delivery.supersede import superseded_note, superseding_report
@@ -111,14 +108,13 @@ class Outbox:
         work = self._load(claimed)
         released: set[int] = set()  # ORUs handed back unsent this tick (their RIS did not answer)
         try:
-            srs = sorted(
-                (item for item in work if item.kind is DeliveryKind.SR), key=lambda item: item.target
-            )
+            srs = sorted((item for item in work if is_sr(item.kind)), key=lambda item: item.target)
             for target, items in groupby(srs, key=lambda item: item.target):
                 self._send_srs(target, list(items), tick)
             for item in (item for item in work if item.kind is DeliveryKind.ORU):
                 if item.delivery_id not in released:
-                    self._send_oru(item, work, released, tick)
+                    with study_context(report_id=item.report_id, delivery_id=item.delivery_id):
+                        self._send_oru(item, work, released, tick)
         finally:
             # Whatever stopped this tick (a bug, the database gone), rows it did not settle are due
             # again at once instead of waiting out their lease.
@@ -170,9 +166,14 @@ class Outbox:
         for item in items:
             try:
                 source = source_header(item)
-                repairs[item.delivery_id] = tuple(header_repairs(DeliveryKind.SR, source))
-                sr = report_sr(
-                    source, item.findings, item.impression, item.model, item.message_id, item.corrects
+                repairs[item.delivery_id] = tuple(header_repairs(item.kind, source))
+                sr = report_pacs_sr(
+                    item.kind,
+                    source,
+                    (item.findings, item.impression),
+                    item.model,
+                    item.message_id,
+                    item.corrects,
                 )
                 ready.append((item, sr))
             except Held as held:
@@ -338,18 +339,19 @@ class Outbox:
             if decision.next_attempt_at
             else ""
         )
-        log.log(
-            logging.INFO if decision.status is DeliveryStatus.DELIVERED else logging.WARNING,
-            "delivery %d (%s to %s, report %d, attempt %d): %s%s%s",
-            item.delivery_id,
-            item.kind,
-            item.target,
-            item.report_id,
-            item.attempts,
-            decision.status,
-            f": {decision.error}" if decision.error else "",
-            wait,
-        )
+        with study_context(report_id=item.report_id, delivery_id=item.delivery_id):
+            log.log(
+                logging.INFO if decision.status is DeliveryStatus.DELIVERED else logging.WARNING,
+                "delivery %d (%s to %s, report %d, attempt %d): %s%s%s",
+                item.delivery_id,
+                item.kind,
+                item.target,
+                item.report_id,
+                item.attempts,
+                decision.status,
+                f": {decision.error}" if decision.error else "",
+                wait,
+            )
         return decision.next_attempt_at
 
     def _hold(self, item: Work, reason: str, tick: OutboxTick) -> None:
@@ -365,4 +367,7 @@ class Outbox:
             row.last_error = reason
             row.updated_at = now
         tick.held.append(item.delivery_id)
-        log.error("delivery %d (%s, report %d) held: %s", item.delivery_id, item.kind, item.report_id, reason)
+        with study_context(report_id=item.report_id, delivery_id=item.delivery_id):
+            log.error(
+                "delivery %d (%s, report %d) held: %s", item.delivery_id, item.kind, item.report_id, reason
+            )

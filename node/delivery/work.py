@@ -21,7 +21,7 @@ from exporters.identity import ModelIdentity
 from exporters.outcome import SendStatus
 from exporters.sr import PreviousSR
 from node.delivery.identity import IdentityError, compare_with_spool, thawed_header
-from node.delivery.messages import model_identity, previous_sr, result_status
+from node.delivery.messages import is_sr, model_identity, previous_sr, result_status
 from node.delivery.supersede import superseded_rows
 from node.store.models import Delivery, Instance, ModelVersion, Report, Study
 from node.store.states import DeliveryKind
@@ -45,7 +45,7 @@ class Work:
     identity: dict[str, Any] | None  # frozen at inference: what the messages are built from
     source_path: str | None  # the spool file, read only to check it still agrees
     identity_conflict: str | None  # the study's instances disagree on the patient: never sent
-    corrects: PreviousSR | None = None  # an SR's predecessor: the superseded report's SR
+    corrects: PreviousSR | None = None  # an SR's predecessor: the superseded report's SR of its kind
     result_status: str = "P"  # an ORU's OBR-25 / OBX-11: C when it corrects an earlier draft's ORU
 
 
@@ -162,7 +162,7 @@ def load_work(session: Session, claimed: list[int]) -> list[Work]:
                 identity=report.identity,
                 source_path=path,
                 identity_conflict=study.identity_conflict,
-                corrects=previous_sr(before.get(DeliveryKind.SR), study_uid),
+                corrects=previous_sr(before.get(delivery.kind), study_uid) if is_sr(delivery.kind) else None,
                 result_status=result_status(before.get(DeliveryKind.ORU)),
             )
         )

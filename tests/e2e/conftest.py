@@ -34,6 +34,7 @@ import psycopg
 import pytest
 import redis
 from pydicom import Dataset
+from pydicom.uid import Comprehensive3DSRStorage
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -86,11 +87,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class SitePacs:
-    """A storage SCP on a fixed loopback port; `start()` / `stop()` bring it up and down."""
+    """A storage SCP on a fixed loopback port; `start()` / `stop()` bring it up and down.
+
+    `received`: the narrative SRs (TID 2000); `air`: the AI Results SRs (TID 1500), which the node
+    sends beside each narrative one by default (ECHO_SR_TEMPLATES)."""
 
     port: int
     ae_title: str = "PACS"
     received: list[Dataset] = field(default_factory=list)
+    air: list[Dataset] = field(default_factory=list)
     associations: int = 0
     _server: ThreadedAssociationServer | None = None
 
@@ -105,7 +110,7 @@ class SitePacs:
     def on_store(self, event: evt.Event) -> int:
         dataset = event.dataset
         dataset.file_meta = event.file_meta
-        self.received.append(dataset)
+        (self.air if dataset.SOPClassUID == Comprehensive3DSRStorage else self.received).append(dataset)
         return 0x0000
 
     def on_established(self, event: evt.Event) -> None:
@@ -142,6 +147,7 @@ def pacs(_module_pacs: SitePacs) -> SitePacs:
     if not _module_pacs.up:  # a test that took it down and failed before bringing it back
         _module_pacs.start()
     _module_pacs.received.clear()
+    _module_pacs.air.clear()
     _module_pacs.associations = 0
     return _module_pacs
 

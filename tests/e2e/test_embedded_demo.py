@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import highdicom as hd
 import pytest
 from sqlalchemy import select
 
@@ -78,15 +79,19 @@ def test_demo_prints_the_report_the_embedded_node_drafted_and_delivered(embedded
     serves_demo_model = is_demo_model_dir(Path(embedded["ECHO_MODEL_DIR"]))
     assert ("written by the bundled DEMO model" in out) == serves_demo_model
     assert ("this node serves the bundled DEMO model" in launch.logs()) == serves_demo_model
+    assert re.search(rf"AIR\s+│\s+{re.escape(embedded['ECHO_PACS'])}\s+│\s+delivered\s+│\s+1\s+│\s+0000", out)
     assert len(pacs.received) == 1 and len(ris.received) == 1
     assert str(ris.received[0].segment("OBR")[18]) == study.accession_number
+    [air] = pacs.air  # the AI Results SR beside the narrative one, in the same study
+    assert air.StudyInstanceUID == pacs.received[0].StudyInstanceUID
+    assert hd.sr.Comprehensive3DSR.from_dataset(air).VerificationFlag == "UNVERIFIED"
 
 
 @pytest.mark.e2e
 @pytest.mark.integration
 def test_a_second_demo_run_is_a_new_study(embedded, pacs, ris) -> None:
     assert demo(embedded, "--timeout", "120").returncode == 0
-    assert len(pacs.received) == 1 and len(ris.received) == 1, "a new report, not the first one again"
+    assert len(pacs.received) == len(pacs.air) == len(ris.received) == 1, "a new report, not the first again"
 
 
 @pytest.mark.e2e

@@ -241,10 +241,13 @@ def engine(tmp_path: Path) -> FakeEngine:
 
 @pytest.fixture
 def node_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for the worker tests' data dir with overrides (pacs, ris, delivery policy ...)."""
+    """Settings for the worker tests' data dir with overrides (pacs, ris, delivery policy ...).
+
+    One SR per PACS (the narrative one) unless `sr_templates` says otherwise: the outbox's bookkeeping
+    tests count messages; the AI Results SR has tests of its own (test_outbox_structured.py)."""
 
     def make(**overrides: object) -> Settings:
-        return load_settings(data_dir=tmp_path / "data", **overrides)
+        return load_settings(data_dir=tmp_path / "data", **{"sr_templates": "2000", **overrides})
 
     return make
 

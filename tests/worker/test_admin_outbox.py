@@ -18,6 +18,7 @@ RIS = "127.0.0.1:2575"
 
 def run_admin(args: list[str], capsys, monkeypatch, settings, **env: str) -> tuple[int, str, str]:
     monkeypatch.setenv("ECHO_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ECHO_SR_TEMPLATES", ",".join(settings.sr_templates))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("COLUMNS", "200")
