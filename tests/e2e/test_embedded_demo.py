@@ -196,3 +196,21 @@ def test_the_running_node_answers_its_probes_and_counts_what_it_did(embedded, la
         metrics,
         re.MULTILINE,
     )
+    for kind in ("sr", "oru"):
+        assert re.search(
+            rf'^echo_deliveries\{{kind="{kind}",status="delivered"\}} [1-9]', metrics, re.MULTILINE
+        )
+    # the embedded worker's own figures, served by serve (the child opens no listener of its own)
+    assert re.search(
+        r'^echo_worker_tasks_total\{outcome="succeeded",task="echo.infer_study"\} [1-9]',
+        metrics,
+        re.MULTILINE,
+    ), metrics
+    assert re.search(
+        r'^echo_worker_model_loaded\{model="[^"]+",provider="CPUExecutionProvider",version="[0-9a-f]{16}"\} 1\.0$',
+        metrics,
+        re.MULTILINE,
+    ), metrics
+    assert re.search(r'^echo_queue_messages\{queue="gpu"\} \d', metrics, re.MULTILINE)
+    assert re.search(r"^echo_broker_up 1\.0$", metrics, re.MULTILINE)
+    assert launch.logs().count("HTTP /metrics /healthz /readyz") == 1, "one listener in serve's process tree"
