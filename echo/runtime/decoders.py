@@ -241,23 +241,11 @@ def decode_blocks(
         n_live = len(session.rows)
         state = np.full((n_live, block_size), mask_id, dtype=np.int64)
         state[:, :prefix] = session.context_ids[:, start : start + prefix]
-        masked = np.broadcast_to(np.arange(block_size) >= prefix, (n_live, block_size)).copy()
         budget = min(steps_per_block, block_size - prefix)
-        row_steps = np.zeros(n_live, dtype=np.int64)
-        committed_confidence = np.zeros((n_live, block_size), dtype=np.float32)
-        step = 0
-        while bool(masked.any()):
-            out = _window_output(session, unwritten if step == 0 else None, state)
-            remaining = masked.sum(axis=1)
-            chosen = commit(
-                strategy, out.top_probs, masked, num_transfer_tokens(remaining, budget - step), threshold
-            )
-            np.copyto(state, out.top_ids, where=chosen)
-            np.copyto(committed_confidence, out.top_probs, where=chosen)
-            masked &= ~chosen
-            row_steps += remaining > 0
-            step += 1
-            assert step <= budget or not bool(masked.any()), "a block overran its step budget"
+        denoise = _commit_at_once if budget == 1 else _denoise
+        committed_confidence, row_steps = denoise(
+            session, unwritten, state, prefix, strategy, budget, threshold
+        )
 
         live: list[int] = []
         for i, row in enumerate(session.rows):
@@ -306,3 +294,55 @@ def _window_output(session: DecodeSession, unwritten: np.ndarray | None, state: 
         return _Window(out.top_ids, out.top_probs)
     out = session.forward(state, keep=0)
     return _Window(out.top_ids, out.top_probs)
+
+
+def _commit_at_once(
+    session: DecodeSession,
+    unwritten: np.ndarray,
+    state: np.ndarray,
+    prefix: int,
+    strategy: Strategy,
+    budget: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A budget of one step: every mask takes its prediction in the window's only forward,
+    whatever the strategy (its quota is every mask), so nothing is ranked or tracked. Fills
+    `state`; returns (committed confidence, steps per row) as _denoise does."""
+    out = _window_output(session, unwritten, state)
+    state[:, prefix:] = out.top_ids[:, prefix:]
+    confidence = np.zeros(state.shape, dtype=np.float32)
+    confidence[:, prefix:] = out.top_probs[:, prefix:]
+    return confidence, np.ones(len(state), dtype=np.int64)
+
+
+def _denoise(
+    session: DecodeSession,
+    unwritten: np.ndarray,
+    state: np.ndarray,
+    prefix: int,
+    strategy: Strategy,
+    budget: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Denoise the window's masks in at most `budget` forwards, each committing what the strategy
+    picks; the first forward also writes `unwritten`. Fills `state`; returns the confidence each
+    position was committed with and the steps each row took."""
+    n_live, block_size = state.shape
+    masked = np.ones((n_live, block_size), dtype=np.bool_)
+    masked[:, :prefix] = False
+    row_steps = np.zeros(n_live, dtype=np.int64)
+    committed_confidence = np.zeros((n_live, block_size), dtype=np.float32)
+    step = 0
+    while bool(masked.any()):
+        out = _window_output(session, unwritten if step == 0 else None, state)
+        remaining = masked.sum(axis=1)
+        chosen = commit(
+            strategy, out.top_probs, masked, num_transfer_tokens(remaining, budget - step), threshold
+        )
+        np.copyto(state, out.top_ids, where=chosen)
+        np.copyto(committed_confidence, out.top_probs, where=chosen)
+        masked &= ~chosen
+        row_steps += remaining > 0
+        step += 1
+        assert step <= budget or not bool(masked.any()), "a block overran its step budget"
+    return committed_confidence, row_steps
