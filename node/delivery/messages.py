@@ -20,10 +20,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from fhir.resources.R4B.bundle import Bundle
 from pydicom import Dataset
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, generate_uid
 
 from exporters.air_sr import build_air_sr
+from exporters.fhir import build_diagnostic_report
 from exporters.identity import ModelIdentity, study_info_from_dataset
 from exporters.oru import build_oru, encode_er7, new_control_id
 from exporters.readings import draft_readings
@@ -41,7 +43,7 @@ _SERIES_NAMESPACE = uuid.UUID("0b0f6a47-2f1e-4a55-8d8c-5c1b7f0e3a91")
 
 def destinations(settings: Settings) -> dict[DeliveryKind, str]:
     """Where a report goes, each only when set: the SRs of ECHO_SR_TEMPLATES to ECHO_PACS, the ORU to
-    ECHO_RIS."""
+    ECHO_RIS, the FHIR DiagnosticReport to ECHO_FHIR (a server's base URL or a folder)."""
     wanted: dict[DeliveryKind, str] = {}
     if settings.pacs is not None:
         for template, kind in (("2000", DeliveryKind.SR), ("1500", DeliveryKind.AIR)):
@@ -49,6 +51,8 @@ def destinations(settings: Settings) -> dict[DeliveryKind, str]:
                 wanted[kind] = str(settings.pacs)
     if settings.ris is not None:
         wanted[DeliveryKind.ORU] = str(settings.ris)
+    if settings.fhir is not None:
+        wanted[DeliveryKind.FHIR] = settings.fhir
     return wanted
 
 
@@ -174,6 +178,22 @@ def report_pacs_sr(
     """The SR of `kind` (narrative or AI Results) for one draft (`item_text`: findings, impression)."""
     build = report_sr if kind is DeliveryKind.SR else report_air_sr
     return build(source, *item_text, model, sop_instance_uid, corrects)
+
+
+def report_fhir(
+    source: Dataset, findings: str, impression: str, model: ModelIdentity, drafted_at: datetime
+) -> Bundle:
+    """The draft as a FHIR transaction: its DiagnosticReport (one per study: a resend or a corrected
+    draft updates it), the coded findings as Observations, the model as its Device and Provenance."""
+    info, _repairs = sanitize_study_info(study_info_from_dataset(source))
+    return build_diagnostic_report(
+        info,
+        findings,
+        with_demo_notice(impression, model),
+        draft_readings(findings, impression),
+        model,
+        issued=drafted_at,
+    )
 
 
 def report_oru(

@@ -6,9 +6,10 @@ One tick (`Outbox.run_due`):
    each, which pushes next_attempt_at a lease ahead and counts the attempt: two runners (the node's
    loop and an "io" worker) never send the same row at once, and a runner that dies mid-send
    leaves a row that comes due again when its lease ends;
-2. send: the SRs for one PACS (narrative and AI Results) in one association, each ORU on its own MLLP connection; after a
-   connection-level failure the rest of that RIS's ORUs wait for the next tick instead of each
-   waiting out the timeout;
+2. send: the SRs for one PACS (narrative and AI Results) in one association, each ORU on its own
+   MLLP connection (after a connection-level failure the rest of that RIS's ORUs wait for the next
+   tick instead of each waiting out the timeout), each FHIR DiagnosticReport in one transaction
+   (or a file in a folder);
 3. record each outcome (`node.delivery.policy.decide`) and, in the same transaction, settle the
    study: inferred -> delivered when every row of its report is delivered, -> failed when one
    failed for good.
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
@@ -37,12 +39,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import one_line
 from exporters.dicom_sender import send_datasets
+from exporters.fhir_client import FhirOutcome, send_fhir, write_fhir
 from exporters.mllp import send_hl7
 from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
 from node.config.logs import study_context
 from node.config.settings import DicomPeer, MllpPeer, Settings, parse_dicom_peer, parse_mllp_peer
 from node.delivery.client_tls import dicom_client_tls, mllp_client_tls
-from node.delivery.messages import header_repairs, is_sr, report_oru, report_pacs_sr
+from node.delivery.messages import header_repairs, is_sr, report_fhir, report_oru, report_pacs_sr
 from node.delivery.policy import decide
 from node.delivery.settle import settle_study, wake_waiting
 from node.delivery.supersede import superseded_note, superseding_report
@@ -68,6 +71,8 @@ _DUE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 StoreSender = Callable[..., list[StoreOutcome]]  # exporters.dicom_sender.send_datasets
 Hl7Sender = Callable[..., AckOutcome]  # exporters.mllp.send_hl7
+FhirSender = Callable[..., FhirOutcome]  # exporters.fhir_client.send_fhir
+FhirWriter = Callable[[Any, Path], FhirOutcome]  # exporters.fhir_client.write_fhir
 
 
 class Outbox:
@@ -80,6 +85,8 @@ class Outbox:
         jitter: Callable[[], float] = random.random,
         store: StoreSender = send_datasets,
         send_oru: Hl7Sender = send_hl7,
+        send_fhir: FhirSender = send_fhir,
+        write_fhir: FhirWriter = write_fhir,
         batch_size: int = DEFAULT_BATCH,
     ) -> None:
         if batch_size < 1:
@@ -90,6 +97,8 @@ class Outbox:
         self.jitter = jitter
         self.store = store
         self.send_oru = send_oru
+        self.send_fhir = send_fhir
+        self.write_fhir = write_fhir
         self.batch_size = batch_size
         self.lease = timedelta(
             seconds=settings.delivery_timeout_seconds * (batch_size + 2) + LEASE_MARGIN_SECONDS
@@ -111,6 +120,9 @@ class Outbox:
             srs = sorted((item for item in work if is_sr(item.kind)), key=lambda item: item.target)
             for target, items in groupby(srs, key=lambda item: item.target):
                 self._send_srs(target, list(items), tick)
+            for item in (item for item in work if item.kind is DeliveryKind.FHIR):
+                with study_context(report_id=item.report_id, delivery_id=item.delivery_id):
+                    self._send_fhir(item, tick)
             for item in (item for item in work if item.kind is DeliveryKind.ORU):
                 if item.delivery_id not in released:
                     with study_context(report_id=item.report_id, delivery_id=item.delivery_id):
@@ -258,6 +270,50 @@ class Outbox:
             ]
             self._release(later, next_at)
             released.update(other.delivery_id for other in later)
+
+    def _send_fhir(self, item: Work, tick: OutboxTick) -> None:
+        """The DiagnosticReport to the FHIR server (one transaction) or into the folder ECHO_FHIR names."""
+        try:
+            source = source_header(item)
+            repaired = tuple(header_repairs(DeliveryKind.FHIR, source))
+            bundle = report_fhir(source, item.findings, item.impression, item.model, item.drafted_at)
+        except Held as held:
+            self._hold(item, str(held), tick)
+            return
+        except NotBuilt as problem:
+            self._record(item, problem.result, tick)
+            return
+        except Exception as error:  # any builder failure (fhir.resources' validation included) fails this one
+            self._record(item, SendResult(SendStatus.FAILED, not_built("FHIR DiagnosticReport", error)), tick)
+            return
+        if not self._not_stopped([(item, bundle)], tick):
+            return
+        try:
+            if "://" not in item.target:  # a folder (an interface engine's pick-up, a test)
+                outcome = self.write_fhir(bundle, Path(item.target))
+            else:
+                outcome = self.send_fhir(
+                    bundle,
+                    item.target,
+                    token=self._fhir_token(),
+                    ca_file=self.settings.fhir_ca,
+                    timeout=self.settings.delivery_timeout_seconds,
+                )
+        except Exception as error:  # the sender itself broke (the token file unreadable...): try again later
+            self._record(item, SendResult(SendStatus.RETRY, f"FHIR send failed: {one_line(error)}"), tick)
+            return
+        code = str(outcome.http_status) if outcome.http_status is not None else None
+        self._record(item, SendResult(outcome.status, outcome.error, code, None, repaired), tick)
+
+    def _fhir_token(self) -> str | None:
+        """The bearer token, read at each send so that a rotated token file takes effect at once."""
+        path = self.settings.fhir_token_file
+        if path is None:
+            return None
+        token = path.read_text(encoding="utf-8").strip()
+        if not token:
+            raise ValueError(f"ECHO_FHIR_TOKEN_FILE {path} is empty")
+        return token
 
     def _not_stopped(self, ready: list[tuple[Work, Any]], tick: OutboxTick) -> list[tuple[Work, Any]]:
         """`ready` without the rows stopped since they were claimed (`stop_superseded`: a corrected draft
