@@ -352,6 +352,7 @@ def node_environment(
         "ECHO_PACS": pacs or "",
         "ECHO_RIS": ris or "",
         "ECHO_HTTP": f"127.0.0.1:{free_port()}",  # /metrics, /healthz, /readyz
+        "ECHO_WORKER_HTTP": f"127.0.0.1:{free_port()}",  # an echo-worker's own listener
     }
     if database_url:
         env["ECHO_DATABASE_URL"] = database_url
