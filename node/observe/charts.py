@@ -11,6 +11,7 @@ Each function returns the SVG as markup for the template, or None when there is 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -20,6 +21,11 @@ from pygal.style import Style
 
 from node.learning.quality import QualityRow
 from node.observe.status_queries import Activity
+
+# pygal puts a finder for its map plugins (pygal.maps.*, unused here) on sys.meta_path that has only
+# the old find_module API; importers that ask every finder for find_spec (pytest's, among others)
+# then fail with AttributeError. Take it off again.
+sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, pygal.PluginImportFixer)]
 
 BLUE, GREEN, RED, AMBER, GREY, PURPLE = "#2563eb", "#16a34a", "#dc2626", "#d97706", "#6b7280", "#7c3aed"
 FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Arial, sans-serif"
