@@ -25,3 +25,15 @@ def dicom_client_tls(settings: Settings) -> ssl.SSLContext | None:
 
 def mllp_client_tls(settings: Settings) -> ssl.SSLContext | None:
     return _client_context(settings) if settings.ris_tls else None
+
+
+def fhir_token(settings: Settings) -> str | None:
+    """The FHIR server's bearer token (ECHO_FHIR_TOKEN_FILE), read at each send so that a rotated
+    token file takes effect at once; None when no file is set."""
+    path = settings.fhir_token_file
+    if path is None:
+        return None
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"ECHO_FHIR_TOKEN_FILE {path} is empty")
+    return token

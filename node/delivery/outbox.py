@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
-from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import one_line
@@ -44,7 +43,8 @@ from exporters.mllp import send_hl7
 from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
 from node.config.logs import study_context
 from node.config.settings import DicomPeer, MllpPeer, Settings, parse_dicom_peer, parse_mllp_peer
-from node.delivery.client_tls import dicom_client_tls, mllp_client_tls
+from node.delivery.claims import DUE, claim_due, release, take_back_stopped
+from node.delivery.client_tls import dicom_client_tls, fhir_token, mllp_client_tls
 from node.delivery.messages import header_repairs, is_sr, report_fhir, report_oru, report_pacs_sr
 from node.delivery.policy import decide
 from node.delivery.settle import settle_study, wake_waiting
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 20
 LEASE_MARGIN_SECONDS = 30.0
-_DUE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 StoreSender = Callable[..., list[StoreOutcome]]  # exporters.dicom_sender.send_datasets
 Hl7Sender = Callable[..., AckOutcome]  # exporters.mllp.send_hl7
@@ -137,34 +136,32 @@ class Outbox:
         return tick
 
     def _claim(self, report_id: int | None) -> list[int]:
-        now = self.clock()
-        due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
-        query = (
-            select(Delivery.id)
-            .where(Delivery.status.in_(_DUE), due)
-            .order_by(Delivery.next_attempt_at, Delivery.id)
-            .limit(self.batch_size)
-        )
-        if report_id is not None:
-            query = query.where(Delivery.report_id == report_id)
-        claimed = []
         with self.sessions.begin() as session:
-            for delivery_id in session.scalars(query).all():
-                taken = session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == delivery_id, Delivery.status.in_(_DUE), due)
-                    .values(next_attempt_at=now + self.lease, attempts=Delivery.attempts + 1, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                if taken.rowcount == 1:
-                    claimed.append(delivery_id)
-        return claimed
+            return claim_due(session, self.clock(), self.lease, self.batch_size, report_id)
 
     def _load(self, claimed: list[int]) -> list[Work]:
         with self.sessions() as session:
             return load_work(session, claimed)
 
     # ---- sending ----------------------------------------------------------------------------------
+
+    def _built(
+        self, item: Work, what: str, build: Callable[[Dataset], Any], tick: OutboxTick
+    ) -> tuple[Any, tuple[str, ...]] | None:
+        """`item`'s message built from its checked header, with the header repairs the builder makes;
+        None when it is held for an operator or cannot be built (recorded: this row only)."""
+        try:
+            source = source_header(item)
+            return build(source), tuple(header_repairs(item.kind, source))
+        except Held as held:
+            self._hold(item, str(held), tick)
+        except NotBuilt as problem:
+            self._record(item, problem.result, tick)
+        except (
+            Exception
+        ) as error:  # any builder failure (highdicom's, hl7apy's, fhir.resources') fails this one
+            self._record(item, SendResult(SendStatus.FAILED, not_built(what, error)), tick)
+        return None
 
     def _send_srs(self, target: str, items: list[Work], tick: OutboxTick) -> None:
         try:
@@ -176,24 +173,18 @@ class Outbox:
         ready: list[tuple[Work, Dataset]] = []
         repairs: dict[int, tuple[str, ...]] = {}
         for item in items:
-            try:
-                source = source_header(item)
-                repairs[item.delivery_id] = tuple(header_repairs(item.kind, source))
-                sr = report_pacs_sr(
-                    item.kind,
-                    source,
-                    (item.findings, item.impression),
-                    item.model,
-                    item.message_id,
-                    item.corrects,
-                )
-                ready.append((item, sr))
-            except Held as held:
-                self._hold(item, str(held), tick)
-            except NotBuilt as problem:
-                self._record(item, problem.result, tick)
-            except Exception as error:  # any builder failure fails this SR only; the batch goes on
-                self._record(item, SendResult(SendStatus.FAILED, not_built("SR", error)), tick)
+            texts = (item.findings, item.impression)
+            built = self._built(
+                item,
+                "SR",
+                lambda source, item=item, texts=texts: report_pacs_sr(
+                    item.kind, source, texts, item.model, item.message_id, item.corrects
+                ),
+                tick,
+            )
+            if built is not None:
+                ready.append((item, built[0]))
+                repairs[item.delivery_id] = built[1]
         ready = self._not_stopped(ready, tick)
         if not ready:
             return
@@ -221,10 +212,10 @@ class Outbox:
         except ValueError as error:
             self._record(item, SendResult(SendStatus.FAILED, f"bad RIS target: {error}"), tick)
             return
-        try:
-            source = source_header(item)
-            repaired = tuple(header_repairs(DeliveryKind.ORU, source))
-            message = report_oru(
+        built = self._built(
+            item,
+            "ORU",
+            lambda source: report_oru(
                 source,
                 item.findings,
                 item.impression,
@@ -233,18 +224,12 @@ class Outbox:
                 item.drafted_at,
                 self.settings,
                 item.result_status,
-            )
-        except Held as held:
-            self._hold(item, str(held), tick)
+            ),
+            tick,
+        )
+        if built is None or not self._not_stopped([(item, built[0])], tick):
             return
-        except NotBuilt as problem:
-            self._record(item, problem.result, tick)
-            return
-        except Exception as error:  # any builder failure (hl7apy's included) fails this ORU only
-            self._record(item, SendResult(SendStatus.FAILED, not_built("ORU", error)), tick)
-            return
-        if not self._not_stopped([(item, message)], tick):
-            return
+        message, repaired = built
         try:
             outcome = self.send_oru(
                 message,
@@ -273,21 +258,15 @@ class Outbox:
 
     def _send_fhir(self, item: Work, tick: OutboxTick) -> None:
         """The DiagnosticReport to the FHIR server (one transaction) or into the folder ECHO_FHIR names."""
-        try:
-            source = source_header(item)
-            repaired = tuple(header_repairs(DeliveryKind.FHIR, source))
-            bundle = report_fhir(source, item.findings, item.impression, item.model, item.drafted_at)
-        except Held as held:
-            self._hold(item, str(held), tick)
+        built = self._built(
+            item,
+            "FHIR DiagnosticReport",
+            lambda source: report_fhir(source, item.findings, item.impression, item.model, item.drafted_at),
+            tick,
+        )
+        if built is None or not self._not_stopped([(item, built[0])], tick):
             return
-        except NotBuilt as problem:
-            self._record(item, problem.result, tick)
-            return
-        except Exception as error:  # any builder failure (fhir.resources' validation included) fails this one
-            self._record(item, SendResult(SendStatus.FAILED, not_built("FHIR DiagnosticReport", error)), tick)
-            return
-        if not self._not_stopped([(item, bundle)], tick):
-            return
+        bundle, repaired = built
         try:
             if "://" not in item.target:  # a folder (an interface engine's pick-up, a test)
                 outcome = self.write_fhir(bundle, Path(item.target))
@@ -295,7 +274,7 @@ class Outbox:
                 outcome = self.send_fhir(
                     bundle,
                     item.target,
-                    token=self._fhir_token(),
+                    token=fhir_token(self.settings),
                     ca_file=self.settings.fhir_ca,
                     timeout=self.settings.delivery_timeout_seconds,
                 )
@@ -305,33 +284,13 @@ class Outbox:
         code = str(outcome.http_status) if outcome.http_status is not None else None
         self._record(item, SendResult(outcome.status, outcome.error, code, None, repaired), tick)
 
-    def _fhir_token(self) -> str | None:
-        """The bearer token, read at each send so that a rotated token file takes effect at once."""
-        path = self.settings.fhir_token_file
-        if path is None:
-            return None
-        token = path.read_text(encoding="utf-8").strip()
-        if not token:
-            raise ValueError(f"ECHO_FHIR_TOKEN_FILE {path} is empty")
-        return token
-
     def _not_stopped(self, ready: list[tuple[Work, Any]], tick: OutboxTick) -> list[tuple[Work, Any]]:
         """`ready` without the rows stopped since they were claimed (`stop_superseded`: a corrected draft
         was written meanwhile); those are not sent, and the attempt their claim counted is taken back."""
         if not ready:
             return ready
-        ids = [item.delivery_id for item, _ in ready]
         with self.sessions.begin() as session:
-            stopped = set(
-                session.scalars(select(Delivery.id).where(Delivery.id.in_(ids), Delivery.status.not_in(_DUE)))
-            )
-            if stopped:
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_(stopped))
-                    .values(attempts=Delivery.attempts - 1)
-                    .execution_options(synchronize_session=False)
-                )
+            stopped = take_back_stopped(session, [item.delivery_id for item, _ in ready])
         for delivery_id in sorted(stopped):
             tick.stopped.append(delivery_id)
             log.info(
@@ -341,16 +300,9 @@ class Outbox:
 
     def _release(self, items: list[Work], until: datetime | None) -> None:
         """Hand back claimed rows unsent (their attempt not counted), due again at `until`."""
-        if not items:
-            return
-        with self.sessions.begin() as session:
-            for item in items:
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == item.delivery_id)
-                    .values(next_attempt_at=until or self.clock(), attempts=Delivery.attempts - 1)
-                    .execution_options(synchronize_session=False)
-                )
+        if items:
+            with self.sessions.begin() as session:
+                release(session, [item.delivery_id for item in items], until or self.clock())
 
     # ---- recording --------------------------------------------------------------------------------
 
@@ -415,7 +367,7 @@ class Outbox:
         now = self.clock()
         with self.sessions.begin() as session:
             row = session.get_one(Delivery, item.delivery_id)
-            if superseding_report(session, item.report_id) is not None and row.status not in _DUE:
+            if superseding_report(session, item.report_id) is not None and row.status not in DUE:
                 tick.stopped.append(item.delivery_id)  # stopped meanwhile for good: nothing to hold
                 return
             row.status = DeliveryStatus.HELD
