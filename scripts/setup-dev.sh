@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v storescu >/dev/null || need_apt+=(dcmtk)
 command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)
+[ -x /usr/sbin/Orthanc ] || need_apt+=(orthanc)  # the PACS that shows both SRs; the ingest benchmark's peer
+command -v chromium >/dev/null || need_apt+=(chromium)  # the status page's screenshot test
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -30,6 +32,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
+echo "setup: the FHIR server the FHIR tests deliver to (Medplum's FHIR router, from npm)"
+bash scripts/setup-fhir-server.sh
 echo "setup: installing the project with its dev extra (torch CPU 2.13.0 is pinned in the train extra)"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
