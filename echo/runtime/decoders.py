@@ -242,10 +242,12 @@ def decode_blocks(
         state = np.full((n_live, block_size), mask_id, dtype=np.int64)
         state[:, :prefix] = session.context_ids[:, start : start + prefix]
         budget = min(steps_per_block, block_size - prefix)
-        denoise = _commit_at_once if budget == 1 else _denoise
-        committed_confidence, row_steps = denoise(
-            session, unwritten, state, prefix, strategy, budget, threshold
-        )
+        if budget == 1:
+            committed_confidence, row_steps = _commit_at_once(session, unwritten, state, prefix)
+        else:
+            committed_confidence, row_steps = _denoise(
+                session, unwritten, state, prefix, strategy, budget, threshold
+            )
 
         live: list[int] = []
         for i, row in enumerate(session.rows):
@@ -297,13 +299,7 @@ def _window_output(session: DecodeSession, unwritten: np.ndarray | None, state: 
 
 
 def _commit_at_once(
-    session: DecodeSession,
-    unwritten: np.ndarray,
-    state: np.ndarray,
-    prefix: int,
-    strategy: Strategy,
-    budget: int,
-    threshold: float,
+    session: DecodeSession, unwritten: np.ndarray, state: np.ndarray, prefix: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """A budget of one step: every mask takes its prediction in the window's only forward,
     whatever the strategy (its quota is every mask), so nothing is ranked or tracked. Fills
