@@ -47,7 +47,6 @@ from collections.abc import Sequence
 import highdicom as hd
 from pydicom import Dataset
 
-from echo.findings import ATTRIBUTES
 from exporters.air_codes import (
     FINDING_CODES,
     LATERALITY_CODES,
@@ -57,7 +56,7 @@ from exporters.air_codes import (
     SIDE_SITES,
 )
 from exporters.identity import ModelIdentity
-from exporters.readings import FindingReading
+from exporters.readings import FindingReading, check_readings
 from exporters.sr_common import (
     Placement,
     PreviousSR,
@@ -90,7 +89,7 @@ def build_air_sr(
     replaces. Pass stored UIDs to make a resend overwrite, not add.
     """
     check_source(source)
-    _check_readings(readings)
+    check_readings(readings)
     check_model(model)
     placement = Placement(
         series_number, instance_number, series_instance_uid, sop_instance_uid, corrects
@@ -127,32 +126,6 @@ def build_air_sr(
         texts=[],
         series_description=f"AI results {model.label}",
     )
-
-
-def _check_readings(readings: Sequence[FindingReading]) -> None:
-    """Readings as `draft_readings` makes them: known classes, each once, sides and lobes allowed."""
-    if isinstance(readings, str | FindingReading) or not isinstance(readings, Sequence):
-        raise TypeError("readings must be a sequence of FindingReading (exporters.readings.draft_readings)")
-    seen: set[str] = set()
-    for index, reading in enumerate(readings):
-        name = f"readings[{index}]"
-        if not isinstance(reading, FindingReading):
-            raise TypeError(f"{name} must be a FindingReading, got {type(reading).__name__}")
-        if reading.finding not in FINDING_CODES:
-            raise ValueError(f"{name}.finding {reading.finding!r} is not a class of echo.findings.FINDINGS")
-        if reading.finding in seen:
-            raise ValueError(f"{name} repeats {reading.finding}: one reading per finding class")
-        seen.add(reading.finding)
-        if not isinstance(reading.label, str) or reading.label not in PRESENCE_CODES:  # a Label or its value
-            raise ValueError(f"{name}.label {reading.label!r} is not positive, negative or uncertain")
-        for attribute in ("side", "lobe"):
-            value = getattr(reading, attribute)
-            allowed = ATTRIBUTES.get(reading.finding, {}).get(attribute, ())
-            if value is not None and value not in allowed:
-                choices = ", ".join(allowed) or "none"
-                raise ValueError(
-                    f"{name}.{attribute} {value!r} is not one {reading.finding} can have ({choices})"
-                )
 
 
 def _group(

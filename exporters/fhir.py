@@ -11,20 +11,12 @@ Three entries, each a conditional update (PUT ``Type?search``: create, or replac
   UTF-8, base64, with its language); imagingStudy -> the study by its UID; identifiers: this node's
   own (``node_system`` | Study Instance UID) and the accession (type ACSN); basedOn -> the order by
   its placer / filler numbers; result -> one contained ``Observation`` per coded finding
-  (`exporters.readings`): code SNOMED CT, value Present / Absent / Undetermined, bodySite the lobe
-  or the structure with its side, device -> the model. The codes are the AI Results SR's
-  (`exporters.air_codes`), so SR and FHIR code a finding alike.
+  (`exporters.fhir_findings`, which says why they are contained).
 - ``Provenance``: the report was authored by the Device (agent type "author"), the decoding in the
   activity's text. R4 allows no Device as DiagnosticReport.performer (Practitioner,
   PractitionerRole, Organization, CareTeam only); Provenance is where FHIR names the software that
   wrote a resource, as HL7's AI transparency guidance does, and the report and Provenance carry
   the security label AIAST "artificial intelligence asserted".
-
-The Observations are contained because they have no life outside this draft: they are the model's
-reading of its own text, replaced whole when a later draft of the study replaces the report, so
-no finding of a superseded draft is left behind as a standalone Observation of the patient; and
-one entry per finding would push the Bundle past what servers run as one conditional transaction
-(Medplum refuses more than 8 entries that need strict isolation).
 
 The patient is referenced by identifier only (patient ID typed MR, the issuer as assigner): a
 reporting node must not create patients in the receiving system, and nothing else about the
@@ -60,29 +52,21 @@ from fhir.resources.R4B.device import Device, DeviceDeviceName, DeviceVersion
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.meta import Meta
-from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.provenance import Provenance, ProvenanceAgent
 from fhir.resources.R4B.reference import Reference
-from pydantic import ValidationError
-from pydicom.sr.coding import Code
 
-from echo.findings import Label
-from exporters.air_codes import FINDING_CODES, LATERALITY_CODES, LOBE_SITES, PRESENCE_CODES, SIDE_SITES
+from exporters.fhir_findings import LOINC, concept, observation, validated
+from exporters.fhir_findings import SNOMED_CT as SNOMED_CT  # importable from here, as before
 from exporters.identity import ModelIdentity, StudyInfo, is_valid_uid
-from exporters.readings import FindingReading
+from exporters.readings import FindingReading, check_readings
 from exporters.text import check_sections
 
 __all__ = ["DEFAULT_NODE_SYSTEM", "DRAFT_STATUSES", "REPORT_CODE", "build_diagnostic_report", "report_key"]
 
-LOINC = "http://loinc.org"
-SNOMED_CT = "http://snomed.info/sct"
 DICOM_UID = "urn:dicom:uid"
-_CODE_SYSTEMS = {"SCT": SNOMED_CT, "LN": LOINC, "DCM": "http://dicom.nema.org/resources/ontology/DCM"}
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"  # identifier types
 _V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"  # diagnostic service sections
-_OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 _PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
-_LATERALITY_ATTRIBUTE = "272741003"  # SNOMED CT |Laterality (attribute)|, for post-coordination
 
 REPORT_CODE = Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study")
 AI_ASSERTED = Coding(
@@ -131,7 +115,8 @@ def build_diagnostic_report(
     `node_system` is the URI of this node's identifiers for its drafts (one report per study).
     """
     findings_lines, impression_lines = check_sections(findings, impression)
-    _check_arguments(info, readings, model, issued, status, node_system, language, study_timezone)
+    _check_arguments(info, model, issued, status, node_system, language, study_timezone)
+    check_readings(readings)
     study_uid = info.study_instance_uid
     key = report_key(node_system, study_uid)
     report_url = f"urn:uuid:{key}"
@@ -139,25 +124,25 @@ def build_diagnostic_report(
     device = _device(model)
     patient = _patient_reference(info)
     effective = _effective(info.observation_datetime, study_timezone)
-    observations = [
-        _observation(reading, status, patient, effective, issued, model, device_url) for reading in readings
+    contained = [
+        observation(reading, status, patient, effective, issued, model, device_url) for reading in readings
     ]
     report_identifier = Identifier(use="official", system=node_system, value=study_uid)
-    report = _build(
+    report = validated(
         DiagnosticReport,
         "the DiagnosticReport",
         meta=Meta(security=[AI_ASSERTED]),
-        contained=observations or None,
+        contained=contained or None,
         identifier=[report_identifier, *_accession(info)],
         basedOn=_orders(info) or None,
         status=status,
         category=[
-            _concept(
+            concept(
                 Coding(system=LOINC, code="LP29684-5", display="Radiology"),
                 Coding(system=_V2_0074, code="RAD", display="Radiology"),
             )
         ],
-        code=_concept(REPORT_CODE),
+        code=concept(REPORT_CODE),
         subject=patient,
         effectiveDateTime=effective,
         issued=issued,
@@ -166,11 +151,11 @@ def build_diagnostic_report(
                 type="ImagingStudy", identifier=Identifier(system=DICOM_UID, value=f"urn:oid:{study_uid}")
             )
         ],
-        result=[Reference(reference=f"#{item.id}", type="Observation") for item in observations] or None,
+        result=[Reference(reference=f"#{item.id}", type="Observation") for item in contained] or None,
         conclusion="\n".join(impression_lines) or None,
         presentedForm=[_presented_form(findings_lines, impression_lines, language, issued)],
     )
-    provenance = _build(
+    provenance = validated(
         Provenance,
         "the Provenance",
         meta=Meta(tag=[Coding(system=node_system, code=study_uid)], security=[AI_ASSERTED]),
@@ -181,7 +166,7 @@ def build_diagnostic_report(
         ),
         agent=[
             ProvenanceAgent(
-                type=_concept(Coding(system=_PARTICIPANT_TYPE, code="author", display="Author")),
+                type=concept(Coding(system=_PARTICIPANT_TYPE, code="author", display="Author")),
                 who=Reference(reference=device_url, type="Device", display=model.label),
             )
         ],
@@ -196,12 +181,11 @@ def build_diagnostic_report(
             _search("Provenance", report_identifier, parameter="_tag"),
         ),
     ]
-    return _build(Bundle, "the Bundle", type="transaction", entry=entries)
+    return validated(Bundle, "the Bundle", type="transaction", entry=entries)
 
 
 def _check_arguments(
     info: StudyInfo,
-    readings: Sequence[FindingReading],
     model: ModelIdentity,
     issued: datetime,
     status: str,
@@ -231,38 +215,6 @@ def _check_arguments(
         raise ValueError(f"language must be a BCP 47 tag such as 'en' or 'en-GB', got {language!r}")
     if study_timezone is not None and not isinstance(study_timezone, tzinfo):
         raise TypeError(f"study_timezone must be a tzinfo or None, got {type(study_timezone).__name__}")
-    if isinstance(readings, str | bytes) or not isinstance(readings, Sequence):
-        raise TypeError(f"readings must be a sequence of FindingReading, got {type(readings).__name__}")
-    seen: set[str] = set()
-    for reading in readings:
-        if not isinstance(reading, FindingReading):
-            raise TypeError(f"readings must hold FindingReading items, got {type(reading).__name__}")
-        if reading.finding not in FINDING_CODES:
-            raise ValueError(f"reading.finding {reading.finding!r} is not a finding class this node codes")
-        if reading.finding in seen:
-            raise ValueError(f"two readings for {reading.finding!r}: a draft states each finding once")
-        seen.add(reading.finding)
-        if not isinstance(reading.label, Label):
-            raise ValueError(f"reading.label for {reading.finding!r} must be a Label, got {reading.label!r}")
-        if reading.side is not None and reading.side not in LATERALITY_CODES:
-            raise ValueError(f"reading.side for {reading.finding!r} must be left, right or bilateral")
-        if reading.lobe is not None and reading.lobe not in LOBE_SITES:
-            raise ValueError(
-                f"reading.lobe for {reading.finding!r} is not a lobe of the lung: {reading.lobe!r}"
-            )
-
-
-def _build(model_class, what: str, **fields):
-    """A fhir.resources model from `fields` (None values left out); a ValidationError becomes a
-    ValueError naming the element, without the value (it may be a patient identifier)."""
-    try:
-        return model_class(**{name: value for name, value in fields.items() if value is not None})
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
-            for problem in error.errors()
-        )
-        raise ValueError(f"{what} is not valid FHIR: {problems}") from None
 
 
 def _put(full_url: str, resource, condition: str) -> BundleEntry:
@@ -276,36 +228,9 @@ def _search(resource_type: str, identifier: Identifier, parameter: str = "identi
     return f"{resource_type}?{parameter}={quote(f'{identifier.system}|{identifier.value}', safe=':/|')}"
 
 
-def _observation(
-    reading: FindingReading,
-    status: str,
-    patient: Reference,
-    effective: datetime | date | None,
-    issued: datetime,
-    model: ModelIdentity,
-    device_url: str,
-) -> Observation:
-    """One coded finding, contained in the report (so without meta: R4 dom-4, dom-5)."""
-    return _build(
-        Observation,
-        f"the {reading.finding} Observation",
-        id=reading.finding.replace("_", "-"),
-        status=status,
-        category=[_concept(Coding(system=_OBSERVATION_CATEGORY, code="imaging", display="Imaging"))],
-        code=_concept(_coding(FINDING_CODES[reading.finding])),
-        subject=patient,
-        effectiveDateTime=effective,
-        issued=issued,
-        valueCodeableConcept=_concept(_coding(PRESENCE_CODES[reading.label])),
-        bodySite=_body_site(reading),
-        method=CodeableConcept(text=f"decoding: {model.decoding}") if model.decoding else None,
-        device=Reference(reference=device_url, type="Device", display=model.label),
-    )
-
-
 def _device(model: ModelIdentity) -> Device:
     """The model build: the same UID, name and version the SR's device observer carries."""
-    return _build(
+    return validated(
         Device,
         "the Device",
         identifier=[Identifier(system=DICOM_UID, value=f"urn:oid:{model.uid}")],
@@ -315,44 +240,12 @@ def _device(model: ModelIdentity) -> Device:
     )
 
 
-def _coding(code: Code) -> Coding:
-    system = _CODE_SYSTEMS.get(code.scheme_designator)
-    if system is None:
-        raise ValueError(f"no FHIR system for the coding scheme {code.scheme_designator!r}")
-    return Coding(system=system, code=code.value, display=code.meaning)
-
-
-def _concept(*codings: Coding) -> CodeableConcept:
-    return CodeableConcept(coding=list(codings))
-
-
-def _body_site(reading: FindingReading) -> CodeableConcept | None:
-    """The lobe, or the structure a side alone is the side of, refined by its laterality.
-
-    R4 Observation has no laterality element: the site and its side go in one SNOMED CT
-    post-coordinated expression (``site:272741003=side``, which FHIR allows as a code of
-    http://snomed.info/sct), as the SR pairs the site with a laterality modifier, and in words.
-    """
-    if reading.lobe is not None:
-        site, side = LOBE_SITES[reading.lobe]
-        text = reading.lobe
-    elif reading.side is not None and reading.finding in SIDE_SITES:
-        site, side = SIDE_SITES[reading.finding], reading.side
-        text = f"{reading.side} {SIDE_SITES[reading.finding].meaning.lower()}"
-    elif reading.side is not None:
-        return CodeableConcept(text=reading.side)
-    else:
-        return None
-    expression = f"{site.value}:{_LATERALITY_ATTRIBUTE}={LATERALITY_CODES[side].value}"
-    return CodeableConcept(coding=[Coding(system=SNOMED_CT, code=expression)], text=text)
-
-
 def _patient_reference(info: StudyInfo) -> Reference:
     """The patient by identifier only: the patient ID, typed MR, its issuer as assigner (and as
     the system when the issuer is an OID, the one issuer form that is a URI)."""
     issuer = (info.patient_id_issuer or "").strip() or None
     identifier = Identifier(
-        type=_concept(Coding(system=_V2_0203, code="MR", display="Medical record number")),
+        type=concept(Coding(system=_V2_0203, code="MR", display="Medical record number")),
         system=f"urn:oid:{issuer}" if issuer and is_valid_uid(issuer) else None,
         value=info.patient_id.strip(),
         assigner=Reference(display=issuer) if issuer else None,
@@ -367,7 +260,7 @@ def _accession(info: StudyInfo) -> list[Identifier]:
     return [
         Identifier(
             use="usual",
-            type=_concept(Coding(system=_V2_0203, code="ACSN", display="Accession ID")),
+            type=concept(Coding(system=_V2_0203, code="ACSN", display="Accession ID")),
             value=accession,
         )
     ]
@@ -382,7 +275,7 @@ def _orders(info: StudyInfo) -> list[Reference]:
     ):
         if number and number.strip():
             identifier = Identifier(
-                type=_concept(Coding(system=_V2_0203, code=code, display=display)), value=number.strip()
+                type=concept(Coding(system=_V2_0203, code=code, display=display)), value=number.strip()
             )
             orders.append(Reference(type="ServiceRequest", identifier=identifier))
     return orders

@@ -251,14 +251,23 @@ def test_refuses_a_study_it_cannot_report(study, decoded_model, change, message)
         ({"node_system": "not a uri"}, "node_system must be an absolute URI"),
         ({"node_system": "urn:x|y"}, "node_system must be an absolute URI"),
         ({"language": "english please"}, "language must be a BCP 47 tag"),
-        ({"readings": (FindingReading("fracture", Label.POSITIVE),)}, "'fracture' is not a finding class"),
+        (
+            {"readings": (FindingReading("fracture", Label.POSITIVE),)},
+            r"readings\[0\].finding 'fracture' is not a class",
+        ),
         (
             {"readings": (FindingReading("edema", Label.POSITIVE), FindingReading("edema", Label.NEGATIVE))},
-            "two readings for 'edema'",
+            r"readings\[1\] repeats edema",
         ),
-        ({"readings": (FindingReading("nodule", Label.POSITIVE, side="up"),)}, "side for 'nodule' must be"),
-        ({"readings": (FindingReading("consolidation", Label.POSITIVE, lobe="lingula"),)}, "not a lobe"),
-        ({"readings": (FindingReading("edema", "positive"),)}, "must be a Label"),
+        (
+            {"readings": (FindingReading("nodule", Label.POSITIVE, side="up"),)},
+            r"readings\[0\].side 'up' is not one nodule can have \(left, right\)",
+        ),
+        (
+            {"readings": (FindingReading("consolidation", Label.POSITIVE, lobe="lingula"),)},
+            r"readings\[0\].lobe 'lingula' is not one consolidation can have",
+        ),
+        ({"readings": (FindingReading("edema", "maybe"),)}, r"readings\[0\].label 'maybe' is not positive"),
     ],
 )
 def test_refuses_bad_arguments(study, decoded_model, overrides, message):
