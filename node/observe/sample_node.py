@@ -10,7 +10,8 @@ node would have left them, with the same reasons and errors the node writes:
   images of a third disagree on the patient), one ORU held for an operator, and the RIS down for the
   last 25 minutes (its ORUs retrying);
 - the weeks before: `per_week` studies a week, drafted by the bundled model until the site's
-  retrained version was promoted two weeks ago, with signed reports back for most and scored;
+  retrained version was promoted two weeks ago (the two versions, the gate's record and the
+  promotion: `node.observe.sample_models`), with signed reports back for most and scored;
 - every study with a made-up patient id, accession number and Study Instance UID, which the page
   must never show.
 """
@@ -18,16 +19,15 @@ node would have left them, with the same reasons and errors the node writes:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from node.observe.sample_models import HISTORY_WEEKS, PROMOTED_WEEKS_AGO, SampleModels, seed_model_versions
 from node.store.models import (
     Delivery,
     DraftScore,
     Instance,
-    ModelPromotion,
     ModelVersion,
     Report,
     SignedReport,
@@ -38,7 +38,6 @@ from node.store.states import (
     DRAFT_GATE_HELD,
     DeliveryKind,
     DeliveryStatus,
-    ModelRole,
     SignedSource,
     StudyState,
 )
@@ -48,8 +47,6 @@ PACS = "PACS@pacs.example:11112"
 RIS = "ris.example:2575"
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 RIS_DOWN = timedelta(minutes=25)
-PROMOTED_WEEKS_AGO = 2
-HISTORY_WEEKS = 8
 DEMO_F1, SITE_F1 = 0.31, 0.52  # the two versions' agreement with the signed reports, about
 
 FAILURES = (
@@ -62,103 +59,20 @@ SKIPS = (("lateral view only: waiting for a frontal", "CR"), ("body part HAND is
 HELD = "held: the ORU's patient does not match the draft's frozen identity (PID-3 differs)"
 
 
-@dataclass
-class _Models:
-    demo: ModelVersion
-    site: ModelVersion
-
-
 def seed_sample_node(
     session: Session, now: datetime, *, studies_today: int = 40, per_week: int = 18, seed: int = 7
 ) -> None:
     """Fill an empty, migrated database with a node's last day and its weeks before (see above)."""
     rng = random.Random(seed)
-    models = _model_versions(session, now)
+    models = seed_model_versions(session, now)
     _history(session, rng, now, models, per_week)
     _last_day(session, rng, now, models.site, studies_today)
     session.flush()
 
 
-def _model_versions(session: Session, now: datetime) -> _Models:
-    promoted = now - timedelta(weeks=PROMOTED_WEEKS_AGO, hours=3)
-    demo = ModelVersion(
-        name="echo-demo-student",
-        version="5f0c2a9e41d7b3c8a6e2f1d04b9a7c35",
-        path="/opt/echo/models/student-onnx",
-        sha256="a" * 64,
-        block_size=8,
-        created_at=now - timedelta(weeks=HISTORY_WEEKS + 1),
-        role=ModelRole.RETIRED,
-    )
-    site = ModelVersion(
-        name="echo-site-student",
-        version="c41e9b7702fa5d18e3b6a09c2d74f1e8",
-        path="/var/lib/echo/models/echo-site-student-c41e9b77",
-        sha256="b" * 64,
-        block_size=8,
-        created_at=promoted - timedelta(hours=2),
-        active=True,
-        role=ModelRole.SERVING,
-        parent_id=None,
-        promoted_at=promoted,
-        training={"stages": ["rad", "dcd"], "from": 1},
-    )
-    session.add_all([demo, site])
-    session.flush()
-    site.parent_id = demo.id
-    site.gate = _gate(demo.id)
-    session.add(
-        ModelPromotion(
-            model_version_id=site.id,
-            previous_id=demo.id,
-            action="promote",
-            reason="retrained on 1,240 signed site reports; the gate passed",
-            at=promoted,
-        )
-    )
-    return _Models(demo, site)
-
-
-def _gate(serving_id: int) -> dict[str, object]:
-    """The gate's record as `node.learning.gate` writes it (the figures made up, the shape not)."""
-    return {
-        "passed": True,
-        "decision": "promote",
-        "reasons": [],
-        "notes": [],
-        "checks": {
-            "f1": {
-                "passed": True,
-                "rule": "candidate F1 >= serving F1 - 0.040",
-                "candidate": 0.511,
-                "serving": 0.304,
-            },
-            "fp_per_normal": {
-                "passed": True,
-                "rule": "candidate FP/normal <= serving FP/normal + 0.060",
-                "candidate": 0.180,
-                "serving": 0.210,
-            },
-            "tokens_per_forward": {
-                "passed": True,
-                "rule": "candidate tokens per forward >= 0.9 B = 7.20",
-                "candidate": 7.94,
-                "serving": 7.91,
-            },
-            "parity": {
-                "passed": True,
-                "rule": "ONNX graphs agree with the candidate's checkpoint",
-                "detail": "ONNX and checkpoint agree on 8/8 blocks",
-            },
-        },
-        "candidate": {"studies": 240, "f1": 0.511, "fp_per_normal": 0.18, "tokens_per_forward": 7.94},
-        "serving": {"studies": 240, "f1": 0.304, "model_version_id": serving_id},
-        "margins": {"f1": 0.04, "fp_per_normal": 0.06, "how": "1.645 paired-bootstrap SE, clamped"},
-        "held_out": {"split": "test", "manifest": "site-heldout/manifest.jsonl"},
-    }
-
-
-def _history(session: Session, rng: random.Random, now: datetime, models: _Models, per_week: int) -> None:
+def _history(
+    session: Session, rng: random.Random, now: datetime, models: SampleModels, per_week: int
+) -> None:
     """Delivered studies of the weeks before the last day, most with a signed report back and scored."""
     start = now - timedelta(weeks=HISTORY_WEEKS)
     promoted = now - timedelta(weeks=PROMOTED_WEEKS_AGO)
