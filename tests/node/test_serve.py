@@ -317,12 +317,6 @@ def test_serve_logs_one_ready_line_naming_its_ports_model_database_and_broker(st
     ), ready[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the lead's two changes (issue 19 part 3 report): `--quiet` before `worker` in "
-    "worker/cli.py's worker_main argv, and alembic's plugin and preamble lines quieted in "
-    "node.config.logs.configure_logging; remove this mark once applied",
-)
 def test_serve_prints_no_celery_banner_and_no_alembic_chatter_at_info(started_log) -> None:
     text = started_log.text
     assert "[queues]" not in text and ".> transport:" not in text  # Celery's banner
