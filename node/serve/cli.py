@@ -42,7 +42,7 @@ def serve(
     from node.serve.runtime import Node, NodeStartError  # pynetdicom, SQLAlchemy, Celery: not for --help
 
     settings = settings_for_cli(config)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     check_serve(settings, config)
     stop = threading.Event()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -323,3 +324,30 @@ def test_serve_prints_no_celery_banner_and_no_alembic_chatter_at_info(started_lo
     assert "setup plugin" not in text  # alembic 1.18+: one INFO line per autogenerate plugin at import
     assert "Context impl" not in text and "Will assume" not in text  # alembic's preamble to a migration
     assert "Running upgrade" in text  # what a migration changed is still said
+
+
+def test_with_json_logs_the_ready_line_is_a_json_record(tmp_path: Path) -> None:
+    from tests.node.conftest import _wait_for, free_port
+
+    log = tmp_path / "serve.log"
+    env = {
+        "ECHO_DATA_DIR": str(tmp_path / "node"),
+        "ECHO_PORT": str(free_port()),
+        "ECHO_HTTP": "off",
+        "ECHO_WORKER_HTTP": "off",
+        "ECHO_LOG_FORMAT": "json",
+    }
+    node = serve(env, log=log)
+    try:
+        _wait_for(
+            lambda: "echo-node ready" in log.read_text() or node.poll() is not None,
+            timeout_s=60,
+            what="ready",
+        )
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=60)
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    [ready] = [record for record in records if record["message"].startswith("echo-node ready: ")]
+    assert ready["logger"] == "node.serve.ready" and ready["level"] == "INFO"
+    assert not [line for line in log.read_text().splitlines() if " INFO node." in line], "a text line"
