@@ -11,6 +11,7 @@ from celery.signals import setup_logging
 from celery.utils.log import get_multiprocessing_logger
 
 from echo.errors import UserError
+from echo.runtime.providers import provider_choice
 from node.broker.app import WORKER_QUEUES
 from node.config.startup import check_worker, configure_logging, run_role_cli, settings_for_cli
 from worker.app import create_worker_app
@@ -51,6 +52,7 @@ def command(
     if settings.log_format == "json":
         setup_logging.connect(_celery_logs_through_ours)
     log.info("consuming queues %s with %d worker process(es)", ",".join(chosen), concurrency)
+    log.info("%s", provider_choice(settings.ort_provider).summary())
     with worker_listener(settings):
         create_worker_app(settings).worker_main(
             [

@@ -51,17 +51,26 @@ from worker.served_model import ServedModel
 log = logging.getLogger(__name__)
 
 
-def load_engine(model_dir: Path) -> ReportEngine:
-    """An exported model directory, checked (every file's sha256) and warmed up, as at start-up."""
+def load_engine(model_dir: Path, provider_setting: str = "auto") -> ReportEngine:
+    """An exported model directory, checked (every file's sha256) and warmed up, as at start-up, on
+    the onnxruntime providers ECHO_ORT_PROVIDER asks for (a missing one falls back, with a warning)."""
     from echo.runtime import Engine  # onnxruntime: only in processes that run inference
+    from echo.runtime.providers import provider_choice, session_fallback, short_name
 
-    engine = Engine.load(model_dir)
+    choice = provider_choice(provider_setting)
+    if choice.fallback:
+        log.warning("%s", choice.fallback)
+    engine = Engine.load(model_dir, providers=choice.providers)
+    fallback = session_fallback(choice.providers, engine.providers)
+    if fallback:
+        log.warning("%s", fallback)
     log.info(
-        "model %s %s loaded in %.1f s on %s",
+        "model %s %s loaded in %.1f s, running on %s (ECHO_ORT_PROVIDER=%s)",
         engine.manifest.name,
         engine.manifest.version,
         engine.start_seconds,
-        engine.providers[0],
+        short_name(engine.providers[0]),
+        choice.setting,
     )
     return engine
 
@@ -93,7 +102,7 @@ class InferenceTask(EchoTask):
         """The configured model (ECHO_MODEL_DIR): what the worker serves while none is promoted."""
         model_dir = self.settings.effective_model_dir
         try:
-            return load_engine(model_dir)
+            return load_engine(model_dir, self.settings.ort_provider)
         except (
             Exception
         ) as error:  # missing files, bad checksum, provider failure: maybe fixed by the next try
@@ -106,7 +115,7 @@ class InferenceTask(EchoTask):
         return ServedModel(
             self.database.sessions,
             lambda: self.engine,
-            load_engine,
+            lambda path: load_engine(path, self.settings.ort_provider),
             forget_configured=lambda: vars(self).pop("engine", None),
         )
 

@@ -119,6 +119,13 @@ def choose_for_setting(setting: str, available: Sequence[str]) -> ProviderChoice
     return ProviderChoice(normal, chosen, list(available), fallback)
 
 
+def provider_choice(setting: str) -> ProviderChoice:
+    """`choose_for_setting` against what the installed onnxruntime offers."""
+    import onnxruntime as ort
+
+    return choose_for_setting(setting, ort.get_available_providers())
+
+
 def session_fallback(asked: Sequence[str], in_use: Sequence[str]) -> str | None:
     """The warning when the session does not run on the first provider asked for (onnxruntime
     dropped it while opening the session: no GPU visible, a CUDA/cuDNN/TensorRT library missing;

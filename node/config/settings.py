@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporters.ae_title import check_ae_title
+from node.config.choices import SR_TEMPLATES, check_ort_provider, parse_sr_templates
 from node.config.peers import (
     CallerRule,
     DicomPeer,
@@ -39,7 +40,6 @@ def bundled_model_dir() -> Path:
 
 _TLS_FILES = ("tls_cert", "tls_key", "tls_ca", "hl7_tls_cert", "hl7_tls_key")
 _SECRET_FILES = ("fhir_token_file", "fhir_ca", "status_token_file")
-SR_TEMPLATES = ("2000", "1500")  # TID 2000 narrative SR, TID 1500 AI Results (IHE AIR) SR
 
 
 class Settings(BaseSettings):
@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # unset: no token, and then the page is served only when ECHO_HTTP is bound to loopback.
     status_token_file: Path | None = None
     log_format: str = "text"  # "json": one JSON object per line (study id, never patient data)
+    # onnxruntime execution providers for inference: "auto" (the best installed: TensorRT, CUDA, CPU)
+    # or names best first ("cuda", "tensorrt,cuda", "cpu"); one missing falls back, with a warning.
+    ort_provider: str = "auto"
 
     @field_validator("ae_title")
     @classmethod
@@ -198,23 +201,12 @@ class Settings(BaseSettings):
     @field_validator("sr_templates", mode="before")
     @classmethod
     def _sr_templates(cls, value: Any) -> Any:
-        if isinstance(value, int):
-            value = str(value)
-        if isinstance(value, list | tuple):
-            value = ",".join(str(v) for v in value)
-        if isinstance(value, str) and not value.strip():
-            return SR_TEMPLATES  # an empty variable is an unset one
-        if isinstance(value, str):
-            named = (t.strip().upper().removeprefix("TID").strip() for t in value.split(","))
-            templates = tuple(dict.fromkeys(t for t in named if t))  # in order, each once
-            unknown = [t for t in templates if t not in SR_TEMPLATES]
-            if unknown or not templates:
-                raise ValueError(
-                    f"SR templates {value!r}: give one or both of 2000 (narrative), 1500 (AI Results), "
-                    "comma-separated"
-                )
-            return templates
-        return value
+        return parse_sr_templates(value)
+
+    @field_validator("ort_provider")
+    @classmethod
+    def _ort_provider(cls, value: str) -> str:
+        return check_ort_provider(value)
 
     @field_validator("fhir")
     @classmethod

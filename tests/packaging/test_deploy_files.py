@@ -174,7 +174,7 @@ def test_the_gpu_image_pairs_its_onnxruntime_with_its_cuda() -> None:
 
 # Named by the deploy files and docs/operations.md ahead of its setting (issue 19 part 3): empty this
 # once node/config/settings.py has `ort_provider`.
-PENDING_SETTINGS = {"ort_provider"}
+PENDING_SETTINGS: set[str] = set()
 
 
 def test_the_operations_guide_names_only_real_settings() -> None:

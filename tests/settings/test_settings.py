@@ -205,3 +205,12 @@ def test_worker_listener_and_log_format(monkeypatch):
     monkeypatch.setenv("ECHO_LOG_FORMAT", "xml")
     with pytest.raises(SettingsError, match="ECHO_LOG_FORMAT"):
         load_settings()
+
+
+def test_the_onnxruntime_provider_setting_refuses_an_unknown_name(monkeypatch):
+    assert load_settings().ort_provider == "auto"
+    monkeypatch.setenv("ECHO_ORT_PROVIDER", "CUDA, CPUExecutionProvider")
+    assert load_settings().ort_provider == "cuda,cpu"
+    monkeypatch.setenv("ECHO_ORT_PROVIDER", "cdua")
+    with pytest.raises(SettingsError, match="ECHO_ORT_PROVIDER"):
+        load_settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -186,3 +187,19 @@ def test_a_redelivered_poison_study_is_failed_not_run_again(
     assert [state for _, state, _ in jobs(database, study_id)] == [JobState.DEAD] * 3 + [JobState.FAILED]
     assert study(database, study_id)[0] is StudyState.FAILED
     assert engine.read == []
+
+
+def test_a_gpu_provider_this_onnxruntime_lacks_falls_back_to_the_cpu_with_a_warning(caplog) -> None:
+    from node.config.settings import bundled_model_dir
+    from worker.tasks import load_engine
+
+    with caplog.at_level(logging.INFO, logger="worker.tasks"):
+        engine = load_engine(bundled_model_dir(), "cuda")
+
+    assert engine.providers[0] == "CPUExecutionProvider"
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        warning.startswith("ECHO_ORT_PROVIDER=cuda: this onnxruntime has no CUDA")
+        and "running on CPU" in warning
+    )
+    assert any("running on CPU (ECHO_ORT_PROVIDER=cuda)" in r.getMessage() for r in caplog.records)
