@@ -37,7 +37,7 @@ class StudyRow:
     last_received_at: datetime
     updated_at: datetime
     failure_reason: str | None = None  # the reason of its newest move to failed, when it is failed
-    identity_conflict: str | None = None  # the attributes its instances disagree on
+    identity_conflict: str | None = None  # "instances disagree on <attributes>"
 
     @property
     def note(self) -> str:
@@ -45,7 +45,7 @@ class StudyRow:
         parts = [
             self.skip_reason if self.state is StudyState.SKIPPED else None,
             self.failure_reason if self.state is StudyState.FAILED else None,
-            f"instances disagree on {self.identity_conflict}" if self.identity_conflict else None,
+            self.identity_conflict,
         ]
         return "; ".join(part for part in parts if part)
 

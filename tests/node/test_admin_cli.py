@@ -428,3 +428,16 @@ def test_study_shows_instances_jobs_reports_deliveries_and_the_timeline_without_
         "No acute findings",
     ):
         assert secret not in out
+
+
+def test_a_study_row_s_note_names_the_conflict_once() -> None:
+    from datetime import UTC, datetime
+
+    from node.ops.overview import StudyRow
+
+    now = datetime.now(UTC)
+    row = StudyRow(
+        1, "1.2", None, "CR", StudyState.FAILED, None, 2, now, now, now,
+        failure_reason="held", identity_conflict="instances disagree on PatientID",
+    )  # fmt: skip
+    assert row.note == "held; instances disagree on PatientID"
