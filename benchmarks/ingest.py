@@ -1,24 +1,41 @@
-"""Ingest throughput: DCMTK's storescu sending the same files to our node and to DCMTK's own storescp.
+"""Ingest throughput: the same files sent by DCMTK's storescu to the node, to Orthanc and to DCMTK's storescp.
 
-    .venv/bin/python benchmarks/ingest.py [--n 200] [--size 512] [--repeats 3] [--database-url URL]
+    .venv/bin/python benchmarks/ingest.py [--n 200] [--size 512] [--rounds 3] [--associations 1,4]
+        [--layouts chest,20] [--receivers node,orthanc,storescp] [--database-url URL]
 
-Makes N CR images (size x size, 16-bit, explicit VR little endian, 20 per study), starts the node
-in-process (SCP, ingest, SQLite or the given database, study assembly; no worker) and storescp
-writing into a temp dir, then times storescu sending all N files in one association to each,
-alternating, `--repeats` times. Both sides accept PDUs of the same size. Prints a table with
-instances per second (best of the repeats) and the node/storescp ratio; every run is checked
-(N rows in the database, N files in storescp's folder) before it counts.
+Makes N CR images (size x size, 16-bit, explicit VR little endian) grouped into studies per layout
+(`chest`: 1 and 2 images a study in turn, as chest radiography arrives; `20`: 20 images a study),
+then, round after round, sends the same files to each receiver in a fresh state: the node
+in-process (SCP, ingest, SQLite or the given database, study assembly; no worker), Orthanc (SQLite
+index, ``SyncStorageArea: true``: each file fsynced before success, like the node) and storescp
+(writes, fsyncs nothing). With A associations, A storescu processes run at once, each sending
+whole studies of its share in one association. Receivers are interleaved within a round, so load
+from other work on the machine hits all of them alike; the ratios are taken within each round.
+Every run is checked (N instances in the node's database, Orthanc's index, storescp's folder)
+before it counts. Prints inst/s min/median/max over the rounds, CPU ms per instance (median), and
+the ratios node/Orthanc and node/storescp.
+
+DCMTK's tools and Orthanc (built on DCMTK) leave Nagle's algorithm on unless ``TCP_NODELAY=1`` is
+in their environment; with delayed ACKs that costs ~40 ms per C-STORE round trip and would measure
+TCP, not the receivers: every DCMTK process gets it. DCMTK is called by full path: the venv's
+pynetdicom apps are named storescu/storescp too. Orthanc: `scripts/setup-orthanc.sh`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import typer
@@ -26,7 +43,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
 from rich.console import Console
-from rich.progress import track
+from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import func, select
 
@@ -36,10 +53,121 @@ from node.dicom.scp import MAX_PDU_BYTES
 from node.serve.runtime import Node
 from node.store.models import Instance
 
-IMAGES_PER_STUDY = 20
-# DCMTK leaves Nagle's algorithm on unless told otherwise; with delayed ACKs that costs ~40 ms per
-# C-STORE round trip and would measure TCP, not the receivers. Both senders and storescp get it off.
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+ECHOSCU = "/usr/bin/echoscu"
+ORTHANC = "/usr/sbin/Orthanc"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+LAYOUTS: dict[str, tuple[int, ...]] = {"chest": (1, 2), "20": (20,)}  # images per study, in turn
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the files ------------------------------------------------------------------------------------
+
+
+def make_studies(folder: Path, n: int, size: int, layout: tuple[int, ...], seed: int) -> list[list[Path]]:
+    """N CR files in `folder`, as studies of `layout` images in turn; the files per study."""
+    rng = np.random.default_rng(seed)
+    studies: list[list[Path]] = []
+    index = 0
+    while index < n:
+        count = min(layout[len(studies) % len(layout)], n - index)
+        study_uid, series_uid = generate_uid(), generate_uid()
+        number = len(studies)
+        files = []
+        for _ in range(count):
+            image = Dataset()
+            image.file_meta = FileMetaDataset()
+            image.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            image.SOPClassUID = ComputedRadiographyImageStorage
+            image.SOPInstanceUID = generate_uid()
+            image.StudyInstanceUID, image.SeriesInstanceUID = study_uid, series_uid
+            image.PatientID = f"BENCH{number:05d}"
+            image.AccessionNumber = f"B{number:07d}"
+            image.Modality, image.BodyPartExamined = "CR", "CHEST"
+            image.ViewPosition = "PA" if len(files) == 0 else "LL"
+            image.SamplesPerPixel = 1
+            image.PhotometricInterpretation = "MONOCHROME2"
+            image.Rows = image.Columns = size
+            image.BitsAllocated, image.BitsStored, image.HighBit, image.PixelRepresentation = 16, 12, 11, 0
+            image.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
+            path = folder / f"{index:05d}.dcm"
+            image.save_as(path, enforce_file_format=True)
+            files.append(path)
+            index += 1
+        studies.append(files)
+    return studies
+
+
+def shares(studies: list[list[Path]], associations: int) -> list[list[Path]]:
+    """Whole studies dealt round-robin to `associations` senders."""
+    out: list[list[Path]] = [[] for _ in range(associations)]
+    for number, files in enumerate(studies):
+        out[number % associations].extend(files)
+    return [files for files in out if files]
+
+
+def send(shares_: list[list[Path]], port: int, called_ae: str) -> float:
+    """Seconds until storescu processes, one association each and all at once, sent their shares."""
+    started = time.perf_counter()
+    senders = [
+        subprocess.Popen(
+            [STORESCU, "-aet", "BENCH", "-aec", called_ae, "-R", "127.0.0.1", str(port), *map(str, files)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=DCMTK_ENV,
+        )
+        for files in shares_
+    ]
+    errors = [(sender.wait(), sender.stderr.read() if sender.stderr else "") for sender in senders]
+    seconds = time.perf_counter() - started
+    for code, stderr in errors:
+        if code != 0:
+            raise SystemExit(f"storescu to {called_ae} failed ({code}): {stderr.strip()[-500:]}")
+    return seconds
+
+
+def wait_for_echo(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        probe = subprocess.run(
+            [ECHOSCU, "-aec", "ANY-SCP", "127.0.0.1", str(port)], capture_output=True, env=DCMTK_ENV
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing answers C-ECHO on port {port}")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """user + system CPU of a running process, all its threads (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# --- the receivers ---------------------------------------------------------------------------------
+
+
+class Receiver(Protocol):
+    name: str
+    ae_title: str
+
+    def start(self, work: Path) -> int:
+        """Start on fresh storage under `work`; the DICOM port."""
+
+    def cpu_seconds(self) -> float: ...
+
+    def count(self) -> int:
+        """Instances it holds now."""
+
+    def stop(self) -> None: ...
 
 
 class _CountingPublisher:
@@ -50,161 +178,279 @@ class _CountingPublisher:
         self.count += 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class NodeReceiver:
+    name = "node"
 
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.ae_title = "ECHO"
+        self.node: Node | None = None
 
-def make_files(folder: Path, n: int, size: int) -> int:
-    """N CR files in `folder`; returns the total bytes."""
-    rng = np.random.default_rng(0)
-    total = 0
-    study_uid = series_uid = generate_uid()
-    for index in track(range(n), description=f"making {n} CR images {size}x{size}"):
-        if index % IMAGES_PER_STUDY == 0:
-            study_uid, series_uid = generate_uid(), generate_uid()
-        image = Dataset()
-        image.file_meta = FileMetaDataset()
-        image.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        image.SOPClassUID = ComputedRadiographyImageStorage
-        image.SOPInstanceUID = generate_uid()
-        image.StudyInstanceUID = study_uid
-        image.SeriesInstanceUID = series_uid
-        image.PatientID = f"BENCH{index // IMAGES_PER_STUDY:04d}"
-        image.AccessionNumber = f"B{index // IMAGES_PER_STUDY:06d}"
-        image.Modality = "CR"
-        image.BodyPartExamined = "CHEST"
-        image.SamplesPerPixel = 1
-        image.PhotometricInterpretation = "MONOCHROME2"
-        image.Rows = image.Columns = size
-        image.BitsAllocated, image.BitsStored, image.HighBit, image.PixelRepresentation = 16, 12, 11, 0
-        image.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
-        path = folder / f"{index:05d}.dcm"
-        image.save_as(path, enforce_file_format=True)
-        total += path.stat().st_size
-    return total
+    def start(self, work: Path) -> int:
+        settings = load_settings(
+            data_dir=work / "node",
+            port=_free_port(),
+            database_url=self.database_url,
+            quiet_seconds=10,
+            log_level="WARNING",
+            http="",
+        )
+        self.ae_title = settings.ae_title
+        self.node = Node(
+            settings, publisher=_CountingPublisher(), embedded_worker=False, bind_address="127.0.0.1"
+        )
+        self.node.start()
+        return settings.port
 
+    def cpu_seconds(self) -> float:
+        return time.process_time()  # this process: the node's threads (the benchmark's own one waits)
 
-def send(folder: Path, port: int, called_ae: str) -> float:
-    """Seconds storescu takes to send every file in `folder` in one association (fails loudly)."""
-    started = time.perf_counter()
-    result = subprocess.run(
-        ["storescu", "-aet", "BENCH", "-aec", called_ae, "-R", "+sd", "127.0.0.1", str(port), str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=DCMTK_ENV,
-    )
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"storescu to {called_ae} failed ({result.returncode}): {result.stderr.strip()}")
-    return seconds
+    def count(self) -> int:
+        assert self.node is not None and self.node.database is not None
+        with self.node.database.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Instance)) or 0
 
-
-def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        probe = subprocess.run(["echoscu", "-aec", "ANY-SCP", "127.0.0.1", str(port)], capture_output=True)
-        if probe.returncode == 0:
+    def stop(self) -> None:
+        if self.node is None or self.node.database is None:
             return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing answers C-ECHO on port {port}")
-
-
-def run_node(folder: Path, work: Path, n: int, database_url: str) -> float:
-    settings = load_settings(
-        data_dir=work / "node",
-        port=_free_port(),
-        database_url=database_url,
-        quiet_seconds=10,
-        log_level="WARNING",
-    )
-    node = Node(settings, publisher=_CountingPublisher(), embedded_worker=False, bind_address="127.0.0.1")
-    node.start()
-    try:
-        seconds = send(folder, settings.port, settings.ae_title)
-        assert node.database is not None
-        with node.database.sessions() as session:
-            stored = session.scalar(select(func.count()).select_from(Instance))
-        if stored != n:
-            raise SystemExit(f"the node recorded {stored} of {n} instances")
-        with node.database.engine.begin() as connection:  # leave a PostgreSQL database as we found it
+        with self.node.database.engine.begin() as connection:  # leave a PostgreSQL database as we found it
             for table in ("instances", "study_events", "studies", "associations"):
                 connection.exec_driver_sql(f"DELETE FROM {table}")
-    finally:
-        node.stop()
-        shutil.rmtree(work / "node", ignore_errors=True)
-    return seconds
+        self.node.stop()
+        self.node = None
 
 
-def run_storescp(folder: Path, work: Path, n: int) -> float:
-    output = work / "storescp"
-    output.mkdir()
-    port = _free_port()
-    server = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "--max-pdu", str(MAX_PDU_BYTES), "-od", str(output), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=DCMTK_ENV,
-    )
+class _ProcessReceiver:
+    """A receiver that is a process of its own: CPU from /proc, stopped with SIGTERM."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        return process_cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+            self.process = None
+
+
+class OrthancReceiver(_ProcessReceiver):
+    """Orthanc with its SQLite index, every file fsynced before success (``SyncStorageArea``)."""
+
+    name = "Orthanc"
+    ae_title = "ORTHANC"
+    http_port = 0
+
+    def start(self, work: Path) -> int:
+        folder = work / "orthanc"
+        folder.mkdir()
+        port, self.http_port = _free_port(), _free_port()
+        config = {
+            "Name": "echo-bench",
+            "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
+            "StorageCompression": False,
+            "SyncStorageArea": True,
+            "DicomAet": self.ae_title,
+            "DicomPort": port,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "DicomThreadsCount": 4,
+            "MaximumPduLength": MAX_PDU_BYTES,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "SaveJobs": False,
+            "Plugins": [],
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.process = subprocess.Popen(
+            [ORTHANC, str(folder / "orthanc.json")],
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "orthanc.log").open("wb"),
+            env=DCMTK_ENV,
+            cwd=folder,
+        )
+        wait_for_echo(port)
+        return port
+
+    def count(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/statistics", timeout=10) as answer:
+            return int(json.load(answer)["CountInstances"])
+
+
+class StorescpReceiver(_ProcessReceiver):
+    """DCMTK's storescp: writes each data set to a file, fsyncs nothing, keeps no index."""
+
+    name = "storescp"
+    ae_title = "STORESCP"
+    output = Path()
+
+    def start(self, work: Path) -> int:
+        self.output = work / "storescp"
+        self.output.mkdir()
+        port = _free_port()
+        self.process = subprocess.Popen(
+            [
+                STORESCP,
+                "-aet",
+                self.ae_title,
+                "--max-pdu",
+                str(MAX_PDU_BYTES),
+                "-od",
+                str(self.output),
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=DCMTK_ENV,
+        )
+        wait_for_echo(port)
+        return port
+
+    def count(self) -> int:
+        return len(list(self.output.iterdir()))
+
+
+# --- runs and the table ----------------------------------------------------------------------------
+
+
+@dataclass
+class Runs:
+    rates: list[float] = field(default_factory=list)  # instances per second, one per round
+    cpu_ms: list[float] = field(default_factory=list)  # receiver CPU per instance
+
+
+def run_once(
+    receiver: Receiver, studies: list[list[Path]], associations: int, work: Path
+) -> tuple[float, float]:
+    """(instances/s, receiver CPU ms per instance) of one run on fresh storage; checked."""
+    n = sum(len(files) for files in studies)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{receiver.name}-", dir=work))
     try:
-        wait_for_port(port)
-        seconds = send(folder, port, "STORESCP")
-        stored = len(list(output.iterdir()))
-        if stored != n:
-            raise SystemExit(f"storescp wrote {stored} of {n} files")
+        port = receiver.start(run_dir)
+        try:
+            cpu = receiver.cpu_seconds()
+            seconds = send(shares(studies, associations), port, receiver.ae_title)
+            cpu = receiver.cpu_seconds() - cpu
+            held = receiver.count()
+            if held != n:
+                raise SystemExit(f"{receiver.name} holds {held} of {n} instances")
+        finally:
+            receiver.stop()
     finally:
-        server.terminate()
-        server.wait(10)
-        shutil.rmtree(output, ignore_errors=True)
-    return seconds
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return n / seconds, 1000 * cpu / n
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}"
+
+
+def ratio_spread(numerators: list[float], denominators: list[float]) -> str:
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    return f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f}"
+
+
+def _csv(value: str, allowed: Callable[[str], bool], what: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    bad = [item for item in items if not allowed(item)]
+    if not items or bad:
+        raise typer.BadParameter(f"{what}: {', '.join(bad) or 'none given'}")
+    return items
 
 
 def main(
-    n: int = typer.Option(200, "--n", min=1, help="instances to send"),
+    n: int = typer.Option(200, "--n", min=1, help="instances per run"),
     size: int = typer.Option(512, "--size", min=8, help="rows = columns"),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="runs per target; the best counts"),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="rounds; each runs every receiver once per set-up"),
+    associations_: str = typer.Option(
+        "1,4", "--associations", help="concurrent associations, comma-separated"
+    ),
+    layouts_: str = typer.Option("chest,20", "--layouts", help=f"study layouts: {', '.join(LAYOUTS)}"),
+    receivers_: str = typer.Option("node,orthanc,storescp", "--receivers", help="node, orthanc, storescp"),
     database_url: str = typer.Option(
         "", "--database-url", help="node database (default: SQLite in a temp dir)"
     ),
 ) -> None:
-    for tool in ("storescu", "storescp", "echoscu"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: install DCMTK (Debian package dcmtk)")
+    association_counts = [int(a) for a in _csv(associations_, str.isdigit, "associations must be numbers")]
+    layouts = _csv(layouts_, LAYOUTS.__contains__, "unknown layouts")
+    makers: dict[str, Callable[[], Receiver]] = {
+        "node": lambda: NodeReceiver(database_url),
+        "orthanc": OrthancReceiver,
+        "storescp": StorescpReceiver,
+    }
+    names = _csv(receivers_, makers.__contains__, "unknown receivers")
+    tools = [STORESCU, ECHOSCU] + [STORESCP] * ("storescp" in names) + [ORTHANC] * ("orthanc" in names)
+    missing = [tool for tool in tools if not Path(tool).exists()]
+    if missing:
+        raise SystemExit(
+            f"not installed: {', '.join(missing)} (apt-get install dcmtk; scripts/setup-orthanc.sh)"
+        )
     configure_logging("WARNING")
+    receivers = [makers[name]() for name in names]
     console = Console()
+    console.print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+    setups = [(layout, a) for layout in layouts for a in association_counts]
+    results: dict[tuple[str, int, str], Runs] = {
+        (layout, a, r.name): Runs() for layout, a in setups for r in receivers
+    }
     with tempfile.TemporaryDirectory(prefix="echo-bench-") as temp:
         work = Path(temp)
-        folder = work / "files"
-        folder.mkdir()
-        total_bytes = make_files(folder, n, size)
-        node_runs: list[float] = []
-        dcmtk_runs: list[float] = []
-        for _ in track(range(repeats), description="sending (node, then storescp)"):
-            node_runs.append(run_node(folder, work, n, database_url))
-            dcmtk_runs.append(run_storescp(folder, work, n))
-    megabytes = total_bytes / 1e6
+        studies = {}
+        for seed, layout in enumerate(layouts):
+            (work / f"files-{layout}").mkdir()
+            studies[layout] = make_studies(work / f"files-{layout}", n, size, LAYOUTS[layout], seed)
+        total_mb = sum(p.stat().st_size for files in studies[layouts[0]] for p in files) / 1e6
+        with Progress(console=console) as progress:
+            task = progress.add_task("sending", total=rounds * len(setups) * len(receivers))
+            for round_ in range(rounds):
+                for layout, a in setups:
+                    # rotate who goes first, so no receiver always follows the same one
+                    order = receivers[round_ % len(receivers) :] + receivers[: round_ % len(receivers)]
+                    for receiver in order:
+                        rate, cpu_ms = run_once(receiver, studies[layout], a, work)
+                        runs = results[(layout, a, receiver.name)]
+                        runs.rates.append(rate)
+                        runs.cpu_ms.append(cpu_ms)
+                        progress.advance(task)
+    console.print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
     table = Table(
-        title=f"C-STORE ingest: {n} CR images {size}x{size} 16-bit ({megabytes:.0f} MB), best of {repeats}"
+        title=f"C-STORE ingest: {n} CR images {size}x{size} 16-bit ({total_mb:.0f} MB) per run, "
+        f"{rounds} rounds; inst/s min / median / max"
     )
-    for column in ("receiver", "seconds", "instances/s", "MB/s", "all runs (s)"):
-        table.add_column(column, justify="right" if column != "receiver" else "left")
-    rows = (("ECHO node (pynetdicom + ingest + DB)", node_runs), ("DCMTK storescp", dcmtk_runs))
-    for name, runs in rows:
-        best = min(runs)
-        table.add_row(
-            name,
-            f"{best:.2f}",
-            f"{n / best:.1f}",
-            f"{megabytes / best:.1f}",
-            " ".join(f"{r:.2f}" for r in runs),
-        )
+    for column in ("images a study", "associations", "receiver", "inst/s", "CPU ms / instance (median)"):
+        table.add_column(column)
+    for layout, a in setups:
+        for receiver in receivers:
+            runs = results[(layout, a, receiver.name)]
+            table.add_row(
+                "1-2" if layout == "chest" else layout,
+                str(a),
+                receiver.name,
+                spread(runs.rates),
+                f"{statistics.median(runs.cpu_ms):.1f}",
+            )
     console.print(table)
-    console.print(f"node / storescp throughput ratio: {min(dcmtk_runs) / min(node_runs):.2f}")
+    if "node" in names and len(names) > 1:
+        ratios = Table(title="node / peer, per round (min / median / max)")
+        peers = [r.name for r in receivers if r.name != "node"]
+        for column in ("images a study", "associations", *(f"node / {p}" for p in peers)):
+            ratios.add_column(column)
+        for layout, a in setups:
+            node_rates = results[(layout, a, "node")].rates
+            ratios.add_row(
+                "1-2" if layout == "chest" else layout,
+                str(a),
+                *(ratio_spread(node_rates, results[(layout, a, p)].rates) for p in peers),
+            )
+        console.print(ratios)
     console.print(
-        "The node answers success only after fsync of the file, its folder and the database commit;"
-        " storescp fsyncs nothing."
+        "The node and Orthanc answer success after the file's fsync; storescp fsyncs nothing. "
+        "Orthanc's CPU includes its threads; the node's, this process's."
     )
 
 

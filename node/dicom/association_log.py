@@ -1,5 +1,10 @@
 """The associations table as an audit log: who connected from where, what they sent, how it ended.
 
+An association the SCP admits costs no database write: its row is inserted with its first instance,
+in that instance's transaction (`insert_row`, called by `node.dicom.ingest`), or when it ends if it
+stored nothing. Assembly holds a study back while an association that delivered one of its instances
+is open; such an association always has its row, since the row comes with the instance.
+
 Closing rows that fail to be written (database briefly unavailable) are kept and retried by
 `retry_pending`, because an association left open in the database holds its studies back from
 assembly.
@@ -13,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,7 +40,9 @@ class Peer:
 class LiveAssociation:
     """An accepted association and its counters, kept in memory until it ends."""
 
-    id: int
+    id: int | None  # None until its row is written (with its first instance, or when it ends)
+    peer: Peer | None = None
+    started_at: datetime | None = None
     stored: int = 0
     failed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -64,35 +71,39 @@ class AssociationLog:
         self._pending_lock = threading.Lock()
 
     def opened(self, peer: Peer) -> LiveAssociation:
-        """Record an association about to be accepted (raises SQLAlchemyError: then refuse it)."""
+        """Record an association about to be accepted now (raises SQLAlchemyError: then refuse it)."""
         with self.sessions.begin() as session:
-            row = _row(peer, AssociationOutcome.ACCEPTED, self.clock(), None)
-            session.add(row)
-            session.flush()
-            return LiveAssociation(row.id)
+            live = self.admitted(peer)
+            live.id = insert_row(session, live)
+            return live
+
+    def admitted(self, peer: Peer) -> LiveAssociation:
+        """An accepted association, in memory only: its row comes with its first instance (`insert_row`)
+        or when it ends."""
+        return LiveAssociation(None, peer, self.clock())
 
     def rejected(self, peer: Peer, reason: str) -> None:
         log.warning("rejected association from %s@%s:%d: %s", peer.calling_ae, peer.host, peer.port, reason)
         now = self.clock()
         try:
             with self.sessions.begin() as session:
-                row = _row(peer, AssociationOutcome.REJECTED, now, reason)
-                row.ended_at = now
-                session.add(row)
+                row = _row(peer, AssociationOutcome.REJECTED, now, reason) | {"ended_at": now}
+                session.execute(insert(Association).values(**row))
         except SQLAlchemyError as error:
             log.error("could not record the rejection: database error %s", type(error).__name__)
 
     def ended(self, live: LiveAssociation, outcome: AssociationOutcome, reason: str | None = None) -> None:
         closing = _Closing(live, outcome, reason, self.clock())
+        written = self._write(closing)
         log.info(
-            "association %d %s: %d stored, %d failed%s",
-            live.id,
+            "association %s %s: %d stored, %d failed%s",
+            live.id if live.id is not None else "(not recorded)",
             outcome,
             live.stored,
             live.failed,
             f" ({reason})" if reason else "",
         )
-        if not self._write(closing):
+        if not written:
             with self._pending_lock:
                 self._pending.append(closing)
 
@@ -123,36 +134,51 @@ class AssociationLog:
         return result.rowcount
 
     def _write(self, closing: _Closing) -> bool:
+        """The closing values on the association's row; for one that stored nothing, its whole row."""
+        live = closing.live
+        values = {
+            "ended_at": closing.at,
+            "outcome": closing.outcome,
+            "reason": closing.reason,
+            "files_stored": live.stored,
+            "files_failed": live.failed,
+        }
         try:
             with self.sessions.begin() as session:
-                session.execute(
-                    update(Association)
-                    .where(Association.id == closing.live.id)
-                    .values(
-                        ended_at=closing.at,
-                        outcome=closing.outcome,
-                        reason=closing.reason,
-                        files_stored=closing.live.stored,
-                        files_failed=closing.live.failed,
+                if live.id is None:
+                    inserted = insert_row(session, live, **values)
+                else:
+                    inserted = None
+                    session.execute(
+                        update(Association)
+                        .where(Association.id == live.id)
+                        .values(**values)
+                        .execution_options(synchronize_session=False)
                     )
-                )
+            if inserted is not None:
+                live.id = inserted  # only once committed: a failed write is retried as an insert
             return True
         except SQLAlchemyError as error:
-            log.error(
-                "could not close association %d: database error %s", closing.live.id, type(error).__name__
-            )
+            log.error("could not close association %s: database error %s", live.id, type(error).__name__)
             return False
 
 
-def _row(peer: Peer, outcome: AssociationOutcome, at: datetime, reason: str | None) -> Association:
-    return Association(
-        calling_ae=peer.calling_ae[:16],
-        called_ae=peer.called_ae[:16],
-        host=peer.host[:255],
-        port=peer.port,
-        started_at=at,
-        outcome=outcome,
-        reason=reason,
-        files_stored=0,
-        files_failed=0,
-    )
+def insert_row(session: Session, live: LiveAssociation, **values: object) -> int:
+    """Insert the row of an admitted association (`values` override the open row's); returns its id."""
+    assert live.peer is not None and live.started_at is not None, "not an admitted association"
+    row = _row(live.peer, AssociationOutcome.ACCEPTED, live.started_at, None) | values
+    return session.execute(insert(Association).values(**row).returning(Association.id)).scalar_one()
+
+
+def _row(peer: Peer, outcome: AssociationOutcome, at: datetime, reason: str | None) -> dict[str, object]:
+    return {
+        "calling_ae": peer.calling_ae[:16],
+        "called_ae": peer.called_ae[:16],
+        "host": peer.host[:255],
+        "port": peer.port,
+        "started_at": at,
+        "outcome": outcome,
+        "reason": reason,
+        "files_stored": 0,
+        "files_failed": 0,
+    }

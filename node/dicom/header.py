@@ -1,8 +1,8 @@
 """An instance's header as the node keeps it: identifiers checked, pixel data checked for a cut file.
 
 `read_header` decodes a Part 10 stream held in memory; `read_header_file` reads a file the SCP
-streamed to disk without loading its pixel data. Both raise `HeaderError` with the outcome the
-sender is answered with.
+streamed to disk once, up to its pixel data. Both raise `HeaderError` with the outcome the sender is
+answered with.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class InstanceHeader:
     body_part: str | None
     view_position: str | None
     facts: ImageFacts = field(default_factory=ImageFacts)  # anatomy and view, as assembly reads them
+    transfer_syntax_uid: str | None = None  # of the file meta: how the file on disk is encoded
 
 
 class HeaderError(ValueError):
@@ -75,14 +76,49 @@ def read_header(encoded: bytes) -> InstanceHeader:
     """Decode `encoded` (a Part 10 stream) and pull out what the node keeps; raises `HeaderError`."""
     try:
         dataset = dcmread(BytesIO(encoded))
-        uids = {keyword: text_value(dataset, keyword, strict=True) for keyword in _REQUIRED_UIDS}
-        texts = {keyword: text_value(dataset, keyword, strict=True) for keyword in (*_OPTIONAL_TEXT, *_UNCHECKED_TEXT)}
         short_pixels = _native_pixel_data_short(dataset)
-        facts = facts_from_dataset(dataset)
     except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
-        raise HeaderError(
-            IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})"
-        ) from None
+        raise _cannot_decode(error) from None
+    return _header_of(dataset, short_pixels)
+
+
+def read_header_file(path: Path) -> InstanceHeader:
+    """`read_header` for a Part 10 file (a data set the SCP streamed to disk) without reading its pixel
+    data into memory: the data set is read up to Pixel Data, and the Pixel Data element's length is
+    checked against the Image Pixel module and the bytes the file holds. Raises `HeaderError`.
+    """
+    try:
+        with path.open("rb") as handle:
+            dataset = dcmread(handle, stop_before_pixels=True)
+            deflated = dataset.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+            pixels_at = handle.tell()  # in the inflated stream when deflated: not a file offset
+            element = b"" if deflated else handle.read(12)
+        short_pixels = not deflated and _pixel_element_short(
+            dataset, element, path.stat().st_size - pixels_at
+        )
+    except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
+        raise _cannot_decode(error) from None
+    if deflated:  # rare, and compressed: read it whole
+        return read_header(path.read_bytes())
+    return _header_of(dataset, short_pixels)
+
+
+def _cannot_decode(error: Exception) -> HeaderError:
+    return HeaderError(IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})")
+
+
+def _header_of(dataset: Dataset, short_pixels: bool) -> InstanceHeader:
+    """What the node keeps from a decoded data set (pixel data not needed); raises `HeaderError`."""
+    try:
+        uids = {keyword: text_value(dataset, keyword, strict=True) for keyword in _REQUIRED_UIDS}
+        texts = {
+            keyword: text_value(dataset, keyword, strict=True)
+            for keyword in (*_OPTIONAL_TEXT, *_UNCHECKED_TEXT)
+        }
+        facts = facts_from_dataset(dataset)
+        syntax = str(dataset.file_meta.TransferSyntaxUID)
+    except Exception as error:  # a value pydicom cannot convert: "cannot decode" as well
+        raise _cannot_decode(error) from None
     if short_pixels:
         raise HeaderError(IngestOutcome.CANNOT_DECODE, "pixel data shorter than its Image Pixel module says")
     for keyword, value in uids.items():
@@ -106,34 +142,8 @@ def read_header(encoded: bytes) -> InstanceHeader:
         body_part=texts["BodyPartExamined"].upper() if texts["BodyPartExamined"] else None,
         view_position=texts["ViewPosition"],
         facts=facts,
+        transfer_syntax_uid=syntax,
     )
-
-
-def read_header_file(path: Path) -> InstanceHeader:
-    """`read_header` for a Part 10 file (a data set the SCP streamed to disk) without reading its pixel
-    data into memory: what precedes Pixel Data goes through `read_header`, and the Pixel Data element's
-    length is checked against the Image Pixel module and the bytes the file holds. Raises `HeaderError`.
-    """
-    try:
-        with path.open("rb") as handle:
-            dataset = dcmread(handle, stop_before_pixels=True)
-            deflated = dataset.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
-            pixels_at = handle.tell()  # in the inflated stream when deflated: not a file offset
-            handle.seek(0)
-            before_pixels = b"" if deflated else handle.read(pixels_at)
-            element = b"" if deflated else handle.read(12)
-        short_pixels = not deflated and _pixel_element_short(
-            dataset, element, path.stat().st_size - pixels_at
-        )
-    except Exception as error:  # pydicom raises many types for damaged input; all mean "cannot decode"
-        raise HeaderError(
-            IngestOutcome.CANNOT_DECODE, f"cannot decode data set ({type(error).__name__})"
-        ) from None
-    if deflated:  # rare, and compressed: read it whole
-        return read_header(path.read_bytes())
-    if short_pixels:
-        raise HeaderError(IngestOutcome.CANNOT_DECODE, "pixel data shorter than its Image Pixel module says")
-    return read_header(before_pixels)
 
 
 def _pixel_element_short(dataset: Dataset, element: bytes, bytes_left: int) -> bool:

@@ -102,14 +102,14 @@ class IncomingFile:
                 self._failed(error)
 
     def finish(self) -> None:
-        """All received: make the bytes durable before the file is renamed into the spool.
+        """All received: hand the bytes to the kernel and close the file. Its one fsync comes when
+        it is renamed into the spool (`node.dicom.spool.settle`).
 
         A disk error marks the file refused (WRITE_FAILED) instead of raising.
         """
         if self._handle is not None and self.refusal is None:
             try:
                 self._handle.flush()
-                os.fsync(self._handle.fileno())
             except OSError as error:
                 self._failed(error)
         self.close()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from node.dicom.association_log import LiveAssociation
 
 
 class IngestOutcome(StrEnum):
@@ -26,7 +30,9 @@ class ReceivedInstance:
     sop_instance_uid: str  # the C-STORE request's Affected SOP Instance UID
     transfer_syntax_uid: str  # of the presentation context: the file keeps it
     encoded: bytes  # DICOM Part 10: preamble, file meta, then the data set bytes as received
-    association_id: int | None = None
+    association_id: int | None = None  # an association whose row is written already
+    # The SCP's association: its row is written with its first instance (then its id is set).
+    association: LiveAssociation | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ What happens to a data set is `node.dicom.ingest`; who may connect is `node.dico
 connections, associations and bytes a caller may take is `node.dicom.limits`, checked before any
 row is written; where a data set is streamed while it arrives is `node.dicom.incoming`; the server
 that accepts without blocking is `node.dicom.server`; the audit rows are `node.dicom.association_log`;
-the C-STORE status is `node.dicom.dimse_status`.
+the C-STORE status is `node.dicom.dimse_status`. Before it listens, the spool's files and the database
+are made to agree (`node.dicom.recover`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association as PynetdicomAssociation
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy.exc import SQLAlchemyError
 
 from node.config.settings import Settings
 from node.dicom import incoming as incoming_files
@@ -34,6 +34,7 @@ from node.dicom.incoming import MB, IncomingFiles
 from node.dicom.ingest import Ingestor
 from node.dicom.limits import ConnectionTable, HostRate
 from node.dicom.outcome import IngestOutcome, IngestResult, ReceivedInstance
+from node.dicom.recover import recover_spool
 from node.dicom.server import start_server
 from node.store.states import AssociationOutcome
 from node.store.uids import short_uid
@@ -67,7 +68,7 @@ REJECTIONS: Mapping[Refusal, tuple[int, int, int]] = {
     Refusal.CALLING_AE_NOT_RECOGNISED: (0x01, 0x01, 0x03),
     Refusal.CALLED_AE_NOT_RECOGNISED: (0x01, 0x01, 0x07),
 }
-# Transient, by the presentation layer: temporary congestion (we cannot admit or audit it now).
+# Transient, by the presentation layer: temporary congestion (the admission check itself failed).
 REJECT_CONGESTED = (0x02, 0x03, 0x01)
 # Transient, by the presentation layer: local limit exceeded (too many associations, in all or per host).
 REJECT_LIMIT = (0x02, 0x03, 0x02)
@@ -155,7 +156,7 @@ def handle_requested(event: evt.Event, admission: Admission) -> None:
 
 
 def _admit(assoc: PynetdicomAssociation, admission: Admission) -> tuple[int, int, int] | None:
-    """In-memory checks first (who, how many), then the audit row: a flood writes nothing."""
+    """In-memory checks only (who, how many): admitting writes nothing, so a flood costs no rows."""
     peer = _peer(assoc)
     refusal = admission.policy.check(peer.calling_ae, peer.called_ae, peer.host)
     if refusal is not None:
@@ -175,12 +176,7 @@ def _admit(assoc: PynetdicomAssociation, admission: Admission) -> tuple[int, int
         if admission.refusal_log.allow(("limit", peer.host)):
             log.warning("rejected association from %s@%s: %s", peer.calling_ae, peer.host, limit)
         return REJECT_LIMIT
-    try:
-        admission.live.add(assoc, admission.audit.opened(peer))
-    except SQLAlchemyError as error:
-        admission.connections.forget(peer.host, peer.port)
-        log.error("refusing association from %s: database error %s", peer.calling_ae, type(error).__name__)
-        return REJECT_CONGESTED
+    admission.live.add(assoc, admission.audit.admitted(peer))  # no row yet: see node.dicom.association_log
     return None
 
 
@@ -239,7 +235,7 @@ def handle_store(event: evt.Event, ingestor: Ingestor, admission: Admission, set
         sop_instance_uid=str(request.AffectedSOPInstanceUID),
         transfer_syntax_uid=str(event.context.transfer_syntax),
         encoded=b"",
-        association_id=row.id if row else None,
+        association=row,
     )
     status, comment, stored = _store(event, received, ingestor, admission, settings)
     if row is not None:
@@ -317,13 +313,19 @@ def start_scp(
     audit: AssociationLog,
     bind_address: str = "0.0.0.0",
 ) -> ThreadedAssociationServer:
-    """Start listening on Settings.port in background threads; OSError if the port is taken."""
+    """Re-scan the spool, then listen on Settings.port in background threads; OSError if the port is taken."""
     policy = AccessPolicy(settings.ae_title, settings.allowed_callers)
     if policy.open_to_all:
         log.warning("ECHO_ALLOWED_CALLERS is empty: any calling AE title is accepted")
     connections = ConnectionTable(
         settings.max_associations, max_per_host(settings), max_pending_connections(settings)
     )
+    try:  # before anyone can send: rows a power cut took are restored from the spool
+        recover_spool(ingestor)
+    except Exception:  # a database down now must not keep the node from listening; the next start retries
+        log.exception(
+            "the spool re-scan failed; instances whose rows were lost are restored at the next start"
+        )
     incoming = IncomingFiles(settings.spool_dir, settings.max_instance_mb * MB, settings.min_free_mb * MB)
     incoming_files.install()
     admission = Admission(policy, audit, connections, incoming)

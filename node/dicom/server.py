@@ -6,7 +6,8 @@ thread only records the connection (`ConnectionTable.opened`, which may close th
 make room); the TLS handshake runs on the connection's own thread, bounded by
 ECHO_HANDSHAKE_TIMEOUT_SECONDS, and every socket then reads and writes with the idle timeout
 (ECHO_IDLE_TIMEOUT_SECONDS), so a PDU that stops half-way ends the connection. Each association's
-socket reads through a `PduLengthGuard`.
+socket reads through a `PduLengthGuard`, and its threads wait for work instead of polling
+(`node.dicom.reactor`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from node.dicom.incoming import IncomingFiles
 from node.dicom.limits import ConnectionTable, HostRate, PduLengthGuard
+from node.dicom.reactor import make_event_driven
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -42,6 +44,7 @@ class GuardedRequestHandler(RequestHandler):
         if sock is not None:
             sock.recv = PduLengthGuard(sock, server.ae.maximum_pdu_size, host, server.log_rate)  # type: ignore[method-assign]
         server.connections.attach(host, port, assoc)
+        make_event_driven(assoc)
         return assoc
 
 
@@ -78,6 +81,8 @@ class EchoAssociationServer(ThreadedAssociationServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         """On the connection's own thread: the TLS handshake (bounded), then the association."""
         host, port = client_address[0], int(client_address[1])
+        with contextlib.suppress(OSError):  # each response goes out at once, not after the peer's ACK
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is not None:
             try:
                 request = self._handshake(request, host, port)

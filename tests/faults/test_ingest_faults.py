@@ -5,10 +5,13 @@ broker payloads, and TLS that a plain client cannot get around."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import sqlite3
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from sqlalchemy import func, select
 from node.config.settings import load_settings
 from node.store.database import Database, open_database
 from node.store.models import Instance, Study
+from tests.e2e.conftest import REPOSITORY
 from tests.faults.site import Ledger, StudyStates, chest_study, send, settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -276,3 +280,93 @@ def test_a_tls_node_refuses_a_plain_client_and_serves_a_tls_one(
         assert tls_echo(), "a TLS client is still served after the plain one"
     finally:
         launch.stop_all()
+
+
+@contextlib.contextmanager
+def _serve_in_own_group(name: str, env: dict[str, str], log: Path, port: int, dcmtk, wait) -> Iterator[int]:
+    """`echo-node serve` in a session of its own (SIGKILL of the group takes its worker too); its pid."""
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "node.serve.cli", "serve"],
+            cwd=REPOSITORY,
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    echo = ("/usr/bin/echoscu", "-to", "5", "-aet", "ECHODEMO", "-aec", "ECHO", "127.0.0.1", str(port))
+    try:
+        wait(lambda: dcmtk(*echo).returncode == 0, 90, f"the node {name}", lambda: log.read_text())
+        yield process.pid
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def _stored(database: Database, study_uid: str) -> list[str]:
+    with database.sessions() as session:
+        return list(
+            session.scalars(
+                select(Instance.path)
+                .join(Study, Study.id == Instance.study_id)
+                .where(Study.study_instance_uid == study_uid)
+            )
+        )
+
+
+def _take_rows(database: Database, study_uid: str) -> None:
+    """What a power cut does to a commit the ingest writer made without fsync (node.dicom.writer)."""
+    with database.engine.begin() as connection:
+        [study_id] = connection.execute(
+            select(Study.id).where(Study.study_instance_uid == study_uid)
+        ).scalars()
+        for table in ("instances", "study_events"):
+            connection.exec_driver_sql(f"DELETE FROM {table} WHERE study_id = ?", (study_id,))  # noqa: S608
+        connection.exec_driver_sql("DELETE FROM studies WHERE id = ?", (study_id,))
+
+
+def test_an_instance_answered_stored_survives_kill_9_and_a_lost_commit(
+    tmp_path: Path, pacs, ris, model_dir, environment, free_ports, dcmtk, wait
+) -> None:
+    """kill -9 of the serve process (and its worker) right after two C-STORE successes, the association
+    still open; the second instance's commit is then taken away too, as a power cut can take it. After
+    the restart both files are there and in the database (the spool re-scan restored the second), and
+    both studies are drafted and delivered once."""
+    ledger = Ledger("kill -9 right after success, last commit lost")
+    data_dir, port = tmp_path / "node", free_ports()
+    env = environment(data_dir, port, model_dir, pacs=pacs.address, ris=ris.address)
+    log = tmp_path / "serve.log"
+    kept, lost = chest_study("KILL"), chest_study("KILL")
+    with _serve_in_own_group("serve", env, log, port, dcmtk, wait) as pid:
+        ae = AE(ae_title="STORESCU")
+        ae.requested_contexts = StoragePresentationContexts[:120]
+        association = ae.associate("127.0.0.1", port, ae_title="ECHO")
+        assert association.is_established
+        statuses = [int(association.send_c_store(study).Status) for study in (kept, lost)]
+        os.killpg(pid, signal.SIGKILL)
+        association.abort()
+    assert statuses == [0, 0]
+    for study in (kept, lost):
+        ledger.sent_ok(study)
+    database = open_database(load_settings(data_dir=data_dir))
+    try:
+        paths = {
+            uid: _stored(database, uid) for uid in (str(kept.StudyInstanceUID), str(lost.StudyInstanceUID))
+        }
+        assert all(len(found) == 1 and Path(found[0]).is_file() for found in paths.values()), paths
+        _take_rows(database, str(lost.StudyInstanceUID))
+        env = environment(data_dir, port, model_dir, pacs=pacs.address, ris=ris.address)
+        with _serve_in_own_group("serve again", env, log, port, dcmtk, wait):
+            assert {uid: _stored(database, uid) for uid in paths} == paths  # both files, both rows
+            assert all(Path(found[0]).is_file() for found in paths.values())
+            assert "spool re-scan: 1 instances restored" in log.read_text()
+            site = Node(port, data_dir, database, None, lambda: log.read_text())
+            row = _settle(site, ledger, pacs, ris, wait)
+        assert (row.sent, row.rows, row.sr, row.oru, row.lost, row.duplicated) == (2, 2, 2, 2, 0, 0)
+    finally:
+        database.dispose()

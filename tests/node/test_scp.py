@@ -179,23 +179,47 @@ def test_tls_when_configured(scu, dcmtk, start_node, make_settings, tmp_path: Pa
     assert plain.returncode != 0
 
 
-@pytest.mark.parametrize(
-    ("target", "error"),
-    [
-        ("node.dicom.association_log.AssociationLog.opened", OperationalError("INSERT", {}, Exception("down"))),
-        ("node.dicom.access.AccessPolicy.check", RuntimeError("a bug in the admission check")),
-    ],
-)
-def test_an_association_that_cannot_be_admitted_or_audited_is_rejected(
-    scu, start_node, make_settings, monkeypatch: pytest.MonkeyPatch, target: str, error: Exception
+def test_an_association_whose_admission_check_fails_is_rejected(
+    scu, start_node, make_settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = start_node(make_settings())
 
     def fail(*args: object, **kwargs: object) -> None:
-        raise error
+        raise RuntimeError("a bug in the admission check")
 
-    monkeypatch.setattr(target, fail)
+    monkeypatch.setattr("node.dicom.access.AccessPolicy.check", fail)
     association = scu.associate(node.settings)
     assert association.is_rejected
     rejection = association.acceptor.primitive
     assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x02, 0x03, 0x01)
+
+
+def test_admission_writes_no_row_the_first_instance_brings_it(scu, start_node, make_settings, dicom) -> None:
+    node = start_node(make_settings())
+    association = scu.associate(node.settings)
+    assert association.is_established
+    assert rows(node, Association) == []  # admitted in memory only
+    assert association.send_c_store(dicom.chest_image()).Status == 0x0000
+    [open_row] = rows(node, Association)
+    assert (open_row.outcome, open_row.ended_at) == (AssociationOutcome.ACCEPTED, None)  # holds its study
+    [instance] = rows(node, Instance)
+    assert instance.association_id == open_row.id
+    association.release()
+
+
+def test_an_association_that_stored_nothing_gets_its_row_when_it_ends(
+    scu, start_node, make_settings, dicom, wait_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = start_node(make_settings())
+
+    def database_down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    association = scu.associate(node.settings)
+    with monkeypatch.context() as patch:
+        patch.setattr("node.dicom.ingest._upsert_instance", database_down)
+        assert association.send_c_store(dicom.chest_image()).Status == 0xA700
+    association.release()
+    [audit] = wait_for(lambda: [a for a in rows(node, Association) if a.ended_at], what="association closed")
+    assert (audit.outcome, audit.files_stored, audit.files_failed) == (AssociationOutcome.RELEASED, 0, 1)
+    assert rows(node, Instance) == []

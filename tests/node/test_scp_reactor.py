@@ -1,0 +1,68 @@
+"""The SCP's associations wait for work instead of polling (`node.dicom.reactor`)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from node.dicom import reactor
+from node.serve.runtime import Node
+
+pytestmark = pytest.mark.integration
+
+
+def the_association(node: Node):
+    assert node.server is not None
+    [assoc] = node.server.active_associations
+    return assoc
+
+
+def count_calls(owner: object, name: str) -> list[int]:
+    """Count calls of `owner.name` (an instance attribute from then on)."""
+    calls = [0]
+    original = getattr(owner, name)
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(owner, name, counted)
+    return calls
+
+
+def test_an_idle_association_wakes_its_threads_a_few_times_a_second_not_a_thousand(
+    scu, start_node, make_settings, dicom
+) -> None:
+    node = start_node(make_settings())
+    association = scu.associate(node.settings)
+    assert association.is_established
+    try:
+        assoc = the_association(node)
+        assert isinstance(assoc._reactor_checkpoint, reactor._Checkpoint)
+        dul_passes = count_calls(assoc.dul, "_process_recv_primitive")
+        reactor_passes = count_calls(assoc._reactor_checkpoint, "wait")
+        time.sleep(1.0)
+        idle = (dul_passes[0], reactor_passes[0])
+        # pynetdicom alone: ~1,000 passes a second each; waiting for work: one per IDLE_WAIT_S
+        assert idle[0] < 3 / reactor.IDLE_WAIT_S and idle[1] < 3 / reactor.IDLE_WAIT_S, idle
+        # pynetdicom's own sockets leave Nagle's algorithm on: its data PDU would wait for our ACK
+        association.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.perf_counter()
+        statuses = [association.send_c_store(dicom.chest_image()).Status for _ in range(20)]
+        assert statuses == [0x0000] * 20
+        assert time.perf_counter() - started < 20 * reactor.IDLE_WAIT_S, "a message waited for the timeout"
+    finally:
+        association.release()
+
+
+def test_a_pynetdicom_that_does_not_fit_is_left_polling_and_logged_once(caplog) -> None:
+    misfit = SimpleNamespace(dul=SimpleNamespace(), dimse=SimpleNamespace())
+    reactor._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="node.dicom.reactor"):
+        assert reactor.make_event_driven(misfit) is False  # type: ignore[arg-type]
+        assert reactor.make_event_driven(misfit) is False  # type: ignore[arg-type]
+    assert caplog.text.count("associations poll") == 1
