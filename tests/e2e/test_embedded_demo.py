@@ -213,4 +213,5 @@ def test_the_running_node_answers_its_probes_and_counts_what_it_did(embedded, la
     ), metrics
     assert re.search(r'^echo_queue_messages\{queue="gpu"\} \d', metrics, re.MULTILINE)
     assert re.search(r"^echo_broker_up 1\.0$", metrics, re.MULTILINE)
-    assert launch.logs().count("HTTP /metrics /healthz /readyz") == 1, "one listener in serve's process tree"
+    whole = "".join(item.output() for item in launch.running)  # logs() keeps only the tail
+    assert whole.count("HTTP /metrics /healthz /readyz") == 1, "one listener in serve's process tree"
