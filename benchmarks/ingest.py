@@ -1,14 +1,15 @@
 """Ingest throughput: the same files sent by DCMTK's storescu to the node, to Orthanc and to DCMTK's storescp.
 
     .venv/bin/python benchmarks/ingest.py [--n 200] [--size 512] [--rounds 3] [--associations 1,4]
-        [--layouts chest,20] [--receivers node,orthanc,storescp] [--database-url URL]
+        [--layouts chest,20] [--receivers node,orthanc,storescp,pynetdicom] [--database-url URL]
 
 Makes N CR images (size x size, 16-bit, explicit VR little endian) grouped into studies per layout
 (`chest`: 1 and 2 images a study in turn, as chest radiography arrives; `20`: 20 images a study),
 then, round after round, sends the same files to each receiver in a fresh state: the node
 in-process (SCP, ingest, SQLite or the given database, study assembly; no worker), Orthanc (SQLite
 index, ``SyncStorageArea: true``: each file fsynced before success, like the node) and storescp
-(writes, fsyncs nothing). With A associations, A storescu processes run at once, each sending
+(writes, fsyncs nothing), and `pynetdicom`: the node's own SCP stack with an ingest that deletes
+each file, the most any storage behind pynetdicom can reach. With A associations, A storescu processes run at once, each sending
 whole studies of its share in one association. Receivers are interleaved within a round, so load
 from other work on the machine hits all of them alike; the ratios are taken within each round.
 Every run is checked (N instances in the node's database, Orthanc's index, storescp's folder)
@@ -35,13 +36,14 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import typer
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import evt
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -49,7 +51,11 @@ from sqlalchemy import func, select
 
 from node.config.settings import load_settings
 from node.config.startup import configure_logging
-from node.dicom.scp import MAX_PDU_BYTES
+from node.dicom.incoming import MB, IncomingFiles
+from node.dicom.incoming import install as install_incoming
+from node.dicom.limits import ConnectionTable
+from node.dicom.scp import MAX_PDU_BYTES, build_ae
+from node.dicom.server import start_server
 from node.serve.runtime import Node
 from node.store.models import Instance
 
@@ -220,6 +226,57 @@ class NodeReceiver:
         self.node = None
 
 
+class PynetdicomReceiver:
+    """The node's SCP stack without its ingest: pynetdicom with the node's AE, its event-driven
+    association threads and data sets streamed to files, each file deleted instead of stored. No
+    storage can be faster than this: the ceiling pynetdicom sets for the node."""
+
+    name = "pynetdicom"
+    ae_title = "ECHO"
+
+    def __init__(self) -> None:
+        self.server: Any = None
+        self.stored = 0
+
+    def start(self, work: Path) -> int:
+        settings = load_settings(data_dir=work / "pynetdicom", port=_free_port(), http="")
+        incoming = IncomingFiles(settings.spool_dir, settings.max_instance_mb * MB, 0)
+        install_incoming()
+        self.stored = 0
+
+        def discard(event: evt.Event) -> int:
+            streamed = incoming.take(event.dataset_path)
+            if streamed is None:
+                return 0xC000
+            streamed.finish()
+            streamed.discard()
+            self.stored += 1
+            return 0x0000
+
+        self.server = start_server(
+            build_ae(settings),
+            ("127.0.0.1", settings.port),
+            evt_handlers=[(evt.EVT_C_STORE, discard), (evt.EVT_C_ECHO, lambda event: 0x0000)],
+            ssl_context=None,
+            connections=ConnectionTable(100, 100, 100),
+            incoming=incoming,
+            handshake_timeout_s=settings.handshake_timeout_seconds,
+            idle_timeout_s=settings.idle_timeout_seconds,
+        )
+        return settings.port
+
+    def cpu_seconds(self) -> float:
+        return time.process_time()
+
+    def count(self) -> int:
+        return self.stored
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+
 class _ProcessReceiver:
     """A receiver that is a process of its own: CPU from /proc, stopped with SIGTERM."""
 
@@ -371,7 +428,11 @@ def main(
         "1,4", "--associations", help="concurrent associations, comma-separated"
     ),
     layouts_: str = typer.Option("chest,20", "--layouts", help=f"study layouts: {', '.join(LAYOUTS)}"),
-    receivers_: str = typer.Option("node,orthanc,storescp", "--receivers", help="node, orthanc, storescp"),
+    receivers_: str = typer.Option(
+        "node,orthanc,storescp,pynetdicom",
+        "--receivers",
+        help="node, orthanc, storescp, pynetdicom (the node's SCP keeping nothing: its ceiling)",
+    ),
     database_url: str = typer.Option(
         "", "--database-url", help="node database (default: SQLite in a temp dir)"
     ),
@@ -382,6 +443,7 @@ def main(
         "node": lambda: NodeReceiver(database_url),
         "orthanc": OrthancReceiver,
         "storescp": StorescpReceiver,
+        "pynetdicom": PynetdicomReceiver,
     }
     names = _csv(receivers_, makers.__contains__, "unknown receivers")
     tools = [STORESCU, ECHOSCU] + [STORESCP] * ("storescp" in names) + [ORTHANC] * ("orthanc" in names)
@@ -392,7 +454,7 @@ def main(
         )
     configure_logging("WARNING")
     receivers = [makers[name]() for name in names]
-    console = Console()
+    console = Console(width=max(Console().width, 120))
     console.print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
     setups = [(layout, a) for layout in layouts for a in association_counts]
     results: dict[tuple[str, int, str], Runs] = {

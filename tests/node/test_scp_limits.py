@@ -11,6 +11,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
+from node.dicom.limits import read_exactly
 from node.serve.runtime import Node
 from node.store.models import Association, Instance
 from node.store.states import AssociationOutcome
@@ -241,3 +243,27 @@ def test_with_tls_an_idle_connection_does_not_block_a_tls_echo(
     finally:
         association.release()
     assert time.monotonic() - started < 5
+
+
+class CountingSocket:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.calls = sock, 0
+
+    def recv_into(self, buffer: memoryview, nbytes: int) -> int:
+        self.calls += 1
+        return self.sock.recv_into(buffer, nbytes)
+
+
+def test_a_pdu_body_is_read_in_large_reads_and_a_closed_peer_ends_it_short() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        payload = os.urandom(512 * 1024)
+        sender = threading.Thread(target=right.sendall, args=(payload,))
+        sender.start()
+        counting = CountingSocket(left)
+        assert read_exactly(counting, len(payload)) == payload  # type: ignore[arg-type]
+        sender.join(10)
+        assert counting.calls < 512 // 4 // 4, counting.calls  # pynetdicom: one call per 4 KB
+        right.sendall(b"abc")
+        right.shutdown(socket.SHUT_WR)
+        assert read_exactly(left, 10) == b"abc"
