@@ -1,4 +1,5 @@
-"""The SCP's associations wait for work instead of polling (`node.dicom.reactor`)."""
+"""What an association costs the SCP: threads that wait for work instead of polling (`node.dicom.reactor`),
+presentation contexts shared with the server instead of deep-copied (`node.dicom.server.SharedContexts`)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,19 @@ def test_a_pynetdicom_that_does_not_fit_is_left_polling_and_logged_once(caplog) 
         assert reactor.make_event_driven(misfit) is False  # type: ignore[arg-type]
         assert reactor.make_event_driven(misfit) is False  # type: ignore[arg-type]
     assert caplog.text.count("associations poll") == 1
+
+
+def test_associations_share_the_servers_presentation_contexts(scu, start_node, make_settings) -> None:
+    node = start_node(make_settings())
+    assert node.server is not None
+    first, second = scu.associate(node.settings), scu.associate(node.settings)
+    try:
+        assert first.is_established and second.is_established
+        assert first.send_c_echo().Status == second.send_c_echo().Status == 0x0000
+        for assoc in node.server.active_associations:
+            contexts = assoc.acceptor.supported_contexts
+            assert len(contexts) == len(node.server.contexts) > 100
+            assert all(a is b for a, b in zip(contexts, node.server.contexts, strict=True)), "copied"
+    finally:
+        first.release()
+        second.release()
