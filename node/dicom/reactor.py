@@ -158,7 +158,7 @@ def make_event_driven(assoc: Association) -> bool:
     kill_dul = dul.kill_dul
 
     def wait_then_process_recv_primitive() -> bool:
-        if not (dul.to_provider_queue.qsize() or dul.event_queue.qsize()):
+        if not (dul.to_provider_queue.qsize() or dul.event_queue.qsize()) and _connected(dul):
             _wait_for_input(dul.socket, waker)
         return process_recv_primitive()
 
@@ -169,6 +169,12 @@ def make_event_driven(assoc: Association) -> bool:
     dul._process_recv_primitive = wait_then_process_recv_primitive  # type: ignore[method-assign]
     dul.kill_dul = kill_and_wake  # type: ignore[method-assign]
     return True
+
+
+def _connected(dul: Any) -> bool:
+    """Sta1 is the DUL's state once the connection is gone: it waits only to be stopped, and
+    pynetdicom's ``stop_dul`` sets its flag without a wake-up; there its own 1 ms polls are left."""
+    return bool(dul.state_machine.current_state != "Sta1")
 
 
 def _wait_for_input(sock: Any, waker: _Waker) -> None:

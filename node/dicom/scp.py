@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydicom import uid
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.association import Association as PynetdicomAssociation
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -297,6 +297,14 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
+def narrate_only_if_logged() -> None:
+    """Bind pynetdicom's standard handlers, which describe every PDU and DIMSE message at INFO and
+    DEBUG, only when its logger prints those (below DEBUG the node keeps it at WARNING,
+    `node.config.logs`): pynetdicom's own switch, process-wide, read as each association is created."""
+    narrated = logging.getLogger("pynetdicom").isEnabledFor(logging.INFO)
+    _config.LOG_HANDLER_LEVEL = "standard" if narrated else "none"
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """Server TLS from tls_cert/tls_key; with tls_ca, callers must present a certificate it signed."""
     if settings.tls_cert is None or settings.tls_key is None:
@@ -328,6 +336,7 @@ def start_scp(
         )
     incoming = IncomingFiles(settings.spool_dir, settings.max_instance_mb * MB, settings.min_free_mb * MB)
     incoming_files.install()
+    narrate_only_if_logged()
     admission = Admission(policy, audit, connections, incoming)
     handlers = [
         (evt.EVT_REQUESTED, handle_requested, [admission]),

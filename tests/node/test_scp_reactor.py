@@ -83,3 +83,34 @@ def test_associations_share_the_servers_presentation_contexts(scu, start_node, m
     finally:
         first.release()
         second.release()
+
+
+def test_pynetdicom_narrates_each_message_only_when_its_logger_prints_it(
+    scu, start_node, make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynetdicom import _config, evt
+    from pynetdicom._handlers import standard_pdu_recv_handler
+
+    from node.dicom.scp import narrate_only_if_logged
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", _config.LOG_HANDLER_LEVEL)  # restored afterwards
+    pynetdicom_log = logging.getLogger("pynetdicom")
+    level = pynetdicom_log.level
+
+    def narrating() -> bool:
+        association = scu.associate(node.settings)
+        try:
+            handlers = the_association(node).get_handlers(evt.EVT_PDU_RECV)
+            return any(handler[0] is standard_pdu_recv_handler for handler in handlers)
+        finally:
+            association.release()
+
+    try:
+        pynetdicom_log.setLevel(logging.WARNING)  # as the node's logging keeps it below DEBUG
+        node = start_node(make_settings())
+        assert narrating() is False
+        pynetdicom_log.setLevel(logging.DEBUG)
+        narrate_only_if_logged()
+        assert narrating() is True
+    finally:
+        pynetdicom_log.setLevel(level)
