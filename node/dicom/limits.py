@@ -89,7 +89,9 @@ class PduLengthGuard:
         if not self._header_next:
             self._header_next = True
             raw = self._socket.socket
-            return self._recv(nr_bytes) if raw is None else read_exactly(raw, nr_bytes)
+            if isinstance(raw, socket.socket):  # TLS sockets too; None once closed
+                return read_exactly(raw, nr_bytes)
+            return self._recv(nr_bytes)
         header = self._recv(nr_bytes)
         if len(header) != 6:
             return header  # pynetdicom: transport closed
