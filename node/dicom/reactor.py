@@ -152,8 +152,13 @@ def make_event_driven(assoc: Association) -> bool:
     assoc._reactor_checkpoint = checkpoint  # type: ignore[assignment]
     dimse.msg_queue = _waking(dimse.msg_queue, checkpoint.wake)
     dul.to_user_queue = _waking(dul.to_user_queue, checkpoint.wake)
-    dul.to_provider_queue = _waking(dul.to_provider_queue, waker.wake)
-    dul.event_queue = _waking(dul.event_queue, waker.wake)
+
+    def wake_dul() -> None:
+        if threading.current_thread() is not dul:  # the DUL's own puts: it is not waiting
+            waker.wake()
+
+    dul.to_provider_queue = _waking(dul.to_provider_queue, wake_dul)
+    dul.event_queue = _waking(dul.event_queue, wake_dul)
     process_recv_primitive = dul._process_recv_primitive
     kill_dul = dul.kill_dul
 
