@@ -121,6 +121,7 @@ def test_a_study_becomes_an_sr_at_the_pacs_and_an_oru_at_the_ris(
     assert source == frontal.SOPInstanceUID != lateral.SOPInstanceUID
     assert statuses == {
         "sr": (DeliveryStatus.DELIVERED, 1, "0000"),
+        "air": (DeliveryStatus.DELIVERED, 1, "0000"),  # the AI Results SR, in the same association
         "oru": (DeliveryStatus.DELIVERED, 1, "AA"),
     }
 
@@ -222,5 +223,5 @@ def test_the_same_task_twice_reports_and_delivers_once(site: Site, pacs, ris, dc
     with site.database.sessions() as session:
         assert len(session.scalars(select(Report).where(Report.study_id == study_id)).all()) == 1
         assert len(session.scalars(select(Job).where(Job.study_id == study_id)).all()) == 1
-        assert len(session.scalars(select(Delivery).where(Delivery.report_id == report_id)).all()) == 2
-    assert len(pacs.received) == 1 and len(ris.received) == 1
+        assert len(session.scalars(select(Delivery).where(Delivery.report_id == report_id)).all()) == 3
+    assert len(pacs.received) == len(pacs.air) == len(ris.received) == 1
