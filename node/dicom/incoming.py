@@ -103,7 +103,7 @@ class IncomingFile:
 
     def finish(self) -> None:
         """All received: hand the bytes to the kernel and close the file. Its one fsync comes when
-        it is renamed into the spool (`node.dicom.spool.settle`).
+        it is renamed into the spool (`node.dicom.spool.Placed.sync`).
 
         A disk error marks the file refused (WRITE_FAILED) instead of raising.
         """

@@ -4,7 +4,8 @@ The SCP calls `Ingestor.store` once per C-STORE and answers with the DIMSE statu
 `node.dicom.dimse_status` maps the returned `IngestResult` to. Success is returned only after the file
 is renamed into place and fsynced (`node.dicom.spool`) and the instance's rows are committed: the
 rows are written by one writer thread, several instances per transaction (`node.dicom.writer`), with
-a few plain statements (`record`) rather than ORM objects. The spool is the source of truth: a file
+a few plain statements (`record`) rather than ORM objects, while the association's own thread runs the
+file's fsync; the transaction commits only once that fsync returned. The spool is the source of truth: a file
 whose rows a power cut took is restored at start (`node.dicom.recover`). A failure before the rename
 (a header refused, the disk full) leaves the earlier copy of the instance untouched; a database
 failure after it leaves the new file in place but unrecorded, and the sender is told to send again
@@ -36,8 +37,8 @@ from node.dicom.association_log import LiveAssociation, insert_row
 from node.dicom.chest import RADIOGRAPH_MODALITIES, ImageFacts, View, decide, text_value, view_of
 from node.dicom.header import HeaderError, InstanceHeader, read_header, read_header_file
 from node.dicom.outcome import IngestOutcome, IngestResult, ReceivedInstance
-from node.dicom.spool import Spool
-from node.dicom.writer import GroupCommit
+from node.dicom.spool import Placed, Spool
+from node.dicom.writer import GroupCommit, NotSettled
 from node.store.models import Instance, Study, StudyEvent, utcnow
 from node.store.redraft import REDRAFT_FROM, REDRAFT_REASON, draft_needs_a_frontal, request_redraft
 from node.store.states import StudyState
@@ -131,13 +132,14 @@ class Ingestor:
     def restore(self, path: Path, header: InstanceHeader) -> IngestResult:
         """Record a file found in the spool without its row (`node.dicom.recover`): as if received now."""
         syntax = header.transfer_syntax_uid or ""
-        return self._recorded(header, Arrival(header, path, path.stat().st_size, syntax))
+        found = Placed(path, new=False)  # never removed: an fsync failure leaves it for the next start
+        return self._recorded(header, Arrival(header, path, path.stat().st_size, syntax), found.sync)
 
     def _ingest(
         self,
         received: ReceivedInstance,
         read: Callable[[], InstanceHeader],
-        place: Callable[[Path], None],
+        place: Callable[[Path], Placed],
     ) -> IngestResult:
         try:
             header = read()
@@ -155,22 +157,29 @@ class Ingestor:
             header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
         )
         try:
-            place(path)
+            placed = place(path)
             size = path.stat().st_size  # the bytes as received (store_file has no `encoded`)
         except OSError as error:
-            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-            detail = f"cannot write file: {error.strerror or type(error).__name__}"
-            log.error("instance %s not stored: %s", short_uid(header.sop_instance_uid), detail)
-            return IngestResult(IngestOutcome.DISK_FULL if full else IngestOutcome.DISK_ERROR, detail)
+            return _not_written(header, error)
         arrival = Arrival(
             header, path, size, received.transfer_syntax_uid, received.association_id, received.association
         )
-        return self._recorded(header, arrival)
+        return self._recorded(header, arrival, placed.sync)
 
-    def _recorded(self, header: InstanceHeader, arrival: Arrival) -> IngestResult:
-        """Hand `arrival` to the writer, wait for its commit, then log what it did."""
+    def _recorded(
+        self, header: InstanceHeader, arrival: Arrival, sync: Callable[[], None] | None = None
+    ) -> IngestResult:
+        """Hand `arrival` to the writer, `sync` its file meanwhile (the rows commit only after it),
+        wait for the commit, then log what it did."""
         try:
-            recorded = self.writer.submit(arrival)
+            recorded = self.writer.submit(arrival, sync)
+        except OSError as error:  # the fsync failed: the rows were not committed, the new file is gone
+            return _not_written(header, error)
+        except NotSettled as error:
+            log.error("instance %s not stored: %s", short_uid(header.sop_instance_uid), error)
+            return IngestResult(
+                IngestOutcome.DISK_ERROR, "cannot write file: the disk did not answer in time"
+            )
         except SQLAlchemyError as error:
             # str(error) would carry the SQL parameters (patient data): name the failure only.
             cause = type(getattr(error, "orig", None) or error).__name__
@@ -375,6 +384,14 @@ def _redraft(session: Session, study_id: int) -> bool:
         log.warning("study %d not queued again: %s", study_id, error)
         return False
     return True
+
+
+def _not_written(header: InstanceHeader, error: OSError) -> IngestResult:
+    """The disk refused the file (written, renamed or fsynced): out of resources, full or not."""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    detail = f"cannot write file: {error.strerror or type(error).__name__}"
+    log.error("instance %s not stored: %s", short_uid(header.sop_instance_uid), detail)
+    return IngestResult(IngestOutcome.DISK_FULL if full else IngestOutcome.DISK_ERROR, detail)
 
 
 def frontal_chest_radiograph(image: ImageFacts) -> bool:

@@ -6,14 +6,16 @@ old file in one rename: a reader sees the old file or the new one, never a mix o
 Data sets still arriving are streamed to ``<spool>/.incoming/`` (see `node.dicom.incoming`) and
 renamed into place with `Spool.move_into` once accepted.
 
-Durability costs one fsync of the file per new instance (`settle`): the file is renamed into place
-first and fsynced after. On the journaling file systems the node runs on (ext4, XFS, btrfs) a rename
-updates the renamed file's ctime, so the file's fsync commits the journal transaction that holds the
-rename and every folder created before it: data, name and folders survive a power cut together,
-without a folder fsync each. A new file is unanswered until that fsync returns; if the power goes
-before it, the start-up re-scan (`node.dicom.recover`) finds a file without a row and restores it,
-or removes it if it is cut short. A file that replaces an earlier copy (a re-sent instance) is
-fsynced before the rename too, so the earlier copy stays until the new one is complete.
+Durability costs one fsync of the file per new instance: `write` and `move_into` rename the file
+into place and hand back a `Placed`, whose `sync` is that fsync (ingest runs it while the writer
+writes the instance's rows, which commit only after it). On the journaling file systems the node
+runs on (ext4, XFS, btrfs) a rename updates the renamed file's ctime, so the file's fsync commits the
+journal transaction that holds the rename and every folder created before it: data, name and folders
+survive a power cut together, without a folder fsync each. A new file is unanswered until that fsync
+returns; if the power goes before it, the start-up re-scan (`node.dicom.recover`) finds a file
+without a row and restores it, or removes it if it is cut short. A file that replaces an earlier copy
+(a re-sent instance) is fsynced before the rename too, so the earlier copy stays until the new one is
+complete.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,31 +50,35 @@ class Spool:
             / f"{uid_digest(sop_instance_uid)}{SPOOL_SUFFIX}"
         )
 
-    def write(self, path: Path, data: bytes) -> None:
-        """Write `data` to `path` atomically and durably (temp file beside it, then `settle`).
+    def write(self, path: Path, data: bytes) -> Placed:
+        """Write `data` to a temp file beside `path` and rename it into place; `sync` it next.
 
         Raises OSError (ENOSPC when the disk is full); then `path` is exactly as it was before.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(path, lambda handle: handle.write(data))
+        return _replace_atomically(path, lambda handle: handle.write(data))
 
-    def move_into(self, path: Path, source: Path) -> None:
-        """Rename `source` (complete, on the spool's file system, not yet fsynced) to `path`, durably.
+    def move_into(self, path: Path, source: Path) -> Placed:
+        """Rename `source` (complete, on the spool's file system, not yet fsynced) to `path`; `sync` it
+        next.
 
-        Raises OSError; then `path` is exactly as it was before (`source` may be gone).
+        Raises OSError; then `path` is exactly as it was before and `source` is still there.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            settle(source, path)
+            return rename_into(source, path)
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise
-            self._copy_into(path, source)  # the spool's folders span file systems: copy, then rename
-            source.unlink()
+        placed = self._copy_into(path, source)  # the spool's folders span file systems: copy, then rename
+        source.unlink()
+        return placed
 
-    def _copy_into(self, path: Path, source: Path) -> None:
+    def _copy_into(self, path: Path, source: Path) -> Placed:
         with source.open("rb") as original:
-            _replace_atomically(path, lambda handle: shutil.copyfileobj(original, handle, COPY_CHUNK_BYTES))
+            return _replace_atomically(
+                path, lambda handle: shutil.copyfileobj(original, handle, COPY_CHUNK_BYTES)
+            )
 
     def stored_files(self, changed_since: float = 0.0) -> Iterator[tuple[Path, float]]:
         """(path, mtime) of every file renamed into place whose mtime is `changed_since` or later.
@@ -112,24 +119,33 @@ def _folders(parent: Path | str) -> Iterator[os.DirEntry[str]]:
     yield from folders
 
 
-def settle(source: Path, path: Path) -> None:
-    """Rename `source` to `path` and make both durable with one fsync of the file (see the module).
+@dataclass(frozen=True)
+class Placed:
+    """A file renamed into place; its one fsync (`sync`) is still to come (see the module)."""
 
-    When `path` already holds a file (an earlier copy), `source` is fsynced before the rename, so a
-    power cut leaves the earlier copy or the complete new one. If the fsync after the rename of a
-    new file fails, the file is removed again: nothing unanswered stays behind under its name.
-    """
+    path: Path
+    new: bool  # no earlier copy was replaced: removed again if its fsync fails
+
+    def sync(self) -> None:
+        """fsync the file: its data, its name and new folders become durable. If that fails for a new
+        file, the file is removed again: nothing unanswered stays behind under its name."""
+        try:
+            _fsync_file(self.path)
+        except OSError:
+            if self.new:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            raise
+
+
+def rename_into(source: Path, path: Path) -> Placed:
+    """Rename `source` to `path`. When `path` already holds a file (an earlier copy), `source` is
+    fsynced first, so a power cut leaves the earlier copy or the complete new one."""
     replacing = path.exists()
     if replacing:
         _fsync_file(source)
     os.replace(source, path)
-    try:
-        _fsync_file(path)
-    except OSError:
-        if not replacing:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        raise
+    return Placed(path, new=not replacing)
 
 
 def _fsync_file(path: Path) -> None:
@@ -140,13 +156,13 @@ def _fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
-def _replace_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """A temp file beside `path`, filled by `fill`, then settled over `path` (or removed)."""
+def _replace_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> Placed:
+    """A temp file beside `path`, filled by `fill`, then renamed over `path` (or removed)."""
     descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             fill(handle)
-        settle(Path(temp_name), path)
+        return rename_into(Path(temp_name), path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)

@@ -37,17 +37,38 @@ Result = TypeVar("Result")
 
 MAX_BATCH = 64  # instances per transaction at most
 IDLE_EXIT_S = 30.0  # the thread ends after this long without work (started again by the next submit)
+# The longest the writer waits for a caller's `settle` (an fsync) before it gives up on that item: a
+# disk that hangs fails its own instances, not every association's.
+SETTLE_WAIT_S = 30.0
+
+
+class NotSettled(RuntimeError):
+    """The caller's `settle` failed or did not finish in time: the item's rows were not committed."""
 
 
 @dataclass
 class _Job(Generic[Item, Result]):
     item: Item
     future: Future[Result] = field(default_factory=Future)
+    settling: bool = False  # the caller runs a `settle` the commit waits for
+    settled: threading.Event = field(default_factory=threading.Event)
+    settle_failed: bool = False
+
+    def wait_settled(self) -> None:
+        """Before the commit: the caller's `settle` returned (else `NotSettled`, and no commit)."""
+        if self.settling and (not self.settled.wait(SETTLE_WAIT_S) or self.settle_failed):
+            raise NotSettled("the instance's file was not made durable; its rows are not committed")
 
 
 class GroupCommit(Generic[Item, Result]):
-    """`submit(item)` runs `work(session, item, now)` in the writer's transaction and returns its
-    result once that transaction committed (or raises what `work` or the commit raised)."""
+    """`submit(item, settle)` runs `work(session, item, now)` in the writer's transaction and returns
+    its result once that transaction committed (or raises what `work` or the commit raised).
+
+    `settle`, if given, runs in the calling thread while the writer writes the item's rows (the
+    file's fsync, while the statements run), and the writer commits only after it returned: the rows
+    of a file never commit before the file is durable. If `settle` raises, the rows are not committed
+    and `submit` raises what it raised.
+    """
 
     def __init__(
         self,
@@ -67,13 +88,23 @@ class GroupCommit(Generic[Item, Result]):
         self.transactions = 0  # committed, for tests and the benchmark
         self.largest_batch = 0
 
-    def submit(self, item: Item) -> Result:
-        job: _Job[Item, Result] = _Job(item)
+    def submit(self, item: Item, settle: Callable[[], object] | None = None) -> Result:
+        job: _Job[Item, Result] = _Job(item, settling=settle is not None)
         with self._lock:
             self._queue.put(job)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
+        if settle is not None:
+            try:
+                settle()
+            except BaseException:
+                job.settle_failed = True
+                job.settled.set()
+                with contextlib.suppress(Exception):
+                    job.future.result()  # the writer is done with it: nothing of it is committed
+                raise
+            job.settled.set()
         return job.future.result()
 
     def _run(self) -> None:
@@ -121,6 +152,8 @@ class GroupCommit(Generic[Item, Result]):
         now = self.clock()
         with self._connection() as connection, self.sessions(bind=connection) as session, session.begin():
             results = [self.work(session, job.item, now) for job in jobs]
+            for job in jobs:
+                job.wait_settled()
         self.transactions += 1
         self.largest_batch = max(self.largest_batch, len(jobs))
         return results

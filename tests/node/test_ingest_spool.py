@@ -1,4 +1,4 @@
-"""The spool's durability at the cost of one fsync per new file (`node.dicom.spool.settle`)."""
+"""The spool's durability at the cost of one fsync per new file (`node.dicom.spool.Placed.sync`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_new_file_costs_one_fsync_of_itself_after_its_rename(tmp_path: Path, fsyncs: list[str]) -> None:
     spool = Spool(tmp_path / "spool")
     path = spool.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")  # new study and series folders too
-    spool.write(path, b"DICM" * 100)
+    placed = spool.write(path, b"DICM" * 100)
+    assert fsyncs == [] and placed.new  # renamed into place; its fsync comes next
+    placed.sync()
     assert fsyncs == [str(path)]
     assert path.read_bytes() == b"DICM" * 100
     assert [p.name for p in path.parent.iterdir()] == [path.name]
@@ -41,7 +43,7 @@ def test_a_streamed_file_moved_in_costs_one_fsync(tmp_path: Path, fsyncs: list[s
     source.parent.mkdir(parents=True)
     source.write_bytes(b"DICM" * 100)
     path = spool.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
-    spool.move_into(path, source)
+    spool.move_into(path, source).sync()
     assert fsyncs == [str(path)] and not source.exists()
 
 
@@ -50,9 +52,11 @@ def test_a_file_replacing_an_earlier_copy_is_complete_before_the_rename(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     path = spool.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
-    spool.write(path, b"first")
+    spool.write(path, b"first").sync()
     fsyncs.clear()
-    spool.write(path, b"second")
+    placed = spool.write(path, b"second")
+    assert not placed.new
+    placed.sync()
     [before_rename, after_rename] = fsyncs
     assert Path(before_rename).name.startswith(".incoming-") and after_rename == str(path)
     assert path.read_bytes() == b"second"
@@ -68,8 +72,9 @@ def test_a_new_file_whose_fsync_fails_is_not_left_under_its_name(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(spool_module.os, "fsync", disk_full)
+    placed = spool.write(path, b"DICM")
     with pytest.raises(OSError, match="No space left"):
-        spool.write(path, b"DICM")
+        placed.sync()
     assert list(path.parent.iterdir()) == []
 
 

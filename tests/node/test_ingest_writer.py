@@ -1,9 +1,11 @@
 """The ingest writer (`node.dicom.writer`): instances that queue while it commits share one transaction,
-one that fails fails alone, and SQLite connections go back to the pool as they came."""
+one that fails fails alone, nothing commits before its file's fsync (the caller's settle) returned,
+and SQLite connections go back to the pool as they came."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -13,7 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from node.dicom.writer import GroupCommit
+from node.dicom.writer import GroupCommit, NotSettled
 from node.store.database import Database
 from node.store.models import Association, utcnow
 
@@ -102,3 +104,39 @@ def test_the_writer_thread_ends_when_idle_and_comes_back(
     assert writer.submit("two") == "two"
     with sqlite_db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Association)) == 2
+
+
+def test_the_commit_waits_for_the_callers_settle(sqlite_db: Database) -> None:
+    writer: GroupCommit[str, str] = GroupCommit(sqlite_db.sessions, add_row, utcnow)
+    seen_during_settle: list[list[str]] = []
+
+    def settle() -> None:  # the file's fsync, in the calling thread
+        time.sleep(0.2)  # the writer has written the row by now, and must not have committed it
+        seen_during_settle.append(rows(sqlite_db))
+
+    assert writer.submit("one", settle) == "one"
+    assert seen_during_settle == [[]]
+    assert rows(sqlite_db) == ["one"]
+
+
+def test_a_failed_settle_commits_nothing_of_its_item_and_raises_its_error(sqlite_db: Database) -> None:
+    writer: GroupCommit[str, str] = GroupCommit(sqlite_db.sessions, add_row, utcnow)
+
+    def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        writer.submit("lost", disk_full)
+    assert writer.submit("kept", lambda: None) == "kept"
+    assert rows(sqlite_db) == ["kept"]
+
+
+def test_a_settle_that_does_not_return_in_time_fails_its_item_only(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("node.dicom.writer.SETTLE_WAIT_S", 0.1)
+    writer: GroupCommit[str, str] = GroupCommit(sqlite_db.sessions, add_row, utcnow)
+    with pytest.raises(NotSettled):
+        writer.submit("hung", lambda: time.sleep(0.5))
+    assert writer.submit("next", lambda: None) == "next"
+    assert rows(sqlite_db) == ["next"]
