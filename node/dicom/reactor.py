@@ -16,7 +16,9 @@ changes that association's own objects only (nothing process-wide):
   a `threading.Event`): `_Checkpoint` keeps that meaning and also waits there for work.
 
 Both waits are bounded (`IDLE_WAIT_S`), so what pynetdicom checks on each pass (timers, a thread that
-died, a kill flag nothing woke us for) is still seen, a little later. If pynetdicom's internals are
+died, a kill flag nothing woke us for) is still seen, a little later. Once the connection is over
+(the DUL back in Sta1, where pynetdicom's ``stop_dul`` sets its flag without a wake-up), the DUL polls
+as pynetdicom does until it is stopped; its wake-up pair is closed when its thread ends. If pynetdicom's internals are
 not as expected, the association is left to poll as before (logged once).
 """
 
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.05  # the longest either thread waits without a reason to wake
 _REQUIRED = {
     "dul": (
+        "run",
         "_process_recv_primitive",
         "to_provider_queue",
         "event_queue",
@@ -71,6 +74,7 @@ class _Waker:
                 pass
 
     def close(self) -> None:
+        """Idempotent; a wake-up after it is a no-op (its OSError is swallowed)."""
         self.reader.close()
         self.writer.close()
 
@@ -143,7 +147,7 @@ def make_event_driven(assoc: Association) -> bool:
         return False
     dul, dimse = assoc.dul, assoc.dimse
     waker = _Waker()
-    weakref.finalize(dul, waker.close)
+    weakref.finalize(dul, waker.close)  # a DUL that never ran
 
     def has_work() -> bool:
         return bool(dimse.msg_queue.qsize() or dul.to_user_queue.qsize() or assoc._kill or not dul.is_alive())
@@ -163,9 +167,20 @@ def make_event_driven(assoc: Association) -> bool:
     kill_dul = dul.kill_dul
 
     def wait_then_process_recv_primitive() -> bool:
-        if not (dul.to_provider_queue.qsize() or dul.event_queue.qsize()) and _connected(dul):
+        # In Sta1 (no connection: before it, or once it is over) the DUL waits only to be stopped, and
+        # pynetdicom's `stop_dul` sets its flag without a wake-up: there pynetdicom's own polls are left.
+        busy = dul.to_provider_queue.qsize() or dul.event_queue.qsize()
+        if not busy and dul.state_machine.current_state != "Sta1":
             _wait_for_input(dul.socket, waker)
         return process_recv_primitive()
+
+    run = dul.run
+
+    def run_then_close() -> None:  # the pair's descriptors go with the thread, not with the garbage
+        try:
+            run()
+        finally:
+            waker.close()
 
     def kill_and_wake() -> None:
         kill_dul()
@@ -173,13 +188,8 @@ def make_event_driven(assoc: Association) -> bool:
 
     dul._process_recv_primitive = wait_then_process_recv_primitive  # type: ignore[method-assign]
     dul.kill_dul = kill_and_wake  # type: ignore[method-assign]
+    dul.run = run_then_close  # type: ignore[method-assign]
     return True
-
-
-def _connected(dul: Any) -> bool:
-    """Sta1 is the DUL's state once the connection is gone: it waits only to be stopped, and
-    pynetdicom's ``stop_dul`` sets its flag without a wake-up; there its own 1 ms polls are left."""
-    return bool(dul.state_machine.current_state != "Sta1")
 
 
 def _wait_for_input(sock: Any, waker: _Waker) -> None:

@@ -3,7 +3,9 @@ presentation contexts shared with the server instead of deep-copied (`node.dicom
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import socket
 import time
 from types import SimpleNamespace
@@ -114,3 +116,20 @@ def test_pynetdicom_narrates_each_message_only_when_its_logger_prints_it(
         assert narrating() is True
     finally:
         pynetdicom_log.setLevel(level)
+
+
+def test_associations_leave_no_descriptors_open_behind_them(scu, start_node, make_settings, wait_for) -> None:
+    node = start_node(make_settings())
+    open_descriptors = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = open_descriptors()
+    gc.disable()  # closed with their threads, not whenever a garbage collection comes by
+    try:
+        for _ in range(30):
+            association = scu.associate(node.settings)
+            assert association.send_c_echo().Status == 0x0000
+            association.release()
+        assert node.server is not None
+        wait_for(lambda: not node.server.active_associations, what="the associations' threads to end")
+        assert open_descriptors() <= before + 3, (before, open_descriptors())
+    finally:
+        gc.enable()
