@@ -49,12 +49,24 @@ def is_redis(broker_url: str) -> bool:
     return broker_url.partition("://")[0].lower() in REDIS_SCHEMES
 
 
+# The embedded broker's transport: kombu's SQL transport woken by each publish (node.broker.sql_transport).
+EMBEDDED_TRANSPORT = "node.broker.sql_transport:Transport"
+EMBEDDED_PREFIX = "sqla+"
+
+
 class EchoCelery(Celery):
     """A Celery app that carries the node's Settings to the tasks (the worker's tasks read them)."""
 
     def __init__(self, settings: Settings, include: tuple[str, ...] = ()) -> None:
-        super().__init__("echo", broker=settings.effective_broker_url, include=list(include))
+        super().__init__("echo", broker=broker_connection_url(settings), include=list(include))
         self.echo_settings = settings
+
+
+def broker_connection_url(settings: Settings) -> str:
+    """The URL Celery connects with: the embedded broker's without its `sqla+` prefix, which would
+    choose kombu's own transport over ours (`broker_transport`)."""
+    url = settings.effective_broker_url
+    return url.removeprefix(EMBEDDED_PREFIX) if settings.embedded_broker else url
 
 
 def create_app(settings: Settings, include: tuple[str, ...] = ()) -> EchoCelery:
@@ -81,8 +93,9 @@ def create_app(settings: Settings, include: tuple[str, ...] = ()) -> EchoCelery:
         timezone="UTC",
     )
     if settings.embedded_broker:
+        # Woken by each publish; polls once a second besides, as kombu's own SQL transport does.
+        app.conf.broker_transport = EMBEDDED_TRANSPORT
         # kombu's SQL transport hands these to create_engine: wait for SQLite's lock, never fail on it.
-        # (It hands over every option, so its 1 s polling interval cannot be set here.)
         app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
     elif is_redis(settings.effective_broker_url):
         app.conf.broker_transport_options = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}

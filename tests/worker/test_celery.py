@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun
+from kombu import Exchange, Queue
 from sqlalchemy import select
 
 from node.broker.app import (
@@ -19,6 +23,7 @@ from node.broker.app import (
     queue_depths,
 )
 from node.broker.publish import CeleryPublisher
+from node.broker.wakeup import WakeUps, wake_folder
 from node.config.settings import Settings, load_settings
 from node.store.database import Database
 from node.store.models import Job, Study
@@ -40,8 +45,10 @@ def test_delivery_guarantees_and_routes(settings: Settings) -> None:
     assert (conf.task_serializer, conf.accept_content, conf.task_ignore_result) == ("json", ["json"], True)
     assert app.amqp.router.route({}, INFER_STUDY)["queue"].name == "gpu"
     assert app.amqp.router.route({}, "echo.deliver_report")["queue"].name == "io"
-    assert conf.broker_url == settings.effective_broker_url
-    assert conf.broker_url.startswith("sqla+sqlite:///")
+    # The embedded broker: kombu's SQL transport, ours (woken by each publish), chosen by class.
+    assert settings.effective_broker_url.startswith("sqla+sqlite:///")
+    assert conf.broker_url == settings.effective_broker_url.removeprefix("sqla+")
+    assert conf.broker_transport == "node.broker.sql_transport:Transport"
 
 
 @pytest.mark.parametrize(
@@ -62,6 +69,11 @@ def test_redis_hands_a_message_back_soon_after_the_hard_limit_not_after_an_hour(
 def test_the_embedded_broker_has_no_visibility_timeout(settings: Settings) -> None:
     options = create_worker_app(settings).conf.broker_transport_options
     assert options == {"connect_args": {"timeout": 30}}
+
+
+def test_redis_keeps_kombu_s_own_transport(settings: Settings) -> None:
+    app = create_worker_app(load_settings(data_dir=settings.data_dir, broker_url=REDIS_URL))
+    assert (app.conf.broker_url, app.conf.broker_transport) == (REDIS_URL, None)
 
 
 def test_the_tasks_carry_their_own_limits_and_guarantees(settings: Settings) -> None:
@@ -133,6 +145,61 @@ def test_infer_study_through_the_embedded_sqlite_broker(
 
 
 @pytest.mark.integration
+def test_a_publish_wakes_a_consumer_of_the_embedded_broker_without_waiting_for_its_poll(
+    settings: Settings,
+) -> None:
+    """The consumer polls once a minute here and waits up to 30 s; the publish wakes it at once."""
+    settings.data_dir.mkdir(parents=True)
+    app = create_worker_app(settings)
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 60}
+    received: list[object] = []
+    with app.connection_for_read() as connection:
+        queue = Queue("gpu", Exchange("gpu"), "gpu")
+        with connection.Consumer(queue, callbacks=[lambda body, message: received.append(body)]):
+            publisher = threading.Timer(1.0, lambda: app.send_task(INFER_STUDY, args=[1]))
+            publisher.start()
+            started = time.monotonic()
+            try:
+                connection.drain_events(timeout=30)
+            finally:
+                publisher.join()
+    assert received and time.monotonic() - started < 10, "the consumer waited for its poll"
+    assert list((settings.data_dir / "broker.db-wake").iterdir()) == [], "the consumer's socket is left"
+
+
+def test_a_wake_up_reaches_each_listener_and_clears_what_a_dead_process_left(tmp_path: Path) -> None:
+    folder = wake_folder(tmp_path / "broker.db")
+    wake_ups = WakeUps(folder)
+    assert wake_ups.notify() == 0  # nobody listens yet: nothing to do, no error
+    first, second = wake_ups.listener(), wake_ups.listener()
+    assert first is not None and second is not None
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"  # only the node's user can wake its workers
+    dead = folder / "12345-dead.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as gone:
+        gone.bind(str(dead))  # bound, then closed: what a killed process leaves
+    try:
+        assert not first.wait(0)
+        assert wake_ups.notify() == 2
+        assert first.wait(1) and second.wait(1)
+        assert not first.wait(0), "every pending wake-up is taken at once"
+        assert not dead.exists()
+    finally:
+        first.close()
+        second.close()
+        wake_ups.close()
+    assert sorted(folder.iterdir()) == []
+
+
+def test_a_data_folder_too_deep_for_a_socket_falls_back_to_polling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="node.broker.wakeup")  # a worker started before set ERROR
+    deep = tmp_path.joinpath(*["d" * 30] * 4)
+    assert WakeUps(wake_folder(deep / "broker.db")).listener() is None
+    assert "broker wake-ups are off" in caplog.text
+
+
+@pytest.mark.integration
 def test_queue_depths_counts_waiting_messages(settings: Settings, add_study, database: Database) -> None:
     app = create_worker_app(settings)
     assert queue_depths(app) == {"gpu": 0, "io": 0}
@@ -145,6 +212,12 @@ def test_queue_depths_counts_waiting_messages(settings: Settings, add_study, dat
     [
         (["--queues", "gpu,cpu"], {}, "--queues 'gpu,cpu': unknown queue(s) cpu; use gpu, io, train"),
         (["--loglevel", "LOUD"], {}, "--loglevel 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+        (["--pool", "gevent"], {}, "--pool 'gevent' is not one of prefork, solo"),
+        (
+            ["--pool", "solo", "--concurrency", "2"],
+            {},
+            "--pool solo runs one task at a time; --concurrency 2 needs prefork",
+        ),
         (
             [],
             {"ECHO_MAX_ASSOCIATIONS": "lots"},
