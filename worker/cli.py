@@ -1,5 +1,6 @@
-"""`echo-worker`: a Celery worker (by default on the inference queue "gpu", one process), with its
-/metrics, /healthz and /readyz on ECHO_WORKER_HTTP (`worker.observe`)."""
+"""`echo-worker`: a Celery worker (by default on the inference queue "gpu", one pool process), with its
+/metrics, /healthz and /readyz on ECHO_WORKER_HTTP (`worker.observe`). `--pool solo` runs the tasks
+in the worker's own process (the embedded node's worker), with the time limits of `worker.solo_limits`."""
 
 from __future__ import annotations
 
@@ -16,14 +17,23 @@ from node.broker.app import WORKER_QUEUES
 from node.config.startup import check_worker, configure_logging, run_role_cli, settings_for_cli
 from worker.app import create_worker_app
 from worker.observe import worker_listener
+from worker.solo_limits import SoloTimeLimits
 
 log = logging.getLogger("worker.cli")
+POOLS = ("prefork", "solo")
 app = typer.Typer(name="echo-worker", add_completion=False, pretty_exceptions_enable=False)
 
 
 @app.command()
 def command(
     concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="worker processes"),
+    pool: str = typer.Option(
+        "prefork",
+        "--pool",
+        "-P",
+        help="prefork: a parent and --concurrency pool processes; solo: one process runs the tasks "
+        "itself (the embedded node's; less memory, --concurrency 1)",
+    ),
     queues: str = typer.Option(
         "gpu",
         "--queues",
@@ -47,17 +57,24 @@ def command(
         raise UserError(
             f"--queues {queues!r}: unknown queue(s) {', '.join(unknown) or '(none given)'}; use {', '.join(WORKER_QUEUES)}"
         )
+    if pool not in POOLS:
+        raise UserError(f"--pool {pool!r} is not one of {', '.join(POOLS)}")
+    if pool == "solo" and concurrency != 1:
+        raise UserError(f"--pool solo runs one task at a time; --concurrency {concurrency} needs prefork")
     configure_logging(level, settings.log_format)
     check_worker(settings, config)  # model, database, broker: one line and exit 2 or 3 if not
     if settings.log_format == "json":
         setup_logging.connect(_celery_logs_through_ours)
-    log.info("consuming queues %s with %d worker process(es)", ",".join(chosen), concurrency)
+    log.info("consuming queues %s with %d worker process(es), pool %s", ",".join(chosen), concurrency, pool)
     log.info("%s", provider_choice(settings.ort_provider).summary())
+    if pool == "solo":  # Celery enforces time limits from a pool's parent only: ours instead
+        SoloTimeLimits().install()
     with worker_listener(settings):
         create_worker_app(settings).worker_main(
             [
                 "--quiet",  # no banner: a dozen lines on stdout at every start, and not JSON
                 "worker",
+                f"--pool={pool}",
                 f"--concurrency={concurrency}",
                 f"--queues={','.join(chosen)}",
                 f"--loglevel={level}",

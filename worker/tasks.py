@@ -2,9 +2,11 @@
 
 - `infer_study` (queue "gpu"): `worker.inference.StudyInference` does the work; transient errors are
   retried with exponential backoff and jitter, the last failure is dead-lettered in the database
-  (`InferenceTask.on_failure`), and a committed report is handed to the outbox.
+  (`InferenceTask.on_failure`), and a committed report is handed to the outbox: sent by this
+  process right after the commit on the embedded node, published to an "io" worker elsewhere.
 - `deliver_report` (queue "io"): one outbox tick for one report, right after it was stored (Redis
-  installs); the node's delivery loop runs the same code (`node.delivery.outbox`) for everything that is due.
+  installs); the node's delivery loop runs the same code (`node.delivery.outbox`) for everything that
+  is due, and is what sends a report whose first try here failed.
 
 Per-process resources (database engine, model) are lazy properties of the base classes: created in
 the pool process on first use, never at import or fork, so a slow model load cannot trip
@@ -25,7 +27,9 @@ from billiard.einfo import ExceptionInfo
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import UserError, one_line
 from node.broker.app import (
@@ -42,7 +46,8 @@ from node.config.logs import study_context
 from node.config.settings import Settings
 from node.delivery.outbox import Outbox
 from node.store.database import Database, open_database
-from node.store.models import utcnow
+from node.store.models import Delivery, utcnow
+from node.store.states import DeliveryStatus
 from worker.dead_letter import record_dead_letter
 from worker.failures import EngineUnavailable, TransientInferenceError
 from worker.inference import ReportEngine, StudyInference, model_facts, register_model
@@ -75,6 +80,14 @@ def load_engine(model_dir: Path, provider_setting: str = "auto") -> ReportEngine
     return engine
 
 
+def a_destination_is_failing(sessions: sessionmaker[Session]) -> bool:
+    """A PACS or RIS did not take its last message (a row waits to be retried): the node's loop paces
+    the sends to it, so that drafting does not wait out a connection timeout per study."""
+    with sessions() as session:
+        waiting = select(Delivery.id).where(Delivery.status == DeliveryStatus.RETRYING).limit(1)
+        return session.scalar(waiting) is not None
+
+
 # The time limits are the broker's (node.broker.app): Redis' visibility timeout is derived from them.
 INFER_MAX_RETRIES = 5
 INFER_RETRY_BACKOFF_S = 5  # first wait; doubles per retry (full jitter), capped below
@@ -92,6 +105,10 @@ class EchoTask(Task):
     @cached_property
     def database(self) -> Database:
         return open_database(self.settings)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.database.sessions, self.settings)
 
 
 class InferenceTask(EchoTask):
@@ -133,6 +150,19 @@ class InferenceTask(EchoTask):
             self._model_version_ids[key] = register_model(self.database.sessions, model_facts(engine))
             self._registered_last = key
         return self._model_version_ids[key]
+
+    def hand_to_outbox(self, report_id: int) -> None:
+        """Send the committed report's deliveries now. With Redis an "io" worker does it (this process
+        may be a GPU's); on the embedded node this process sends them itself, right after the commit,
+        instead of leaving them to the node's delivery loop. Either way a failure here loses nothing:
+        the rows stay due and the node's loop sends them."""
+        try:
+            if not self.settings.embedded_broker:
+                CeleryPublisher(self.app).publish_delivery(report_id)
+            elif not a_destination_is_failing(self.database.sessions):
+                self.outbox.run_due(report_id)  # each outcome is logged and recorded by the outbox
+        except Exception as error:
+            log.warning("delivery of report %d left to the node's loop (%s)", report_id, one_line(error))
 
     def on_failure(
         self,
@@ -185,22 +215,8 @@ def infer_study(self: InferenceTask, study_id: int) -> str:
         )
         result = inference.run(study_id, self.request.id)
         log.info("infer_study(%d): %s (%s)", study_id, result.outcome, result.detail)
-        # With Redis, an "io" worker sends the report at once. The embedded broker is polled once a
-        # second and its one worker process is busy with inference: the node's own delivery loop, on the
-        # same host, sends it sooner there.
-        embedded = self.settings.embedded_broker
-        if (
-            result.outcome == "reported"
-            and result.delivery_ids
-            and result.report_id is not None
-            and not embedded
-        ):
-            try:
-                CeleryPublisher(self.app).publish_delivery(result.report_id)
-            except Exception as error:  # the node's delivery loop sends it anyway
-                log.info(
-                    "delivery of report %d left to the loop (%s)", result.report_id, type(error).__name__
-                )
+        if result.outcome == "reported" and result.delivery_ids and result.report_id is not None:
+            self.hand_to_outbox(result.report_id)
         return f"{result.outcome}: {result.detail}"
 
 
@@ -217,7 +233,7 @@ def infer_study(self: InferenceTask, study_id: int) -> str:
 def deliver_report(self: EchoTask, report_id: int) -> str:
     """Send one report's due deliveries now (rows another runner holds are left to it)."""
     with study_context(report_id=report_id):
-        tick = Outbox(self.database.sessions, self.settings).run_due(report_id)
+        tick = self.outbox.run_due(report_id)
     return f"{len(tick.delivered)} delivered, {len(tick.retrying)} retrying, {len(tick.failed)} failed"
 
 

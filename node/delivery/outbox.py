@@ -113,6 +113,8 @@ class Outbox:
         claimed = self._claim(report_id)
         if not claimed:
             return tick
+        # When each send began: an operator's timeline, and benchmarks/e2e.py's "delivery wait".
+        log.info("claimed deliveries %s", ", ".join(map(str, claimed)))
         work = self._load(claimed)
         released: set[int] = set()  # ORUs handed back unsent this tick (their RIS did not answer)
         try:

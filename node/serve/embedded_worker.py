@@ -1,26 +1,39 @@
-"""The embedded node's worker: `echo-worker` as a child process on both queues, restarted if it dies.
+"""The embedded node's worker: `echo-worker --pool solo` as a child process on both queues, restarted
+if it dies, killed if an attempt of its runs past the hard time limit.
 
-A child process, not a thread: Celery's time limits and worker-lost handling need a pool
-process, and a crash in inference must not take the SCP down. The child gets the parent's
-effective settings as ECHO_* variables, so both read the same database and broker whatever
-mix of file, environment and overrides the parent was started with.
+A child process, not a thread: a crash or a hang in inference must not take the SCP down, and a
+process can be killed. One process, not Celery's parent and pool child: the solo pool runs the task
+in the worker itself (about 160 MB less for the node), with the time limits Celery's parent would
+enforce kept by `worker.solo_limits`, and by this watch for an attempt stuck where those timers
+cannot run. The child gets the parent's effective settings as ECHO_* variables, so both read the
+same database and broker whatever mix of file, environment and overrides the parent was started with.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from node.broker.app import QUEUES
 from node.config.settings import CallerRule, Settings
 from node.observe.figures_folder import MULTIPROCESS_ENV, embedded_worker_folder, fresh_folder
+from node.store.models import Job
+from node.store.states import JobKind, JobState
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0
+# The worker's own hard-limit timer goes first (`worker.solo_limits`); this watch only for a worker
+# whose timers cannot run.
+HUNG_MARGIN_S = 30.0
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
@@ -65,6 +78,8 @@ class EmbeddedWorker:
             "worker.cli",
             "--queues",
             ",".join(QUEUES),
+            "--pool",
+            "solo",
             "--concurrency",
             "1",
             "--loglevel",
@@ -90,6 +105,33 @@ class EmbeddedWorker:
             self.start()
             return True
         return False
+
+    def stop_hung(self, sessions: sessionmaker[Session], hard_limit_s: float, now: datetime) -> bool:
+        """Kill the worker if its inference attempt started more than `hard_limit_s` (plus a margin)
+        ago; True when it did (the watch then restarts it and the reconciler buries the attempt)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        started_before = now - timedelta(seconds=hard_limit_s + HUNG_MARGIN_S)
+        with sessions() as session:
+            hung = session.scalar(
+                select(Job.id).where(
+                    Job.kind == JobKind.INFER,
+                    Job.state == JobState.RUNNING,
+                    Job.worker_host == socket.gethostname(),
+                    Job.worker_pid == self.process.pid,
+                    Job.started_at < started_before,
+                )
+            )
+        if hung is None:
+            return False
+        log.error(
+            "embedded worker: job %d ran past the hard time limit (%.0f s); killing the worker",
+            hung,
+            hard_limit_s,
+        )
+        self.process.kill()
+        self.process.wait()
+        return True
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM: finish the current task), then kill after STOP_TIMEOUT_S."""

@@ -2,7 +2,7 @@
 
 Each role can also run alone (`echo-worker` on a GPU host); this class puts together the ones
 that belong to the node host. Background work is a list of `PeriodicLoop`s: study assembly, the
-delivery loop (the outbox: SRs to the PACS, ORUs to the RIS), the reconciler (attempts whose
+delivery loop (what no worker sent, `node.serve.deliveries`), the reconciler (attempts whose
 process died, studies the broker lost, poison studies: `node.store.reconcile`) and, embedded,
 the worker's watch. The reconciler also runs once at start and after the embedded worker is
 restarted.
@@ -17,7 +17,6 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from node.broker.app import INFER_TIME_LIMIT_S
 from node.config.settings import Settings
-from node.delivery.outbox import Outbox
 from node.dicom.assembly import InferencePublisher, StudyAssembler
 from node.dicom.association_log import AssociationLog
 from node.dicom.ingest import Ingestor
@@ -25,6 +24,7 @@ from node.dicom.scp import start_scp
 from node.dicom.spool import Spool
 from node.hl7.listener import Hl7Listener, start_listener
 from node.observe.http import ObserveServer
+from node.serve.deliveries import DeliveryLoop
 from node.serve.embedded_worker import EmbeddedWorker
 from node.serve.learning import learning_loops
 from node.serve.loops import PeriodicLoop
@@ -74,7 +74,7 @@ class Node:
         self.worker: EmbeddedWorker | None = None
         self.associations: AssociationLog | None = None
         self.assembler: StudyAssembler | None = None
-        self.outbox: Outbox | None = None
+        self.deliveries: DeliveryLoop | None = None  # what no worker sent (`node.serve.deliveries`)
         self._loops: list[PeriodicLoop] = []
         self._policy = ReconcilePolicy.from_settings(settings, INFER_TIME_LIMIT_S)
         self._reconcile_lock = threading.Lock()  # the loop and the worker's watch both reconcile
@@ -138,11 +138,11 @@ class Node:
                 raise NodeStartError(
                     f"cannot listen for HL7 on {settings.hl7_listen}: {error.strerror or error}"
                 ) from error
-        self.outbox = Outbox(database.sessions, settings)
+        self.deliveries = DeliveryLoop(database.sessions, settings)
         self._loops = [
             PeriodicLoop("assembly", assembly_interval(settings.quiet_seconds), self._assembly_tick),
             PeriodicLoop(
-                "delivery", delivery_interval(settings.delivery_backoff_seconds), self.outbox.run_due
+                "delivery", delivery_interval(settings.delivery_backoff_seconds), self.deliveries.tick
             ),
             PeriodicLoop("reconcile", RECONCILE_INTERVAL_S, self.reconcile),
             *retention_loops(settings, database.sessions),  # none unless ECHO_RETENTION_DAYS is set
@@ -168,6 +168,8 @@ class Node:
 
     def _watch_worker(self) -> None:
         assert self.worker is not None and self.assembler is not None, "node not started"
+        assert self.database is not None, "node not started"
+        self.worker.stop_hung(self.database.sessions, INFER_TIME_LIMIT_S, utcnow())  # restarted below
         if not self.worker.ensure_running():
             return
         # The dead worker's attempts and the message it held are lost: bury, fail or republish now.

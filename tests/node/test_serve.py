@@ -10,14 +10,18 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
+from node.broker.app import INFER_TIME_LIMIT_S
 from node.config.settings import load_settings
+from node.serve.embedded_worker import HUNG_MARGIN_S, EmbeddedWorker
 from node.store.database import open_database
+from node.store.jobs import WorkerProcess, claim_inference
 from node.store.models import Job, Study
 from node.store.states import JobState, StudyState
 
@@ -243,15 +247,14 @@ def killable_node(tmp_path: Path, make_settings, dcmtk, dicom, wait_for):
 
 @pytest.mark.e2e
 @pytest.mark.integration
-def test_a_study_survives_kill_9_of_the_embedded_worker_and_its_pool_process(killable_node) -> None:
-    """kill -9 of the embedded worker's main and pool processes mid-inference: the SQL broker forgets
-    the message they held. The node restarts its worker, buries the dead attempt and publishes the
-    study again; it is inferred (it used to stay queued for ever)."""
+def test_a_study_survives_kill_9_of_the_embedded_worker(killable_node) -> None:
+    """kill -9 of the embedded worker mid-inference: the SQL broker forgets the message it held. The
+    node restarts its worker, buries the dead attempt and publishes the study again; it is inferred
+    (it used to stay queued for ever). The attempt runs in the worker itself: no pool process."""
     killable_node.start()
     killable_node.send_study()
     child = killable_node.running_attempt_pid()
-    main = _parent_of(child)
-    os.kill(main, signal.SIGKILL)
+    assert killable_node.process is not None and _parent_of(child) == killable_node.process.pid
     os.kill(child, signal.SIGKILL)
     jobs = killable_node.wait_until_inferred(60)
     assert [(attempt, state) for attempt, state, _ in jobs] == [(1, JobState.DEAD), (2, JobState.SUCCEEDED)]
@@ -351,3 +354,37 @@ def test_with_json_logs_the_ready_line_is_a_json_record(tmp_path: Path) -> None:
     [ready] = [record for record in records if record["message"].startswith("echo-node ready: ")]
     assert ready["logger"] == "node.serve.ready" and ready["level"] == "INFO"
     assert not [line for line in log.read_text().splitlines() if " INFO node." in line], "a text line"
+
+
+# --- the embedded worker's hard limit, kept by the node -------------------------------------------
+
+
+def _running_attempt(database, pid: int, started_at: datetime) -> None:
+    with database.sessions.begin() as session:
+        study = Study(
+            study_instance_uid="1.2.3",
+            state=StudyState.QUEUED,
+            first_received_at=started_at,
+            last_received_at=started_at,
+        )
+        session.add(study)
+        session.flush()
+        worker = WorkerProcess(socket.gethostname(), pid)
+        claim_inference(session, study.id, "task-1", started_at, timedelta(hours=1), worker=worker)
+
+
+@pytest.mark.parametrize(("ran_s", "killed"), [(60, False), (INFER_TIME_LIMIT_S + HUNG_MARGIN_S + 1, True)])
+def test_a_worker_whose_attempt_runs_past_the_hard_limit_is_killed(
+    sqlite_db, make_settings, ran_s: float, killed: bool
+) -> None:
+    """Its own timers could not stop it (a native call holding the interpreter lock): the node does."""
+    worker = EmbeddedWorker(make_settings())
+    worker.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        now = datetime.now(UTC)
+        _running_attempt(sqlite_db, worker.process.pid, now - timedelta(seconds=ran_s))
+        assert worker.stop_hung(sqlite_db.sessions, INFER_TIME_LIMIT_S, now) is killed
+        assert (worker.process.poll() is not None) is killed
+    finally:
+        worker.process.kill()
+        worker.process.wait()

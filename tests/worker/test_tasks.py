@@ -6,8 +6,10 @@ import logging
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -16,23 +18,31 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from node.broker.app import DELIVER_REPORT, INFER_STUDY, EchoCelery
+from node.broker.publish import CeleryPublisher
 from node.config.settings import Settings
+from node.serve.deliveries import FRESH_GRACE_S, DeliveryLoop, left_to_the_loop
 from node.store.database import Database
 from node.store.jobs import WorkerProcess, claim_inference
-from node.store.models import Job, Study, StudyEvent, utcnow
-from node.store.states import JobState, StudyState
+from node.store.models import Delivery, Job, Report, Study, StudyEvent, utcnow
+from node.store.states import DeliveryKind, DeliveryStatus, JobState, StudyState
 from worker.app import create_worker_app
 from worker.failures import TransientInferenceError
+from worker.solo_limits import EXIT_HARD_LIMIT, SoloTimeLimits
 
 
-@pytest.fixture
-def app(settings: Settings, database: Database) -> Iterator[EchoCelery]:
+def worker_app(settings: Settings) -> Iterator[EchoCelery]:
+    """A worker's app with its tasks registered; their database engines closed afterwards."""
     app = create_worker_app(settings)
     app.loader.import_default_modules()
     yield app
     for name in (INFER_STUDY, DELIVER_REPORT):
         if "database" in vars(app.tasks[name]):
             app.tasks[name].database.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database) -> Iterator[EchoCelery]:
+    yield from worker_app(settings)
 
 
 def jobs(database: Database, study_id: int) -> list[tuple[int, JobState, str | None]]:
@@ -203,3 +213,173 @@ def test_a_gpu_provider_this_onnxruntime_lacks_falls_back_to_the_cpu_with_a_warn
         and "running on CPU" in warning
     )
     assert any("running on CPU (ECHO_ORT_PROVIDER=cuda)" in r.getMessage() for r in caplog.records)
+
+
+# --- the report handed to the outbox -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _deliveries(database: Database, study_id: int) -> list[tuple[DeliveryKind, DeliveryStatus, int]]:
+    with database.sessions() as session:
+        rows = session.scalars(
+            select(Delivery).join(Report).where(Report.study_id == study_id).order_by(Delivery.id)
+        )
+        return [(row.kind, row.status, row.attempts) for row in rows]
+
+
+@pytest.fixture
+def peers_app(node_settings, database: Database) -> Iterator[EchoCelery]:
+    """The embedded worker's app with a PACS and a RIS configured on ports nobody listens on."""
+    yield from worker_app(
+        node_settings(pacs=f"PACS@127.0.0.1:{_free_port()}", ris=f"127.0.0.1:{_free_port()}")
+    )
+
+
+def test_on_the_embedded_node_the_task_sends_its_report_right_after_the_commit(
+    peers_app: EchoCelery, database: Database, store_study, images, engine
+) -> None:
+    """No delivery loop runs here: the first attempt of each row is the task's own (refused: retrying)."""
+    vars(peers_app.tasks[INFER_STUDY])["engine"] = engine
+    study_id = store_study(images.chest())
+    assert peers_app.tasks[INFER_STUDY].apply(args=[study_id]).get() == "reported: report 1"
+    assert _deliveries(database, study_id) == [
+        (DeliveryKind.SR, DeliveryStatus.RETRYING, 1),
+        (DeliveryKind.ORU, DeliveryStatus.RETRYING, 1),
+    ]
+
+
+def test_while_a_destination_fails_the_task_leaves_the_sending_to_the_node_s_loop(
+    peers_app: EchoCelery, database: Database, store_study, images, engine
+) -> None:
+    """A PACS that is down would cost each study a connection timeout in the worker; the node's loop
+    retries at its own pace instead."""
+    vars(peers_app.tasks[INFER_STUDY])["engine"] = engine
+    first, second = store_study(images.chest()), store_study(images.chest())
+    peers_app.tasks[INFER_STUDY].apply(args=[first]).get()  # its rows now wait to be retried
+    assert peers_app.tasks[INFER_STUDY].apply(args=[second]).get() == "reported: report 2"
+    assert _deliveries(database, second) == [
+        (DeliveryKind.SR, DeliveryStatus.PENDING, 0),
+        (DeliveryKind.ORU, DeliveryStatus.PENDING, 0),
+    ]
+
+
+def test_with_redis_the_report_is_published_to_an_io_worker(
+    node_settings, database: Database, store_study, images, engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = node_settings(ris="127.0.0.1:2575", broker_url="redis://127.0.0.1:6379/15")
+    app = create_worker_app(settings)
+    app.loader.import_default_modules()
+    vars(app.tasks[INFER_STUDY])["engine"] = engine
+    published: list[int] = []
+    monkeypatch.setattr(
+        CeleryPublisher, "publish_delivery", lambda _self, report_id: published.append(report_id)
+    )
+    try:
+        study_id = store_study(images.chest())
+        assert app.tasks[INFER_STUDY].apply(args=[study_id]).get() == "reported: report 1"
+    finally:
+        app.tasks[INFER_STUDY].database.dispose()
+    assert published == [1]
+    assert _deliveries(database, study_id) == [(DeliveryKind.ORU, DeliveryStatus.PENDING, 0)]
+
+
+# --- the node's delivery loop: what no worker sent -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "created_s_ago", "due_in_s", "left"),
+    [
+        (DeliveryStatus.PENDING, 1, 0, False),  # fresh: its worker sends it now
+        (DeliveryStatus.PENDING, 1, 300, False),  # claimed, being sent
+        (DeliveryStatus.PENDING, FRESH_GRACE_S + 1, 0, True),  # no worker took it
+        (DeliveryStatus.RETRYING, 60, 0, True),  # its peer failed: due again
+        (DeliveryStatus.RETRYING, 60, 30, False),  # backing off
+        (DeliveryStatus.DELIVERED, 60, 0, False),
+    ],
+)
+def test_the_node_s_loop_takes_only_what_no_worker_will_send(
+    database: Database, node_settings, store_study, images, report_for, status, created_s_ago, due_in_s, left
+) -> None:
+    report_for(store_study(images.chest()), node_settings(ris=f"127.0.0.1:{_free_port()}"))
+    now = utcnow()
+    with database.sessions.begin() as session:
+        row = session.scalars(select(Delivery)).one()
+        row.status = status
+        row.created_at = now - timedelta(seconds=created_s_ago)
+        row.next_attempt_at = now + timedelta(seconds=due_in_s)
+    with database.sessions() as session:
+        assert left_to_the_loop(session, now, timedelta(seconds=FRESH_GRACE_S)) is left
+
+
+def test_the_node_s_loop_loads_the_outbox_only_for_a_row_no_worker_sent(
+    database: Database, node_settings, store_study, images, report_for
+) -> None:
+    """The message builders and what they load (~100 MB) stay out of the node's process while the
+    worker sends."""
+    settings = node_settings(ris=f"127.0.0.1:{_free_port()}")
+    loop = DeliveryLoop(database.sessions, settings)
+    study_id = store_study(images.chest())
+    report_for(study_id, settings)
+    loop.tick()
+    assert loop._outbox is None
+    assert _deliveries(database, study_id) == [(DeliveryKind.ORU, DeliveryStatus.PENDING, 0)]
+    with database.sessions.begin() as session:
+        session.scalars(select(Delivery)).one().created_at = utcnow() - timedelta(seconds=FRESH_GRACE_S + 1)
+    loop.tick()
+    assert _deliveries(database, study_id) == [(DeliveryKind.ORU, DeliveryStatus.RETRYING, 1)]
+
+
+# --- time limits in a worker without a pool process (`--pool solo`) -------------------------------
+
+
+@pytest.fixture
+def solo_limits() -> Iterator[tuple[SoloTimeLimits, list[int]]]:
+    exits: list[int] = []
+    limits = SoloTimeLimits(exit_process=exits.append)
+    limits.install()
+    yield limits, exits
+    limits.uninstall()
+
+
+def test_the_soft_limit_raises_inside_the_running_task(solo_limits) -> None:
+    limits, exits = solo_limits
+    limits.started(sender=SimpleNamespace(name="t", soft_time_limit=0.2, time_limit=None))
+    started = time.monotonic()
+    with pytest.raises(SoftTimeLimitExceeded):
+        time.sleep(10)
+    assert time.monotonic() - started < 5 and exits == []
+
+
+def test_a_task_that_ends_in_time_is_not_interrupted(solo_limits) -> None:
+    limits, exits = solo_limits
+    limits.started(sender=SimpleNamespace(name="t", soft_time_limit=0.2, time_limit=0.3))
+    limits.ended()
+    time.sleep(0.5)
+    assert exits == []
+
+
+def test_the_hard_limit_dead_letters_the_attempt_and_ends_the_process(
+    app: EchoCelery, database: Database, store_study, images, solo_limits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the prefork parent does when it kills a pool process: the dead letter, then the exit
+    (the node restarts its worker)."""
+    limits, exits = solo_limits
+    study_id = store_study(images.chest())
+    with database.sessions.begin() as session:
+        claim_inference(session, study_id, "task-hung", utcnow(), timedelta(seconds=360))
+    task = app.tasks[INFER_STUDY]
+    monkeypatch.setattr(task, "soft_time_limit", None)
+    monkeypatch.setattr(task, "time_limit", 0.2)
+    limits.started(sender=task, task_id="task-hung", args=(study_id,), kwargs={})
+    deadline = time.monotonic() + 10
+    while not exits and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert exits == [EXIT_HARD_LIMIT]
+    reason = "killed at the hard time limit of 0.2 s"
+    assert jobs(database, study_id) == [(1, JobState.DEAD, reason)]
+    assert study(database, study_id) == (StudyState.FAILED, f"inference gave up: {reason}")
