@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydicom.uid import UID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -107,6 +106,8 @@ class StudyDetail:
 
 
 def sop_class_name(uid: str) -> str:
+    from pydicom.uid import UID  # pydicom's dictionaries: not for every echo-admin command
+
     name = UID(uid).name
     return name if name and name != uid else uid
 
