@@ -1,50 +1,52 @@
-"""End-to-end throughput and latency: C-STORE in, ORU ACK out, on the embedded default and on Redis + PostgreSQL.
+"""End to end: C-STORE in, ORU ACK out, on the embedded default and on Redis + PostgreSQL, stage by stage.
 
-    .venv/bin/python benchmarks/e2e.py [--n 20] [--quiet 1.0] [--concurrency 1] [--model-dir DIR]
-                                       [--configs embedded,redis-postgresql]
+    .venv/bin/python benchmarks/e2e.py [--sequential 12] [--burst 12] [--quiet 2] [--rounds 1]
+                                       [--configs embedded,redis-postgresql] [--baseline DIR]
+                                       [--model-dir DIR] [--idle-seconds 10]
 
-Writes N synthetic studies (frontal, and a lateral where the case has one) and, per configuration,
-starts a whole site on loopback: the node (`echo-node serve`; embedded: SQLite, the SQL broker and
-the worker child; redis-postgresql: a fresh PostgreSQL database, Redis database 10 and a separate
-`echo-worker --queues gpu,io`), DCMTK's storescp as the PACS, and python-hl7's MLLP server as the RIS
-(it answers AA and notes the time). One warm-up study (model load) is sent and answered first and not
-counted; then one study alone ("idle s": the latency without a queue); then the N studies, one
-association each, as fast as the node takes them (p50/p95: latency under that burst).
+Writes synthetic studies (frontal, and a lateral where the case has one) and, per configuration,
+starts a whole site on loopback: the node (`echo-node serve` with its default settings but the quiet
+period and the draft gate, off; embedded: SQLite, the SQL broker and its worker; redis-postgresql: a fresh PostgreSQL
+database, Redis database 10 and a separate `echo-worker --queues gpu,io`), DCMTK's storescp as the
+PACS (with TCP_NODELAY=1: Nagle's algorithm stalls DCMTK peers otherwise), and python-hl7's MLLP
+server as the RIS (it answers AA and notes the time). One warm-up study (model load) is answered
+first and not counted; then `--sequential` studies one at a time (each sent when the one before was
+answered: the latency of a quiet site), then `--burst` studies, one association each, as fast as
+the node takes them (the throughput, and the latency under that load).
 
-Latency: from the end of a study's C-STORE association to the RIS sending its ACK; it includes the
-node's quiet period (`--quiet`), which is how long the node waits for more images of a study.
-Throughput: studies answered per minute, from the first C-STORE to the last ACK.
-The model is the bundled one if it exists, else a tiny random student (plumbing speed, not quality).
+Latency: from the end of a study's C-STORE association to the RIS's ACK of its ORU; it includes the
+quiet period. The stages it splits into are `e2e_stages.STAGES`, read after the run from the node's
+database and JSON log (`e2e_stages`). Memory: the RSS of every process of the site's node (serve and
+its worker, or serve and the separate worker), once idle after start and once after all the reports;
+idle CPU: theirs over `--idle-seconds` after the last report, in % of one core.
+
+Rounds are interleaved (each round runs every site, in the opposite order to the round before), so
+load from other work on the machine hits them alike; figures are median (min-max) over rounds.
+`--baseline DIR` runs each configuration from another checkout too (e.g. `git worktree add`), in the
+same rounds. The model is the bundled one if it exists, else a tiny random student.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import hl7
-import hl7.mllp
 import psycopg
 import redis
 import typer
+from e2e_peers import AckClock, free_port, send_study, wait_for_acks, wait_for_node
+from e2e_stages import STAGES, LogEvents, Timeline, percentile, read_timelines, stage_percentiles
 from pydicom import dcmread
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from echo.data.synthetic import generate_dataset
@@ -54,114 +56,110 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 CONFIGS = ("embedded", "redis-postgresql")
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/10"  # the benchmark's own database (tests/e2e uses 11)
-CALLING_AE = "BENCH"
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-console = Console(width=max(100, Console().width))
+console = Console(width=max(150, Console().width))
+Study = tuple[str, list[Path]]  # accession number, files
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-# --- the RIS: python-hl7's asyncio MLLP server, noting when each accession's ACK went out -----------
-
-
-@dataclass
-class AckClock:
-    port: int = 0
-    acked: dict[str, float] = field(default_factory=dict)  # accession -> time.monotonic() of the ACK
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    async def _client(self, reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
-        try:
-            while not writer.is_closing():
-                message = await reader.readmessage()
-                writer.writemessage(message.create_ack("AA"))
-                await writer.drain()
-                self.acked.setdefault(str(message.segment("OBR")[18]), time.monotonic())
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            server = self._loop.run_until_complete(
-                hl7.mllp.start_hl7_server(self._client, "127.0.0.1", 0, encoding="utf-8")
-            )
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        ready.wait(10)
-
-
-# --- a site ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Site:
+    config: str
+    source: Path  # the checkout its processes run from
+    label: str
 
 
 @dataclass
 class Run:
-    config: str
-    sent_at: dict[str, float]
-    acked: dict[str, float]
-    first_sent: float
-    workers: int
-    idle_latency: float  # one study on an idle node, before the burst
-
-    @property
-    def latencies(self) -> list[float]:
-        return sorted(self.acked[accession] - sent for accession, sent in self.sent_at.items())
-
-    @property
-    def per_minute(self) -> float:
-        return len(self.sent_at) / (max(self.acked[a] for a in self.sent_at) - self.first_sent) * 60
+    site: Site
+    sequential: list[Timeline]
+    burst: list[Timeline]
+    burst_per_minute: float
+    rss_idle_mb: float
+    rss_after_mb: float
+    idle_cpu_percent: float
 
 
-def send_study(files: list[Path], port: int) -> None:
-    ae = AE(ae_title=CALLING_AE)
-    datasets = [dcmread(path) for path in files]
-    for dataset in datasets:
-        ae.add_requested_context(dataset.SOPClassUID, [str(dataset.file_meta.TransferSyntaxUID)])
-    association = ae.associate("127.0.0.1", port, ae_title="ECHO")
-    if not association.is_established:
-        raise SystemExit(f"the node on port {port} refused the association")
-    try:
-        for dataset in datasets:
-            status = association.send_c_store(dataset)
-            if status.get("Status") != 0x0000:
-                raise SystemExit(f"the node answered C-STORE status {status.get('Status')}")
-    finally:
-        association.release()
+# --- the node's processes --------------------------------------------------------------------------
 
 
-def wait_for_node(port: int, processes: list[subprocess.Popen[bytes]], timeout_s: float = 90) -> None:
-    ae = AE(ae_title=CALLING_AE)
-    ae.add_requested_context(Verification)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise SystemExit(f"a node process exited with status {process.returncode}; see its log")
-        association = ae.associate("127.0.0.1", port, ae_title="ECHO")
-        if association.is_established:
-            association.release()
-            return
-        time.sleep(0.3)
-    raise SystemExit(f"the node did not answer C-ECHO on port {port} within {timeout_s} s")
+def tree(pids: list[int]) -> list[int]:
+    """The processes and every descendant still running."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def rss_mb(pids: list[int]) -> float:
+    total_kb = 0
+    for pid in tree(pids):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total_kb += next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+    return total_kb / 1024
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in tree(pids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def start_site(
+    site: Site, env: dict[str, str], work: Path, concurrency: int
+) -> list[subprocess.Popen[bytes]]:
+    commands = [["-m", "node.serve.cli", "serve"]]
+    if site.config == "redis-postgresql":
+        commands.append(["-m", "worker.cli", "--queues", "gpu,io", "--concurrency", str(concurrency)])
+    processes = []
+    for index, command in enumerate(commands):
+        with (work / f"{index}.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, *command], cwd=site.source, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+    return processes
+
+
+def stop_site(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# --- one run of one site ---------------------------------------------------------------------------
 
 
 def run_site(
-    config: str,
-    studies: list[tuple[str, list[Path]]],
-    warm_up: tuple[str, list[Path]],
-    idle: tuple[str, list[Path]],
+    site: Site,
+    warm_up: Study,
+    sequential: list[Study],
+    burst: list[Study],
     *,
     work: Path,
     model_dir: Path,
@@ -169,89 +167,83 @@ def run_site(
     ris: AckClock,
     quiet: float,
     concurrency: int,
+    idle_s: float,
     timeout_s: float,
 ) -> Run:
+    work.mkdir(parents=True)
     port = free_port()
     ris.acked.clear()
     env = {
         **os.environ,
-        "ECHO_DATA_DIR": str(work / config),
+        "PYTHONPATH": str(site.source),
+        "ECHO_DATA_DIR": str(work / "data"),
         "ECHO_PORT": str(port),
+        "ECHO_HTTP": f"127.0.0.1:{free_port()}",  # on, as by default (its own port per run)
         "ECHO_QUIET_SECONDS": str(quiet),
-        "ECHO_ALLOWED_CALLERS": CALLING_AE,
+        "ECHO_ALLOWED_CALLERS": "BENCH",
         "ECHO_MODEL_DIR": str(model_dir),
         "ECHO_PACS": pacs,
         "ECHO_RIS": f"127.0.0.1:{ris.port}",
-        "ECHO_DELIVERY_BACKOFF_SECONDS": "0.5",
-        "ECHO_LOG_LEVEL": "WARNING",
+        # Off: a draft the gate holds never reaches the RIS (the run would wait for it), and one it
+        # re-decodes times the gate, not the pipeline.
+        "ECHO_DRAFT_GATE": "false",
+        "ECHO_LOG_FORMAT": "json",  # the stages' log events (e2e_stages)
+        "ECHO_LOG_LEVEL": "INFO",
     }
+    database_url = f"sqlite:///{work / 'data' / 'echo.db'}"
     database = None
-    if config == "redis-postgresql":
+    if site.config == "redis-postgresql":
         database = f"echo_bench_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{database}"')
         redis.Redis.from_url(REDIS_URL).flushdb()
-        env["ECHO_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+        database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+        env["ECHO_DATABASE_URL"] = database_url
         env["ECHO_BROKER_URL"] = REDIS_URL
-    commands = [["-m", "node.serve.cli", "serve"]]
-    if config == "redis-postgresql":
-        commands.append(["-m", "worker.cli", "--queues", "gpu,io", "--concurrency", str(concurrency)])
-    processes = []
-    for index, command in enumerate(commands):
-        log = (work / f"{config}-{index}.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, *command], cwd=REPOSITORY, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        )
+    processes = start_site(site, env, work, concurrency)
+    pids = [process.pid for process in processes]
     try:
         wait_for_node(port, processes)
+        time.sleep(2.0)  # the worker's start-up
+        rss_idle = rss_mb(pids)
         send_study(warm_up[1], port)
-        wait_for_acks(ris, [warm_up[0]], timeout_s, f"{config}: warm-up (model load)")
-        send_study(idle[1], port)
-        idle_sent = time.monotonic()
-        wait_for_acks(ris, [idle[0]], timeout_s, f"{config}: one study on an idle node")
-        idle_latency = ris.acked[idle[0]] - idle_sent
-        sent_at: dict[str, float] = {}
-        first_sent = time.monotonic()
-        for accession, files in studies:
+        wait_for_acks(ris, [warm_up[0]], timeout_s, f"{site.label}: warm-up (model load)", console)
+        sent: dict[str, float] = {}
+        for accession, files in sequential:
             send_study(files, port)
-            sent_at[accession] = time.monotonic()
-        wait_for_acks(ris, list(sent_at), timeout_s, f"{config}: {len(studies)} studies")
-        return Run(config, sent_at, {a: ris.acked[a] for a in sent_at}, first_sent, concurrency, idle_latency)
+            sent[accession] = time.time()
+            wait_for_acks(ris, [accession], timeout_s, f"{site.label}: one study at a time", console)
+        first_sent = time.time()
+        for accession, files in burst:
+            send_study(files, port)
+            sent[accession] = time.time()
+        wait_for_acks(
+            ris, [a for a, _ in burst], timeout_s, f"{site.label}: a burst of {len(burst)}", console
+        )
+        per_minute = len(burst) / (max(ris.acked[a] for a, _ in burst) - first_sent) * 60
+        time.sleep(2.0)
+        rss_after = rss_mb(pids)
+        cpu_before = cpu_seconds(pids)
+        time.sleep(idle_s)
+        idle_cpu = (cpu_seconds(pids) - cpu_before) / idle_s * 100
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_site(processes)
+    try:
+        timelines = read_timelines(database_url, sent, ris.acked, LogEvents.read(work.glob("*.log")))
+    finally:
         if database is not None:
             with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             redis.Redis.from_url(REDIS_URL).flushdb()
-
-
-def wait_for_acks(ris: AckClock, accessions: list[str], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"waiting for the RIS ACKs ({what})", total=len(accessions))
-        while True:
-            done = sum(accession in ris.acked for accession in accessions)
-            progress.update(task, completed=done)
-            if done == len(accessions):
-                return
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"{what}: only {done} of {len(accessions)} ORUs reached the RIS in {timeout_s} s"
-                )
-            time.sleep(0.05)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of sorted values (p95 of 20 values is the 19th)."""
-    return values[max(0, min(len(values) - 1, math.ceil(fraction * len(values)) - 1))]
+    return Run(
+        site,
+        timelines[: len(sequential)],
+        timelines[len(sequential) :],
+        per_minute,
+        rss_idle,
+        rss_after,
+        idle_cpu,
+    )
 
 
 def default_model(work: Path) -> tuple[Path, str]:
@@ -266,37 +258,56 @@ def default_model(work: Path) -> tuple[Path, str]:
 
 @app.command()
 def main(
-    n: int = typer.Option(20, "--n", min=1, help="studies per configuration"),
+    sequential: int = typer.Option(12, "--sequential", min=1, help="studies sent one at a time"),
+    burst: int = typer.Option(12, "--burst", min=1, help="studies sent at once"),
+    rounds: int = typer.Option(1, "--rounds", min=1, help="interleaved rounds of every site"),
     seed: int = typer.Option(11, "--seed", help="synthetic benchmark seed"),
     size: int = typer.Option(256, "--size", min=64, max=1024, help="image side in pixels"),
-    quiet: float = typer.Option(1.0, "--quiet", min=0.0, help="the node's quiet period (seconds)"),
+    quiet: float = typer.Option(2.0, "--quiet", min=0.0, help="the node's quiet period (seconds)"),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="worker processes (redis-postgresql)"),
     configs: str = typer.Option(
         ",".join(CONFIGS), "--configs", help=f"comma-separated, of: {', '.join(CONFIGS)}"
     ),
+    baseline: Path | None = typer.Option(
+        None, "--baseline", help="another checkout to run each configuration from too"
+    ),
     model_dir: Path | None = typer.Option(
         None, "--model-dir", help="exported model (default: bundled, else tiny)"
     ),
-    timeout: float = typer.Option(600.0, "--timeout", min=1.0, help="seconds to wait for the ACKs of a run"),
+    idle_seconds: float = typer.Option(10.0, "--idle-seconds", min=1.0, help="idle CPU window"),
+    timeout: float = typer.Option(
+        180.0, "--timeout", min=1.0, help="seconds to wait for the ACKs of a phase"
+    ),
 ) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the sites on the way out
     chosen = [name.strip() for name in configs.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(CONFIGS))
     if not chosen or unknown:
         raise SystemExit(f"--configs: unknown {', '.join(unknown) or '(none)'}; use {', '.join(CONFIGS)}")
     if shutil.which("storescp") is None:
         raise SystemExit("storescp (DCMTK) is needed as the PACS: apt-get install dcmtk")
+    if baseline is not None and not (baseline / "node" / "serve" / "cli.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: not a checkout of this repository (no node/serve/cli.py)")
+    sites = [
+        site
+        for config in chosen
+        for site in (
+            Site(config, REPOSITORY, config),
+            *([Site(config, baseline.resolve(), f"{config} (baseline)")] if baseline else []),
+        )
+    ]
     work = Path(tempfile.mkdtemp(prefix="echo-e2e-bench-"))
+    load_before = os.getloadavg()
     try:
         model, model_label = (model_dir, str(model_dir)) if model_dir else default_model(work)
-        with console.status(f"writing {n + 2} synthetic studies"):
-            generate_dataset(n + 2, seed, work / "studies", size=size)
-        rows = sorted((work / "studies" / "studies").iterdir())
+        with console.status(f"writing {1 + sequential + burst} synthetic studies"):
+            generate_dataset(1 + sequential + burst, seed, work / "studies", size=size)
         studies = [
             (
                 dcmread(next(folder.iterdir()), stop_before_pixels=True).AccessionNumber,
                 sorted(folder.iterdir()),
             )
-            for folder in rows
+            for folder in sorted((work / "studies" / "studies").iterdir())
         ]
         ris = AckClock()
         ris.start()
@@ -304,67 +315,97 @@ def main(
         (work / "pacs").mkdir()
         pacs = subprocess.Popen(
             ["storescp", "-aet", "PACS", "-od", str(work / "pacs"), str(pacs_port)],
+            env={**os.environ, "TCP_NODELAY": "1"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        runs = []
+        runs: list[Run] = []
         try:
-            for config in chosen:  # each on a fresh database: the same studies are new to it
-                console.print(
-                    f"[bold]{config}[/bold]: {n} studies, quiet period {quiet:g} s, model {model_label}"
-                )
-                runs.append(
-                    run_site(
-                        config,
-                        studies[2:],
-                        studies[0],
-                        studies[1],
-                        work=work,
-                        model_dir=model,
-                        pacs=f"PACS@127.0.0.1:{pacs_port}",
-                        ris=ris,
-                        quiet=quiet,
-                        concurrency=concurrency if config == "redis-postgresql" else 1,
-                        timeout_s=timeout,
+            for round_number in range(rounds):
+                for site in sites if round_number % 2 == 0 else sites[::-1]:
+                    console.print(
+                        f"round {round_number + 1}/{rounds}: [bold]{site.label}[/bold] "
+                        f"(quiet period {quiet:g} s, model {model_label}, load {os.getloadavg()[0]:.2f})"
                     )
-                )
+                    runs.append(
+                        run_site(
+                            site,
+                            studies[0],
+                            studies[1 : 1 + sequential],
+                            studies[1 + sequential :],
+                            work=work / f"run-{len(runs)}",
+                            model_dir=model,
+                            pacs=f"PACS@127.0.0.1:{pacs_port}",
+                            ris=ris,
+                            quiet=quiet,
+                            concurrency=concurrency if site.config == "redis-postgresql" else 1,
+                            idle_s=idle_seconds,
+                            timeout_s=timeout,
+                        )
+                    )
         finally:
             pacs.terminate()
             pacs.wait(10)
-        print_table(runs, quiet, model_label, size)
+        print_tables(sites, runs, quiet, model_label, size)
+        console.print(
+            f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
+            f"after {'/'.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def print_table(runs: list[Run], quiet: float, model_label: str, size: int) -> None:
-    table = Table(title=f"End to end: C-STORE end -> RIS ACK ({model_label} model, {size}px images)")
-    columns = (
-        "configuration",
-        "studies",
-        "workers",
-        "studies/min",
-        "p50 s",
-        "p95 s",
-        "max s",
-        "idle s",
-        "quiet s",
+# --- the tables ------------------------------------------------------------------------------------
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """median (min-max) over rounds; the value alone for one round."""
+    middle = f"{statistics.median(values):.{digits}f}"
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def print_tables(sites: list[Site], runs: list[Run], quiet: float, model_label: str, size: int) -> None:
+    table = Table(
+        title=f"End to end: C-STORE end -> RIS ACK ({model_label} model, {size}px, quiet {quiet:g} s)"
     )
-    for column in columns:
-        table.add_column(column, justify="left" if column == "configuration" else "right")
-    for run in runs:
-        latencies = run.latencies
+    columns = ("site", "rounds", "1-at-a-time p50 s", "p95 s", "burst studies/min", "burst p50 s")
+    for column in (*columns, "RSS idle MB", "RSS after MB", "idle CPU %"):
+        table.add_column(column, justify="left" if column == "site" else "right")
+    for site in sites:
+        mine = [run for run in runs if run.site == site]
+        lat = [[timeline.latency for timeline in run.sequential] for run in mine]
+        burst = [[timeline.latency for timeline in run.burst] for run in mine]
         table.add_row(
-            run.config,
-            str(len(latencies)),
-            str(run.workers),
-            f"{run.per_minute:.1f}",
-            f"{statistics.median(latencies):.2f}",
-            f"{percentile(latencies, 0.95):.2f}",
-            f"{latencies[-1]:.2f}",
-            f"{run.idle_latency:.2f}",
-            f"{quiet:g}",
+            site.label,
+            str(len(mine)),
+            spread([statistics.median(values) for values in lat]),
+            spread([percentile(values, 0.95) for values in lat]),
+            spread([run.burst_per_minute for run in mine], 1),
+            spread([statistics.median(values) for values in burst]),
+            spread([run.rss_idle_mb for run in mine], 0),
+            spread([run.rss_after_mb for run in mine], 0),
+            spread([run.idle_cpu_percent for run in mine], 1),
         )
     console.print(table)
+    for phase in ("sequential", "burst"):
+        what = "one study at a time" if phase == "sequential" else "in the burst"
+        stages = Table(title=f"Where the time goes, {what}: p50 / p95 s over every round's studies")
+        stages.add_column("site")
+        for stage in (*STAGES, "total"):
+            stages.add_column(stage, justify="right")
+        for site in sites:
+            timelines = [timeline for run in runs if run.site == site for timeline in getattr(run, phase)]
+            p50, p95 = stage_percentiles(timelines, 0.5), stage_percentiles(timelines, 0.95)
+            cells = [_pair(p50[stage], p95[stage]) for stage in STAGES]
+            total = [timeline.latency for timeline in timelines]
+            stages.add_row(site.label, *cells, _pair(percentile(total, 0.5), percentile(total, 0.95)))
+        console.print(stages)
+
+
+def _pair(p50: float | None, p95: float | None) -> str:
+    return "-" if p50 is None or p95 is None else f"{p50:.2f} / {p95:.2f}"
 
 
 if __name__ == "__main__":
