@@ -1,13 +1,15 @@
 """The node's delivery loop: the outbox's safety net, and the pace of sends to a PACS or RIS that fails.
 
-A report's deliveries are sent by the worker that drafted it: on the embedded node the inference
-task sends them right after its commit; elsewhere it publishes them to an "io" worker. This loop
-sends what that leaves: rows to retry (their peer did not take them) when they come due, and fresh
-rows no worker took within FRESH_GRACE_S (its send raised, its process died, a publish was lost).
+On the embedded node a report's deliveries are sent by the inference task that drafted it, right
+after its commit; this loop sends what that leaves: rows to retry (their peer did not take them)
+when they come due, and fresh rows no worker took within FRESH_GRACE_S (its send raised, its process
+died). Until it first has such work it does not import the outbox: its message builders and what
+they load at their first message (highdicom's tables of the standard alone are ~70 MB) would stay in
+the node's process for nothing while the worker does the sending.
 
-Until it first has such work it does not import the outbox: its message builders and what they
-load at their first message (highdicom's tables of the standard alone are ~70 MB) would stay in the
-node's process for nothing while the worker does the sending.
+Elsewhere (Redis) the task publishes the report to an "io" worker and this loop takes fresh rows at
+once too, as a second sender beside the "io" workers (the outbox's claims keep them from sending a
+row twice).
 """
 
 from __future__ import annotations
@@ -45,12 +47,10 @@ def left_to_the_loop(session: Session, now: datetime, grace: timedelta) -> bool:
 class DeliveryLoop:
     """One tick: nothing unless `left_to_the_loop`, then the outbox's tick over everything due."""
 
-    def __init__(
-        self, sessions: sessionmaker[Session], settings: Settings, grace_s: float = FRESH_GRACE_S
-    ) -> None:
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self.sessions = sessions
         self.settings = settings
-        self.grace = timedelta(seconds=grace_s)
+        self.grace = timedelta(seconds=FRESH_GRACE_S if settings.embedded_broker else 0)
         self._outbox: Outbox | None = None
 
     def tick(self) -> None:

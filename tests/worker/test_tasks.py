@@ -334,6 +334,16 @@ def test_the_node_s_loop_loads_the_outbox_only_for_a_row_no_worker_sent(
     assert _deliveries(database, study_id) == [(DeliveryKind.ORU, DeliveryStatus.RETRYING, 1)]
 
 
+def test_with_redis_the_node_s_loop_sends_beside_the_io_workers_at_once(
+    database: Database, node_settings, store_study, images, report_for
+) -> None:
+    settings = node_settings(ris=f"127.0.0.1:{_free_port()}", broker_url="redis://127.0.0.1:6379/15")
+    study_id = store_study(images.chest())
+    report_for(study_id, settings)
+    DeliveryLoop(database.sessions, settings).tick()
+    assert _deliveries(database, study_id) == [(DeliveryKind.ORU, DeliveryStatus.RETRYING, 1)]
+
+
 # --- time limits in a worker without a pool process (`--pool solo`) -------------------------------
 
 
