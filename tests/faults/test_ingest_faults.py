@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,14 +97,44 @@ def small_series(study: Dataset, count: int) -> list[Dataset]:
     return copies
 
 
-def test_twenty_senders_at_once_lose_nothing(node: Node, pacs, ris, wait) -> None:
+def test_twenty_senders_at_once_lose_nothing(node: Node, pacs, ris, wait, tmp_path: Path) -> None:
+    """Twenty DCMTK storescu processes at once, 50 instances each. Not twenty pynetdicom associations in
+    one process: there pynetdicom's own SCU now and then loses a response that comes back within a
+    millisecond (its reactor thread takes the message off the queue between the pause check and the
+    pause of its send_c_store), a fault of the sender, not of the node."""
     ledger = Ledger("20 associations x 50 instances")
     studies = [chest_study("CONC") for _ in range(20)]
-    batches = [small_series(study, 50) for study in studies]
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        statuses = list(pool.map(lambda batch: send(node.port, batch), batches))
-    for study, answer in zip(studies, statuses, strict=True):
-        assert answer == [0] * 50, f"some instances were not stored: {sorted(set(answer))}"
+    folders = []
+    for number, study in enumerate(studies):
+        folder = tmp_path / f"sender-{number}"
+        folder.mkdir()
+        for index, instance in enumerate(small_series(study, 50)):
+            instance.save_as(folder / f"{index:02d}.dcm", enforce_file_format=True)
+        folders.append(folder)
+    senders = [
+        subprocess.Popen(
+            [
+                "/usr/bin/storescu",
+                "-aet",
+                "STORESCU",
+                "-aec",
+                "ECHO",
+                "-R",
+                "+sd",
+                "127.0.0.1",
+                str(node.port),
+                str(f),
+            ],
+            env={**os.environ, "TCP_NODELAY": "1"},  # DCMTK waits for delayed ACKs without it
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for f in folders
+    ]
+    outcomes = [(sender.communicate(timeout=120)[1], sender.returncode) for sender in senders]
+    failures = [stderr.decode()[-300:] for stderr, code in outcomes if code != 0]
+    assert failures == [], failures
+    for study in studies:
         ledger.sent_ok(study)
     row = _settle(node, ledger, pacs, ris, wait, timeout_s=180)
     assert node.instances(ledger.sent) == 1000
