@@ -9,12 +9,12 @@ then, round after round, sends the same files to each receiver in a fresh state:
 in-process (SCP, ingest, SQLite or the given database, study assembly; no worker), Orthanc (SQLite
 index, ``SyncStorageArea: true``: each file fsynced before success, like the node) and storescp
 (writes, fsyncs nothing), and `pynetdicom`: the node's own SCP stack with an ingest that deletes
-each file, the most any storage behind pynetdicom can reach. With A associations, A storescu processes run at once, each sending
-whole studies of its share in one association. Receivers are interleaved within a round, so load
+each file, the most any storage behind pynetdicom can reach. With A associations, A storescu
+processes run at once, each sending whole studies of its share in one association. Receivers are interleaved within a round, so load
 from other work on the machine hits all of them alike; the ratios are taken within each round.
 Every run is checked (N instances in the node's database, Orthanc's index, storescp's folder)
 before it counts. Prints inst/s min/median/max over the rounds, CPU ms per instance (median), and
-the ratios node/Orthanc and node/storescp.
+the ratios node/Orthanc, node/storescp and node/pynetdicom, each taken within a round.
 
 DCMTK's tools and Orthanc (built on DCMTK) leave Nagle's algorithm on unless ``TCP_NODELAY=1`` is
 in their environment; with delayed ACKs that costs ~40 ms per C-STORE round trip and would measure
