@@ -8,9 +8,10 @@
   installs); the node's delivery loop runs the same code (`node.delivery.outbox`) for everything that
   is due, and is what sends a report whose first try here failed.
 
-Per-process resources (database engine, model) are lazy properties of the base classes: created in
-the pool process on first use, never at import or fork, so a slow model load cannot trip
-Celery's process-init timeout, and a load that fails is tried again by the next task. The model is
+Per-process resources (database engine, model, outbox) are lazy properties of the base classes:
+created in the process that runs the task (the pool process, or a solo worker itself) on first use,
+never at import or fork, so a slow model load cannot trip Celery's process-init timeout, and a load
+that fails is tried again by the next task. The model is
 chosen before each study (`worker.served_model`): the version promoted with `echo-admin promote`
 when there is one, switched to without a restart, else ECHO_MODEL_DIR.
 """
