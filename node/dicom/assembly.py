@@ -31,7 +31,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.dicom.chest import ChestDecision, ImageFacts, decide, facts_from_dataset, text_value
-from node.dicom.ingest import IDENTITY_ATTRIBUTES, disagreeing, identity_conflict
+from node.dicom.identity_conflicts import IDENTITY_ATTRIBUTES, disagreeing, identity_conflict
 from node.store.models import Association, Instance, Job, Study, utcnow
 from node.store.redraft import redraft_requested
 from node.store.states import JobKind, JobState, StudyState

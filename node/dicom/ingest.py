@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.dicom.association_log import LiveAssociation, insert_row
 from node.dicom.chest import RADIOGRAPH_MODALITIES, ImageFacts, View, decide, text_value, view_of
 from node.dicom.header import HeaderError, InstanceHeader, read_header, read_header_file
+from node.dicom.identity_conflicts import disagreeing, identity_conflict
 from node.dicom.outcome import IngestOutcome, IngestResult, ReceivedInstance
 from node.dicom.spool import Placed, Spool
 from node.dicom.writer import GroupCommit, NotSettled
@@ -47,33 +48,11 @@ from node.store.uids import short_uid
 
 log = logging.getLogger(__name__)
 
-# Who a study is about: its instances must agree on each of these (both present and different is a
-# conflict; a missing value is not). Reasons name the attribute, never its values.
-IDENTITY_ATTRIBUTES = ("PatientID", "IssuerOfPatientID", "AccessionNumber")
-_CONFLICT_PREFIX = "instances disagree on "
 REOPEN_REASON = "a CR/DX instance arrived after the skip: assembled again"
 FIRST_RECEIVED = "first instance received"
 # A drafted study is known to be a chest radiograph: a late frontal is re-drafted unless it names
 # another body part itself (a hand PA sent to the chest study's UID is not read in its place).
 _DRAFTED_CHEST = ImageFacts(modality="CR", body_part="CHEST")
-
-
-def identity_conflict(existing: str | None, attributes: Iterable[str]) -> str | None:
-    """`existing` (a studies.identity_conflict value) with `attributes` added, in a fixed order."""
-    named = set(attributes)
-    if existing:
-        named.update(existing.removeprefix(_CONFLICT_PREFIX).split(", "))
-    ordered = [name for name in IDENTITY_ATTRIBUTES if name in named]
-    return _CONFLICT_PREFIX + ", ".join(ordered) if ordered else existing
-
-
-def disagreeing(known: dict[str, str | None], seen: dict[str, str | None]) -> list[str]:
-    """The identity attributes present in both and different, in IDENTITY_ATTRIBUTES order."""
-    return [
-        name
-        for name in IDENTITY_ATTRIBUTES
-        if known.get(name) is not None and seen.get(name) is not None and known[name] != seen[name]
-    ]
 
 
 @dataclass(frozen=True)

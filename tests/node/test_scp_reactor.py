@@ -20,6 +20,9 @@ pytestmark = pytest.mark.integration
 
 def the_association(node: Node):
     assert node.server is not None
+    deadline = time.monotonic() + 5  # an earlier association may still be ending
+    while len(node.server.active_associations) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     [assoc] = node.server.active_associations
     return assoc
 
