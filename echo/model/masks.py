@@ -37,39 +37,62 @@ def block_causal_mask(q_len: int, block_size: int, past_len: int = 0, offset: in
     return key_block <= query_block
 
 
-def rad_training_mask(context_len: int, response_len: int, block_size: int) -> torch.Tensor:
-    """(C + 2R, C + 2R) for rows [context][x_t noisy response][x_0 clean response].
+def rad_training_mask(
+    context_len: int, response_len: int, block_size: int, prompt_attention: str = "causal"
+) -> torch.Tensor:
+    """(S + 2T, S + 2T) for rows [shared context S][x_t tail T][x_0 tail T].
 
-    context causal; a noisy token of response block b sees the context, clean blocks < b and the
-    noisy tokens of block b; a clean token of block b sees the context and clean blocks <= b.
-    Blocks count from the response start; the last may be partial."""
+    "causal" (S = C, T = R): the context is causal and blocks count from the response start.
+    "block_causal" (the decoders' layout): blocks count from position 0 over the whole sequence;
+    the last partial context block (p = C % B tokens) opens the first response block, so it is
+    copied at the head of both tails: S = C - p, T = p + R, and the shared context is block-causal.
+
+    A tail token of block b (either copy) sees the whole shared context; a noisy token sees the
+    noisy tokens of block b and the clean blocks < b; a clean token sees the clean blocks <= b.
+    The last block may be partial."""
     _check_lengths(context_len=context_len, response_len=response_len, block_size=block_size)
-    c, r = context_len, response_len
-    n = c + 2 * r
-    index = torch.arange(n)
-    is_context = index < c
-    is_noisy = (index >= c) & (index < c + r)
-    is_clean = index >= c + r
-    # Block of each response token in either copy; the context gets -1 (never compared below).
-    block = torch.where(is_context, -1, torch.div((index - c) % max(r, 1), block_size, rounding_mode="floor"))
+    offset, prefix = _block_origin(context_len, block_size, prompt_attention)
+    s, t = context_len - prefix, prefix + response_len
+    index = torch.arange(s + 2 * t)
+    is_context = index < s
+    is_noisy = (index >= s) & (index < s + t)
+    is_clean = index >= s + t
+    # Absolute position of every row (both tail copies share the tail's positions) and its block;
+    # positions before `offset` are one-token blocks (block_ids), so a causal context stays causal.
+    position = torch.where(is_context, index, s + (index - s) % max(t, 1))
+    block = block_ids(position, block_size, offset)
 
     q_ctx, k_ctx = is_context[:, None], is_context[None, :]
     q_noisy, k_noisy = is_noisy[:, None], is_noisy[None, :]
     q_clean, k_clean = is_clean[:, None], is_clean[None, :]
     q_block, k_block = block[:, None], block[None, :]
 
-    context_causal = q_ctx & k_ctx & (index[None, :] <= index[:, None])
-    response_sees_context = (q_noisy | q_clean) & k_ctx
+    context_block_causal = q_ctx & k_ctx & (k_block <= q_block)
+    tail_sees_context = (q_noisy | q_clean) & k_ctx
     noisy_block_diagonal = q_noisy & k_noisy & (k_block == q_block)
     noisy_sees_earlier_clean = q_noisy & k_clean & (k_block < q_block)
     clean_block_causal = q_clean & k_clean & (k_block <= q_block)
     return (
-        context_causal
-        | response_sees_context
+        context_block_causal
+        | tail_sees_context
         | noisy_block_diagonal
         | noisy_sees_earlier_clean
         | clean_block_causal
     )
+
+
+def response_prefix_len(context_len: int, block_size: int, prompt_attention: str) -> int:
+    """Context tokens that open the first response block: C % B for "block_causal", else 0."""
+    return _block_origin(context_len, block_size, prompt_attention)[1]
+
+
+def _block_origin(context_len: int, block_size: int, prompt_attention: str) -> tuple[int, int]:
+    """(offset where block counting starts, context tokens in the first response block)."""
+    if prompt_attention == "block_causal":
+        return 0, context_len % block_size
+    if prompt_attention == "causal":
+        return context_len, 0
+    raise ValueError(f"prompt_attention must be 'causal' or 'block_causal', got {prompt_attention!r}")
 
 
 def full_duplication_mask(seq_len: int, block_size: int, context_len: int = 0) -> torch.Tensor:

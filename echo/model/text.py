@@ -6,8 +6,12 @@ ONNX export feeds them as graph inputs and outputs; no Cache objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from echo.model.config import EchoVLConfig
@@ -15,6 +19,14 @@ from echo.model.layers import GatedMLP, RMSNorm
 from echo.model.rope import apply_rotary, mrope_cos_sin
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def run_layer(layer: Callable[..., Any], checkpointed: bool, *args: Any) -> Any:
+    """`layer(*args)`; with `checkpointed` (training with gradients) its activations are not kept
+    but recomputed in the backward pass (torch.utils.checkpoint): less memory, one more forward."""
+    if checkpointed and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)
 
 
 class Attention(nn.Module):
@@ -83,6 +95,7 @@ class TextModel(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.gradient_checkpointing = False  # set by EchoVLM.gradient_checkpointing_enable
 
     def forward(
         self,
@@ -116,6 +129,6 @@ class TextModel(nn.Module):
         present: KVCache = []
         for index, layer in enumerate(self.layers):
             past = None if past_key_values is None else past_key_values[index]
-            x, kv = layer(x, cos, sin, attend, past)
+            x, kv = run_layer(layer, self.gradient_checkpointing and self.training, x, cos, sin, attend, past)
             present.append(kv)
         return self.norm(x), present

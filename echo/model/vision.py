@@ -16,6 +16,7 @@ from torch import nn
 
 from echo.model.layers import GatedMLP, RMSNorm
 from echo.model.rope import rotate_half, vision_cos_sin
+from echo.model.text import run_layer
 from echo.model.vision_config import VisionConfig
 
 
@@ -131,6 +132,7 @@ class VisionTower(nn.Module):
         self.config = config
         self.patch_embed = PatchEmbed(config)
         self.blocks = nn.ModuleList(VisionBlock(config) for _ in range(config.depth))
+        self.gradient_checkpointing = False  # set by EchoVLM.gradient_checkpointing_enable
         self.merger = PatchMerger(config)
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
@@ -164,7 +166,8 @@ class VisionTower(nn.Module):
         full = Segments.of(frame_lengths.tolist(), device)  # frames stay contiguous after reordering
         windowed = Segments.of([length * unit for length in window_lengths], device)
         for index, block in enumerate(self.blocks):
-            x = block(x, cos, sin, full if index in cfg.fullatt_block_indexes else windowed)
+            attend = full if index in cfg.fullatt_block_indexes else windowed
+            x = run_layer(block, self.gradient_checkpointing and self.training, x, cos, sin, attend)
 
         merged = self.merger(x)  # (N / unit, out), still window by window
         return merged[torch.argsort(order).to(device)]

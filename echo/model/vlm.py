@@ -47,6 +47,12 @@ class EchoVLM(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=std)
 
+    def gradient_checkpointing_enable(self, enabled: bool = True) -> None:
+        """Recompute each decoder layer's and vision block's activations in the backward pass
+        instead of keeping them (training only; the same gradients, less memory)."""
+        self.model.gradient_checkpointing = enabled
+        self.visual.gradient_checkpointing = enabled
+
     @property
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype

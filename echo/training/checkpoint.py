@@ -71,8 +71,11 @@ def load_checkpoint(directory: Path):
 
 
 def save_checkpoint(model, tokenizer, spec: GenerationSpec, directory: Path) -> None:
+    """A model trained with LoRA adapters is saved merged: a plain Qwen2.5-VL checkpoint."""
+    from echo.training.scale import plain_model
+
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
+    plain_model(model).save_pretrained(directory)
     tokenizer.save(directory)
     spec.save(directory)
 

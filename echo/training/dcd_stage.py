@@ -18,13 +18,15 @@ import torch
 from rich.progress import Progress
 
 from echo.decoding import Context, decode_block_diffusion
+from echo.decoding.result import BlockTrajectory
 from echo.errors import UserError
 from echo.training.batches import Batch, Batcher
 from echo.training.checkpoint import GenerationSpec, save_checkpoint
-from echo.training.distill import STEP_WEIGHTS, Targets, dcd_loss, has_repetition_loop
+from echo.training.distill import STEP_WEIGHTS, SoftTargets, Targets, dcd_loss, has_repetition_loop
 from echo.training.examples import shape_groups
 from echo.training.loop import LoopConfig, Trainer, seed_everything, write_json
 from echo.training.objectives import rad_logits
+from echo.training.scale import peak_memory, prepare_frozen, prepare_model, resolve_device, to_device
 from echo.training.selection import best_score_entry, selection_score
 from echo.training.stages import DataArgs, freeze_vision, make_batchers
 
@@ -47,6 +49,7 @@ class DcdArgs:
     eos_weight: float = 1.0
     hard_weight: float = 0.0  # share of cross-entropy on the committed token, mixed with the KL
     freeze_vision: bool = True
+    target_top_k: int = 16  # teacher tokens stored per position; 0: the committed token only (hard)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -55,6 +58,8 @@ class DcdArgs:
             raise UserError(f"--step-weighting must be one of {', '.join(STEP_WEIGHTS)}")
         if not 0.0 <= self.hard_weight <= 1.0:
             raise UserError(f"--hard-weight must be within [0, 1], not {self.hard_weight}")
+        if self.target_top_k < 0:
+            raise UserError(f"--target-top-k must be >= 0, got {self.target_top_k}")
         if self.rounds < 1 or self.collect_per_round < 1:
             raise UserError("--rounds and --collect-per-round must be at least 1")
 
@@ -71,6 +76,16 @@ def _context(batch: Batch) -> Context:
     return Context(batch.context_ids, batch.pixel_values, batch.image_grid_thw)
 
 
+def trajectory_targets(blocks: list[BlockTrajectory]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens (L,), probs (L, V), commit steps (L,)) of one row's trajectory from the response
+    start: window 0's head holds `prefix_len` context tokens (block-causal prompts), dropped."""
+    prefix = blocks[0].prefix_len
+    tokens = torch.cat([block.tokens for block in blocks])[prefix:]
+    probs = torch.cat([block.probs for block in blocks])[prefix:]
+    steps = torch.cat([block.commit_step for block in blocks])[prefix:]
+    return tokens, probs, steps
+
+
 @torch.inference_mode()
 def collect(
     teacher,
@@ -83,11 +98,16 @@ def collect(
     batch_size: int,
     eos_id: int,
     description: str,
+    top_k: int = 16,
 ) -> tuple[Targets | None, CollectStats]:
-    """Run the teacher on `indices` and keep its trajectories' pseudo-labels and commit-time targets."""
+    """Run the teacher on `indices` and keep its trajectories' pseudo-labels and commit-time targets.
+
+    Targets start at the response start: with a block-causal prompt the first window's head holds
+    the last context tokens (`prefix_len`), which are dropped. Each position keeps the teacher's
+    `top_k` tokens at the step that committed it (0: the committed token alone)."""
     teacher.eval()
     stats = CollectStats()
-    kept: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    kept: list[tuple[int, torch.Tensor, SoftTargets, torch.Tensor]] = []
     started = time.perf_counter()
     with Progress(transient=True) as progress:
         task = progress.add_task(description, total=len(indices))
@@ -110,47 +130,54 @@ def collect(
             )
             assert result.trajectory is not None
             for row, blocks in enumerate(result.trajectory):
-                tokens = torch.cat([block.tokens for block in blocks])
+                tokens, probs, steps = trajectory_targets(blocks)
                 if not (tokens == eos_id).any():
                     stats.no_eos += 1
                 elif has_repetition_loop(result.tokens[row]):
                     stats.repetition += 1
                 else:
-                    probs = torch.cat([block.probs for block in blocks])
-                    steps = torch.cat([block.commit_step for block in blocks])
-                    kept.append((chunk[row], tokens, probs, steps))
+                    kept.append((chunk[row], tokens, SoftTargets.from_dense(probs, top_k, tokens), steps))
             progress.advance(task, len(chunk))
     stats.kept = len(kept)
     stats.seconds = time.perf_counter() - started
     if not kept:
         return None, stats
     length = max(tokens.numel() for _, tokens, _, _ in kept)
-    vocab = kept[0][2].shape[-1]
     n = len(kept)
     response = torch.full((n, length), eos_id, dtype=torch.long)
     live = torch.zeros((n, length), dtype=torch.bool)
-    probs = torch.zeros((n, length, vocab), dtype=torch.float16)
+    soft = SoftTargets.empty((n, length), kept[0][2].k)
     commit = torch.zeros((n, length), dtype=torch.long)
-    for row, (_, tokens, p, steps) in enumerate(kept):
+    for row, (_, tokens, truncated, steps) in enumerate(kept):
         size = tokens.numel()
-        response[row, :size], live[row, :size], probs[row, :size], commit[row, :size] = tokens, True, p, steps
-    return Targets([index for index, *_ in kept], response, live, probs, commit), stats
+        response[row, :size], live[row, :size], commit[row, :size] = tokens, True, steps
+        soft[row, :size] = truncated
+    return Targets([index for index, *_ in kept], response, live, soft, commit), stats
 
 
 @torch.inference_mode()
 def factorise(
-    teacher, batcher: Batcher, targets: Targets, *, mask_id: int, block_size: int, batch_size: int
+    teacher,
+    batcher: Batcher,
+    targets: Targets,
+    *,
+    mask_id: int,
+    block_size: int,
+    batch_size: int,
+    top_k: int = 16,
 ) -> Targets:
-    """Replace the stitched targets by the teacher's one-step marginals from the all-mask state."""
+    """Replace the stitched targets by the teacher's one-step marginals from the all-mask state
+    (truncated to `top_k` as the stitched ones; 0: the committed token, as there)."""
     teacher.eval()
-    probs = torch.empty_like(targets.probs)
+    stored = max(1, min(top_k, int(teacher.config.vocab_size)))  # what SoftTargets.from_dense keeps
+    soft = SoftTargets.empty(tuple(targets.response_ids.shape), stored)
     for rows in _row_chunks(batcher, targets, batch_size, shuffle=None):
-        batch = _with_labels(batcher, targets, rows)
+        batch = to_device(_with_labels(batcher, targets, rows), next(teacher.parameters()).device)
         all_masked = torch.ones_like(batch.response_ids, dtype=torch.bool)
         logits = rad_logits(teacher, batch, all_masked, mask_id, block_size)
-        probs[rows] = torch.softmax(logits.float(), dim=-1).to(probs.dtype)
+        soft[rows] = SoftTargets.from_dense(torch.softmax(logits.float(), dim=-1), top_k, batch.response_ids)
     return Targets(
-        targets.indices, targets.response_ids, targets.live, probs, torch.zeros_like(targets.commit_step)
+        targets.indices, targets.response_ids, targets.live, soft, torch.zeros_like(targets.commit_step)
     )
 
 
@@ -176,10 +203,10 @@ def _row_chunks(
 
 
 def _item(batcher: Batcher, targets: Targets, rows: list[int]):
-    """(batch with the pseudo-labels as response, target probs, commit steps, live positions)."""
+    """(batch with the pseudo-labels as response, soft targets, commit steps, live positions)."""
     return (
         _with_labels(batcher, targets, rows),
-        targets.probs[rows],
+        targets.soft[rows],
         targets.commit_step[rows],
         targets.live[rows],
     )
@@ -201,6 +228,8 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
     train, val = make_batchers(student, tokenizer, spec, args.data, block_size)
     if args.freeze_vision:
         freeze_vision(student)
+    scale = prepare_model(student, args.loop)
+    prepare_frozen(teacher, args.loop)
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         student,
@@ -223,6 +252,7 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
         max_new_tokens=spec.max_new_tokens,
         batch_size=args.collect_batch_size,
         eos_id=tokenizer.eos_id,
+        top_k=args.target_top_k,
     )
 
     def prepare(batcher: Batcher, indices: list[int], what: str) -> tuple[Targets, CollectStats]:
@@ -237,6 +267,7 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
                 mask_id=tokenizer.mask_id,
                 block_size=block_size,
                 batch_size=args.collect_batch_size,
+                top_k=args.target_top_k,
             )
         return targets, stats
 
@@ -246,11 +277,11 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
     weighting = "uniform" if args.target == "factorised" else args.step_weighting
 
     def loss(model, item) -> torch.Tensor:
-        batch, probs, commit, live = item
+        batch, soft, commit, live = item
         return dcd_loss(
             model,
             batch,
-            probs,
+            soft,
             commit,
             live,
             mask_id=tokenizer.mask_id,
@@ -278,7 +309,9 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
             train, targets, min(args.batch_size, len(targets.indices)), args.loop.seed + round_index
         )
         trainer.run(batches, loss, loss, val_items, until=until)
-        rounds.append({"round": round_index + 1, **asdict(stats), "until_step": until})
+        rounds.append(
+            {"round": round_index + 1, **asdict(stats), "until_step": until, "store_bytes": targets.nbytes}
+        )
     metrics = {
         "stage": "dcd",
         "target": args.target,
@@ -290,6 +323,9 @@ def run_dcd(teacher, student, tokenizer, args: DcdArgs, spec: GenerationSpec) ->
         "history": trainer.state.history,
         "seconds": trainer.seconds,
         "args": asdict(args),
+        "target_top_k": args.target_top_k,
+        **scale,
+        **peak_memory(resolve_device(args.loop.device)),
     }
     write_json(args.out / "metrics.json", metrics)
     return metrics

@@ -26,6 +26,14 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from echo.errors import UserError
+from echo.training.scale import (
+    autocast,
+    check_precision,
+    has_lora,
+    resolve_device,
+    to_device,
+    trainable_state,
+)
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 ScoreFn = Callable[[], float]  # higher is better: findings F1 of the model's own reports
@@ -43,11 +51,21 @@ class LoopConfig:
     checkpoint_every: int = 200
     seed: int = 0
     select_by: str = "loss"  # "f1": out/best is the checkpoint whose reports score best (selection.py)
+    device: str = "cpu"  # cpu | cuda | cuda:N: model, batches (and DCD's teacher) live there
+    precision: str = "fp32"  # bf16: autocast on the device; fp32 master weights unless LoRA
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward pass
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank on the decoder only (scale.add_lora)
+    lora_alpha: float = 0.0  # 0: 2 * rank
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __post_init__(self) -> None:
         from echo.training.selection import check_select_by
 
         check_select_by(self.select_by)
+        check_precision(self.precision)
+        resolve_device(self.device)
+        if self.lora_rank < 0:
+            raise UserError(f"--lora-rank must be >= 0, got {self.lora_rank}")
 
 
 @dataclass
@@ -100,6 +118,8 @@ class Trainer:
         self.config = config
         self.save_model = save_model
         self.description = description
+        self.device = resolve_device(config.device)
+        model.to(self.device)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise UserError("nothing to train: every parameter is frozen")
@@ -136,6 +156,8 @@ class Trainer:
                     "state": asdict(self.state),
                     "rng": _rng_state(),
                     "config": asdict(self.config),
+                    # LoRA: the saved model is merged, so the adapters travel here for a resume
+                    "trainable": trainable_state(self.model) if has_lora(self.model) else None,
                 },
                 tmp / "trainer.pt",
             )
@@ -146,8 +168,16 @@ class Trainer:
         trainer_file = self.last_dir / "trainer.pt"
         if not trainer_file.is_file():
             return False
-        saved = torch.load(trainer_file, weights_only=False)
-        load_weights(self.last_dir)
+        saved = torch.load(trainer_file, weights_only=False, map_location="cpu")
+        if saved.get("trainable") is not None:  # LoRA: the base is the one we started from
+            missing = set(saved["trainable"]) - set(dict(self.model.named_parameters()))
+            if missing:
+                raise UserError(
+                    f"{trainer_file} holds adapters this model lacks: rerun with its LoRA options"
+                )
+            self.model.load_state_dict(saved["trainable"], strict=False)
+        else:
+            load_weights(self.last_dir)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.state = LoopState(**saved["state"])
         _set_rng_state(saved["rng"])
@@ -156,8 +186,8 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
     def evaluate(self, val_loss: LossFn, val_batches: list[Any]) -> float:
         self.model.eval()
-        with torch.no_grad():
-            losses = [float(val_loss(self.model, batch)) for batch in val_batches]
+        with torch.no_grad(), autocast(self.device, self.config.precision):
+            losses = [float(val_loss(self.model, to_device(batch, self.device))) for batch in val_batches]
         self.model.train()
         return sum(losses) / max(1, len(losses))
 
@@ -209,7 +239,8 @@ class Trainer:
                 lr = cosine_lr(self.state.step, config)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss = train_loss(self.model, next(batches))
+                with autocast(self.device, self.config.precision):
+                    loss = train_loss(self.model, to_device(next(batches), self.device))
                 if not torch.isfinite(loss):
                     raise RuntimeError(
                         f"loss is {float(loss)} at step {self.state.step}: lower the learning rate"

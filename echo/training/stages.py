@@ -19,6 +19,7 @@ from echo.training.examples import load_examples
 from echo.training.findings_probe import ProbedModel, probe_loss, report_targets
 from echo.training.loop import LoopConfig, Trainer, seed_everything, write_json
 from echo.training.objectives import NoiseConfig, ar_loss, full_duplication_loss, rad_loss
+from echo.training.scale import peak_memory, prepare_model, resolve_device
 from echo.training.selection import best_score_entry, selection_score
 
 
@@ -86,6 +87,7 @@ def _run(
         model, tokenizer, spec, args.data, args.block_size, finding_targets=probed is not None
     )
     args.out.mkdir(parents=True, exist_ok=True)
+    scale = prepare_model(model, args.loop)
 
     def save(trained, directory: Path) -> None:
         save_checkpoint(model, tokenizer, spec, directory)
@@ -128,6 +130,8 @@ def _run(
         "train_examples": len(train),
         "val_examples": len(val),
         "args": asdict(args),
+        **scale,
+        **peak_memory(resolve_device(args.loop.device)),
         **(extra or {}),
     }
     write_json(args.out / "metrics.json", metrics)

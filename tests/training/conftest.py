@@ -54,6 +54,20 @@ def batcher(tokenizer) -> Batcher:
     return Batcher(example_set(8), tokenizer, "Describe.", PREPROCESS, block_size=4, max_response_tokens=64)
 
 
+def collect_with_eos_bias(model, batcher, indices, tokenizer, bias: float, **options):
+    """`collect` from a teacher pushed towards eos by `bias` logits, so its trajectories end."""
+    from echo.training.dcd_stage import collect
+
+    eos_bias = torch.zeros(tokenizer.vocab_size)
+    eos_bias[tokenizer.eos_id] = bias
+    handle = model.lm_head.register_forward_hook(lambda _m, _i, out: out + eos_bias)
+    try:
+        defaults = dict(block_size=4, threshold=0.85, max_new_tokens=16, batch_size=4, description="test")
+        return collect(model.eval(), batcher, indices, eos_id=tokenizer.eos_id, **{**defaults, **options})
+    finally:
+        handle.remove()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Tiny models gain nothing from threads; one keeps the suite steady on a busy 2-core machine."""

@@ -4,6 +4,8 @@ import torch
 from echo.training.dcd_stage import collect, factorise
 from echo.training.distill import dcd_loss, has_repetition_loop, step_weights
 
+from .conftest import collect_with_eos_bias
+
 
 def test_step_weights():
     steps = torch.tensor([0, 1, 2, 3])
@@ -50,29 +52,15 @@ def test_collect_keeps_only_trajectories_that_end(targets):
     assert stats.kept + stats.no_eos + stats.repetition == 4
     if collected is not None:
         n, length = collected.response_ids.shape
-        assert collected.probs.shape[:2] == (n, length) and length % 4 == 0
+        assert collected.soft.probs.shape == (n, length, 16) and length % 4 == 0
         # the committed token is the argmax of the distribution it was committed from
         live = collected.live
-        assert torch.equal(collected.probs.float().argmax(-1)[live], collected.response_ids[live])
+        assert torch.equal(collected.soft.ids[..., 0].long()[live], collected.response_ids[live])
 
 
 def test_collected_targets_from_a_teacher_that_ends(model, batcher, tokenizer):
     """Bias the teacher towards eos so trajectories end: then targets are stitched per commit step."""
-    eos_bias = torch.zeros(tokenizer.vocab_size)
-    eos_bias[tokenizer.eos_id] = 50.0
-    handle = model.lm_head.register_forward_hook(lambda _m, _i, out: out + eos_bias)
-    collected, stats = collect(
-        model.eval(),
-        batcher,
-        [0, 1, 2],
-        block_size=4,
-        threshold=0.85,
-        max_new_tokens=16,
-        batch_size=3,
-        eos_id=tokenizer.eos_id,
-        description="test",
-    )
-    handle.remove()
+    collected, stats = collect_with_eos_bias(model, batcher, [0, 1, 2], tokenizer, 50.0, batch_size=3)
     assert stats.kept == 3 and collected is not None
     assert (collected.response_ids[:, 0] == tokenizer.eos_id).all()
     assert collected.commit_step.max() < 4
@@ -88,7 +76,7 @@ def test_dcd_loss_is_zero_when_the_student_is_the_target(model, batcher, tokeniz
     loss = dcd_loss(
         model,
         batch,
-        own.probs,
+        own.soft,
         own.commit_step,
         own.live,
         mask_id=tokenizer.mask_id,
@@ -100,7 +88,7 @@ def test_dcd_loss_is_zero_when_the_student_is_the_target(model, batcher, tokeniz
     with_eos = dcd_loss(
         model,
         batch,
-        own.probs,
+        own.soft,
         own.commit_step,
         own.live,
         mask_id=tokenizer.mask_id,
@@ -112,7 +100,7 @@ def test_dcd_loss_is_zero_when_the_student_is_the_target(model, batcher, tokeniz
 
 
 def _fake_targets(batcher, tokenizer):
-    from echo.training.distill import Targets
+    from echo.training.distill import SoftTargets, Targets
 
     batch = batcher.make([0, 1], pad_with=tokenizer.eos_id)
     n, length = batch.response_ids.shape
@@ -121,7 +109,7 @@ def _fake_targets(batcher, tokenizer):
         [0, 1],
         batch.response_ids,
         torch.ones((n, length), dtype=torch.bool),
-        probs,
+        SoftTargets.from_dense(probs, tokenizer.vocab_size, batch.response_ids),
         torch.zeros((n, length), dtype=torch.long),
     )
 
@@ -139,7 +127,7 @@ def test_hard_weight_mixes_cross_entropy_on_the_committed_token(model, batcher, 
             dcd_loss(
                 model,
                 batch,
-                own.probs,
+                own.soft,
                 own.commit_step,
                 own.live,
                 mask_id=tokenizer.mask_id,
