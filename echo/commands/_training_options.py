@@ -29,6 +29,53 @@ SelectBy = Annotated[
     ),
 ]
 
+Device = Annotated[
+    str, typer.Option(help="where the model, the batches (and DCD's teacher) live: cpu, cuda or cuda:N")
+]
+Precision = Annotated[
+    str, typer.Option(help="fp32, or bf16: autocast on the device (fp32 master weights unless LoRA)")
+]
+GradientCheckpointing = Annotated[
+    bool,
+    typer.Option(
+        help="recompute decoder-layer and vision-block activations in the backward pass (less memory)"
+    ),
+]
+LoraRank = Annotated[
+    int,
+    typer.Option(
+        help="train LoRA adapters of this rank on the decoder (peft) instead of all weights; "
+        "checkpoints are saved merged (0: full training)"
+    ),
+]
+LoraAlpha = Annotated[float, typer.Option(help="LoRA alpha (0: 2 x rank)")]
+LoraTargets = Annotated[
+    str,
+    typer.Option(
+        help="decoder linear layers LoRA adapts: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    ),
+]
+StreamImages = Annotated[
+    bool | None,
+    typer.Option(
+        "--stream-images/--hold-images",
+        help="read training images from the memory-mapped cache per batch instead of holding them "
+        "in RAM (default: stream when the set would take more than 2 GiB)",
+    ),
+]
+
+
+def scale_options(params: dict) -> dict:
+    """The LoopConfig fields of the scale options, taken from a command's parameters (its
+    `locals()`: each training command declares Device, Precision, ... under these names)."""
+    from echo.training.scale import parse_lora_targets
+
+    names = ("device", "precision", "gradient_checkpointing", "lora_rank", "lora_alpha")
+    return {
+        **{name: params[name] for name in names},
+        "lora_targets": parse_lora_targets(params["lora_targets"]),
+    }
+
 
 def best_text(metrics: dict) -> str:
     """'best validation loss 0.4123' or, with --select-by f1, 'best validation F1 0.6012'."""
@@ -66,6 +113,7 @@ def data_args(
     train_limit: int | None,
     val_limit: int,
     max_response_tokens: int,
+    stream_images: bool | None = None,
 ):
     """The stages' DataArgs; the image cache defaults to OUT/../.cache, shared by every stage's run."""
     from echo.training.stages import DataArgs
@@ -76,4 +124,5 @@ def data_args(
         train_limit=train_limit,
         val_limit=val_limit,
         max_response_tokens=max_response_tokens,
+        stream_images=stream_images,
     )

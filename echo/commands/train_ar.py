@@ -11,11 +11,18 @@ from echo.commands._training_options import (
     BatchSize,
     CacheDir,
     Data,
+    Device,
+    GradientCheckpointing,
+    LoraAlpha,
+    LoraRank,
+    LoraTargets,
     Lr,
     Out,
+    Precision,
     Seed,
     SelectBy,
     Steps,
+    StreamImages,
     TrainLimit,
     ValEvery,
     ValLimit,
@@ -23,6 +30,7 @@ from echo.commands._training_options import (
     check_positive,
     data_args,
     loop_config,
+    scale_options,
 )
 from echo.errors import UserError
 
@@ -46,6 +54,13 @@ def command(
     val_limit: ValLimit = 256,
     cache_dir: CacheDir = None,
     select_by: SelectBy = "loss",
+    device: Device = "cpu",
+    precision: Precision = "fp32",
+    gradient_checkpointing: GradientCheckpointing = False,
+    lora_rank: LoraRank = 0,
+    lora_alpha: LoraAlpha = 0.0,
+    lora_targets: LoraTargets = "q_proj,k_proj,v_proj,o_proj",
+    stream_images: StreamImages = None,
     max_response_tokens: Annotated[
         int, typer.Option(help="longest response kept (tokens, eos included)")
     ] = 192,
@@ -67,7 +82,14 @@ def command(
     from echo.training.stages import StageArgs, run_ar
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every)
-    loop = loop_config(steps=steps, lr=lr, seed=seed, val_every=val_every, select_by=select_by)
+    loop = loop_config(
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        val_every=val_every,
+        select_by=select_by,
+        **scale_options(locals()),
+    )
     if (config is None) == (init is None):
         raise UserError("give exactly one of --config (random start) or --init (a checkpoint)")
     seed_everything(seed)
@@ -96,6 +118,7 @@ def command(
             train_limit=train_limit,
             val_limit=val_limit,
             max_response_tokens=max_response_tokens,
+            stream_images=stream_images,
         ),
         loop=loop,
         batch_size=batch_size,

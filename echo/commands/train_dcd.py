@@ -11,11 +11,18 @@ from echo.commands._training_options import (
     BatchSize,
     CacheDir,
     Data,
+    Device,
+    GradientCheckpointing,
+    LoraAlpha,
+    LoraRank,
+    LoraTargets,
     Lr,
     Out,
+    Precision,
     Seed,
     SelectBy,
     Steps,
+    StreamImages,
     TrainLimit,
     ValEvery,
     ValLimit,
@@ -23,6 +30,7 @@ from echo.commands._training_options import (
     check_positive,
     data_args,
     loop_config,
+    scale_options,
 )
 from echo.errors import UserError
 
@@ -55,6 +63,13 @@ def command(
     ] = "stitched",
     step_weighting: Annotated[str, typer.Option(help="uniform | decreasing | increasing")] = "decreasing",
     eos_weight: Annotated[float, typer.Option(help="weight of the cross-entropy term on <eos>")] = 1.0,
+    target_top_k: Annotated[
+        int,
+        typer.Option(
+            help="teacher tokens kept per position (with the rest of its mass in one bucket); "
+            "0: the committed token only, as a hard target"
+        ),
+    ] = 16,
     hard_weight: Annotated[
         float, typer.Option(help="share of cross-entropy on the committed token mixed with the KL, 0-1")
     ] = 0.0,
@@ -76,6 +91,13 @@ def command(
     val_limit: ValLimit = 128,
     cache_dir: CacheDir = None,
     select_by: SelectBy = "loss",
+    device: Device = "cpu",
+    precision: Precision = "fp32",
+    gradient_checkpointing: GradientCheckpointing = False,
+    lora_rank: LoraRank = 0,
+    lora_alpha: LoraAlpha = 0.0,
+    lora_targets: LoraTargets = "q_proj,k_proj,v_proj,o_proj",
+    stream_images: StreamImages = None,
 ) -> None:
     """Distil a student that writes a whole block per forward pass from the teacher's own trajectories."""
     from echo.training.checkpoint import load_checkpoint
@@ -89,6 +111,7 @@ def command(
         val_every=val_every,
         select_by=select_by,
         warmup_steps=min(50, steps // 10),
+        **scale_options(locals()),
     )
     teacher_model, tokenizer, spec = load_checkpoint(teacher)
     # The student starts from the teacher (the paper), or from a served student to fine-tune it.
@@ -103,6 +126,7 @@ def command(
             train_limit=train_limit,
             val_limit=val_limit,
             max_response_tokens=spec.max_new_tokens,
+            stream_images=stream_images,
         ),
         loop=loop,
         rounds=rounds,
@@ -115,6 +139,7 @@ def command(
         eos_weight=eos_weight,
         hard_weight=hard_weight,
         freeze_vision=not train_vision,
+        target_top_k=target_top_k,
     )
     metrics = run_dcd(teacher_model, student_model, tokenizer, args, spec)
     kept = sum(r["kept"] for r in metrics["rounds"])

@@ -11,11 +11,18 @@ from echo.commands._training_options import (
     BatchSize,
     CacheDir,
     Data,
+    Device,
+    GradientCheckpointing,
+    LoraAlpha,
+    LoraRank,
+    LoraTargets,
     Lr,
     Out,
+    Precision,
     Seed,
     SelectBy,
     Steps,
+    StreamImages,
     TrainLimit,
     ValEvery,
     ValLimit,
@@ -23,6 +30,7 @@ from echo.commands._training_options import (
     check_positive,
     data_args,
     loop_config,
+    scale_options,
 )
 from echo.errors import UserError
 
@@ -45,13 +53,27 @@ def command(
     val_limit: ValLimit = 256,
     cache_dir: CacheDir = None,
     select_by: SelectBy = "loss",
+    device: Device = "cpu",
+    precision: Precision = "fp32",
+    gradient_checkpointing: GradientCheckpointing = False,
+    lora_rank: LoraRank = 0,
+    lora_alpha: LoraAlpha = 0.0,
+    lora_targets: LoraTargets = "q_proj,k_proj,v_proj,o_proj",
+    stream_images: StreamImages = None,
 ) -> None:
     """Turn the AR model into a block-diffusion teacher (rows: context, x_t, x_0; only the response duplicated)."""
     from echo.training.checkpoint import load_checkpoint
     from echo.training.stages import StageArgs, run_rad
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, block_size=block_size)
-    loop = loop_config(steps=steps, lr=lr, seed=seed, val_every=val_every, select_by=select_by)
+    loop = loop_config(
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        val_every=val_every,
+        select_by=select_by,
+        **scale_options(locals()),
+    )
     if block_size not in (4, 8):
         raise UserError(f"--block-size must be 4 or 8, got {block_size}")
     model, tokenizer, spec = load_checkpoint(init)
@@ -64,6 +86,7 @@ def command(
             train_limit=train_limit,
             val_limit=val_limit,
             max_response_tokens=spec.max_new_tokens,
+            stream_images=stream_images,
         ),
         loop=loop,
         batch_size=batch_size,

@@ -32,6 +32,7 @@ class DataArgs:
     train_limit: int | None = None
     val_limit: int | None = 256
     max_response_tokens: int = 192
+    stream_images: bool | None = None  # None: stream when the set is large (examples.load_examples)
 
 
 @dataclass
@@ -50,8 +51,12 @@ def make_batchers(
     model, tokenizer, spec: GenerationSpec, data: DataArgs, block_size: int, finding_targets: bool = False
 ) -> tuple[Batcher, Batcher]:
     config = preprocess_config_of(model)
-    train = load_examples(data.manifest, data.train_split, config, data.cache_dir, data.train_limit)
-    val = load_examples(data.manifest, data.val_split, config, data.cache_dir, data.val_limit)
+    train = load_examples(
+        data.manifest, data.train_split, config, data.cache_dir, data.train_limit, data.stream_images
+    )
+    val = load_examples(
+        data.manifest, data.val_split, config, data.cache_dir, data.val_limit, data.stream_images
+    )
     make = lambda examples, targets=None: Batcher(  # noqa: E731
         examples, tokenizer, spec.prompt, config, block_size, data.max_response_tokens, targets
     )

@@ -71,6 +71,7 @@ def test_a_short_ar_run_lowers_validation_loss_and_resumes(dataset, tmp_path):
     best, _, saved_spec = load_checkpoint(tmp_path / "ar" / "best")
     assert saved_spec.stage == "ar" and saved_spec.max_new_tokens == 64
     assert (tmp_path / "ar" / "metrics.json").is_file()
+    assert metrics["peak_rss_mib"] > 0 and metrics["peak_cuda_mib"] is None
 
     # Interrupted runs resume from out/last: asking for more steps continues where it stopped.
     again = run_ar(_model(tokenizer), tokenizer, _args(tmp_path / "ar", manifest, steps=40), spec)
@@ -222,3 +223,29 @@ def test_dcd_rounds_distil_a_teacher_that_ends_its_reports(dataset, tmp_path):
     assert all(0.0 <= h["val_f1"] <= 1.0 for h in metrics["history"])
     assert metrics["best_val_f1"] == max(h["val_f1"] for h in metrics["history"])
     assert (tmp_path / "dcd" / "best" / "config.json").is_file()
+    # The target store is O(K) per position: K = 16 by default, fp16 probs + int32 ids + fp32 rest.
+    assert metrics["target_top_k"] == 16 and metrics["peak_rss_mib"] > 0
+    assert all(r["store_bytes"] % (16 * 6 + 4 + 8 + 1 + 8) == 0 for r in metrics["rounds"])
+
+
+def test_rad_command_with_the_scale_options_saves_a_plain_checkpoint(dataset, tmp_path):
+    """LoRA + bf16 + gradient checkpointing + streamed images through the command line; the
+    checkpoint is the merged model, and a second run resumes from out/last."""
+    manifest, tokenizer = dataset
+    save_checkpoint(_model(tokenizer), tokenizer, GenerationSpec(max_new_tokens=48), tmp_path / "init")
+    argv = ["rad", "--init", str(tmp_path / "init"), "--data", str(manifest), "--out", str(tmp_path / "rad")]
+    argv += ["--batch-size", "4", "--val-every", "2", "--val-limit", "4", "--block-size", "4"]
+    argv += ["--lora-rank", "2", "--lora-targets", "q_proj,v_proj,down_proj", "--precision", "bf16"]
+    argv += ["--gradient-checkpointing", "--stream-images"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*argv, "--steps", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "rad" / "metrics.json").read_text())
+    assert metrics["lora_trainable_parameters"] > 0 and metrics["peak_rss_mib"] > 0
+    model, _, spec = load_checkpoint(tmp_path / "rad" / "best")  # strict loading: plain names
+    assert spec.stage == "rad" and not any("lora" in name for name in model.state_dict())
+    assert list((tmp_path / ".cache").glob("*.u8"))  # the images came from the memory-mapped cache
+    result = runner.invoke(app, [*argv, "--steps", "4"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "rad" / "metrics.json").read_text())
+    assert metrics["resumed"] and metrics["steps"] == 4
