@@ -17,6 +17,7 @@ from echo.errors import run_cli
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("make-synthetic", "make_synthetic"),
     ("tokenizer", "tokenizer"),
+    ("init-from", "init_from"),
     ("ar", "train_ar"),
     ("rad", "train_rad"),
     ("dcd", "train_dcd"),

@@ -1,10 +1,14 @@
 """The report tokenizer: a byte-level BPE with the special tokens block diffusion needs.
 
 One class serves both sources of a vocabulary. A tokenizer trained here puts its special tokens at
-fixed ids (0..5, `SPECIAL_TOKENS`); a checkpoint's own ``tokenizer.json`` (e.g. Qwen2.5-VL's, with a
-``<|MASK|>`` token added) keeps its ids, and the specials are looked up by token string, or taken
-from the checkpoint's ``config.json`` / ``generation_config.json`` where those name them, because
-those files are what the model was trained with.
+fixed ids (0..5, `SPECIAL_TOKENS`); a checkpoint's own ``tokenizer.json`` (e.g. Qwen2.5-VL's) keeps
+its ids, and the specials are looked up by token string, or taken from the checkpoint's
+``config.json`` / ``generation_config.json`` where those name them, because those files are what
+the model was trained with. An id a config names is checked against the model's vocabulary
+(config.json's vocab_size: Qwen's embedding has more rows than its tokenizer has tokens).
+
+A plain Qwen2.5-VL tokenizer has no ``<|MASK|>``: it loads (the AR stage needs no mask) and
+`ReportTokenizer.mask_id` refuses until `add_mask_token` (run by ``echo-train init-from``) adds it.
 
 The onnxruntime engine imports this module, so it must never import torch.
 """
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from echo.errors import UserError
 
@@ -42,7 +46,7 @@ MIN_VOCAB_SIZE = _BYTE_ALPHABET_SIZE + len(SPECIAL_TOKENS)
 class SpecialIds:
     pad: int
     eos: int
-    mask: int
+    mask: int | None  # None: no <|MASK|> yet (a plain Qwen2.5-VL tokenizer); AR needs none
     vision_start: int
     vision_end: int
     image_pad: int
@@ -52,11 +56,15 @@ class SpecialIds:
 class ReportTokenizer:
     """A `tokenizers.Tokenizer` plus the ids of its special tokens."""
 
-    def __init__(self, tokenizer: Tokenizer, specials: SpecialIds) -> None:
-        size = tokenizer.get_vocab_size(with_added_tokens=True)
+    def __init__(
+        self, tokenizer: Tokenizer, specials: SpecialIds, model_vocab_size: int | None = None
+    ) -> None:
+        """`model_vocab_size` (config.json's vocab_size) bounds the special ids when the model's
+        embedding is larger than the tokenizer; without it the tokenizer's own size does."""
+        size = model_vocab_size or tokenizer.get_vocab_size(with_added_tokens=True)
         for name in ("pad", "eos", "mask", "vision_start", "vision_end", "image_pad"):
             value = getattr(specials, name)
-            if not 0 <= value < size:
+            if value is not None and not 0 <= value < size:
                 raise UserError(f"special token id {name}={value} is outside the vocabulary (size {size})")
         self._tokenizer = tokenizer
         self._specials = specials
@@ -105,20 +113,18 @@ class ReportTokenizer:
             raise UserError(f"tokenizer directory {directory} does not exist or is not a directory")
         configs: list[dict[str, Any]] = []
         for name in CONFIG_FILES:
-            config = _read_config(directory / name)
+            config = read_json_config(directory / name)
             text_config = config.get("text_config")  # multimodal configs nest the decoder's ids
             configs += [text_config, config] if isinstance(text_config, dict) else [config]
         return cls._load(directory / TOKENIZER_FILE, configs)
 
     @classmethod
     def _load(cls, file: Path, configs: list[dict[str, Any]]) -> ReportTokenizer:
-        if not file.is_file():
-            raise UserError(f"tokenizer file {file} does not exist")
-        try:
-            tokenizer = Tokenizer.from_file(str(file))
-        except Exception as error:  # tokenizers raises a bare Exception on bad JSON
-            raise UserError(f"{file} is not a tokenizer.json: {str(error).splitlines()[0]}") from None
-        return cls(tokenizer, _specials_by_name(tokenizer, configs, str(file)))
+        tokenizer = read_tokenizer_file(file)
+        source = str(file)
+        vocab = [size for c in configs for size in _config_ids(c, "vocab_size", source)]
+        model_vocab_size = max([tokenizer.get_vocab_size(with_added_tokens=True), *vocab])
+        return cls(tokenizer, _specials_by_name(tokenizer, configs, source), model_vocab_size)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``DIR/tokenizer.json`` (creating DIR) and return its path."""
@@ -166,7 +172,17 @@ class ReportTokenizer:
 
     @property
     def mask_id(self) -> int:
+        """The <|MASK|> id the diffusion stages need; a UserError when there is none yet."""
+        if self._specials.mask is None:
+            raise UserError(
+                f"the tokenizer has no {MASK} token (a plain Qwen2.5-VL checkpoint): "
+                "run `echo-train init-from` to add it"
+            )
         return self._specials.mask
+
+    @property
+    def has_mask(self) -> bool:
+        return self._specials.mask is not None
 
     @property
     def vision_start_id(self) -> int:
@@ -203,7 +219,31 @@ def check_training_options(vocab_size: int, min_frequency: int) -> None:
         raise UserError(f"min frequency must be at least 1, got {min_frequency}")
 
 
-def _read_config(file: Path) -> dict[str, Any]:
+def read_tokenizer_file(file: Path) -> Tokenizer:
+    """A `tokenizers.Tokenizer` from a tokenizer.json; errors are one line."""
+    if not file.is_file():
+        raise UserError(f"tokenizer file {file} does not exist")
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as error:  # tokenizers raises a bare Exception on bad JSON
+        raise UserError(f"{file} is not a tokenizer.json: {str(error).splitlines()[0]}") from None
+
+
+def add_mask_token(tokenizer: Tokenizer) -> int:
+    """Add ``<|MASK|>`` as a special added token (after every existing id) and return its id; a
+    tokenizer that has one keeps it. The model's embedding must then have a row for the id:
+    ``echo-train init-from`` grows it when the id is past the embedding's last row."""
+    existing = tokenizer.token_to_id(MASK)
+    if existing is not None:
+        return existing
+    tokenizer.add_special_tokens([AddedToken(MASK, special=True, normalized=False)])
+    added = tokenizer.token_to_id(MASK)
+    assert added is not None, f"tokenizers did not add {MASK}"
+    return added
+
+
+def read_json_config(file: Path) -> dict[str, Any]:
+    """A JSON object file of a checkpoint ({} when absent); bad JSON is a one-line UserError."""
     if not file.is_file():
         return {}
     try:
@@ -233,7 +273,7 @@ def _specials_by_name(tokenizer: Tokenizer, configs: list[dict[str, Any]], sourc
     lists (Qwen's chat models stop on ``<|im_end|>`` and ``<|endoftext|>``) is a stop id.
     """
 
-    def pick(config_key: str, *tokens: str) -> int:
+    def pick(config_key: str, *tokens: str, required: bool = True) -> int | None:
         for config in reversed(configs):
             from_config = _config_ids(config, config_key, source)
             if from_config:
@@ -242,17 +282,24 @@ def _specials_by_name(tokenizer: Tokenizer, configs: list[dict[str, Any]], sourc
             token_id = tokenizer.token_to_id(token)
             if token_id is not None:
                 return token_id
+        if not required:
+            return None
         names = " or ".join(repr(t) for t in tokens)
         raise UserError(f"{source} has no {names} token and no {config_key} in its config")
 
-    eos = pick("eos_token_id", EOS)
+    def need(config_key: str, *tokens: str) -> int:
+        found = pick(config_key, *tokens)
+        assert found is not None
+        return found
+
+    eos = need("eos_token_id", EOS)
     stop = frozenset([eos, *(i for c in configs for i in _config_ids(c, "eos_token_id", source))])
     return SpecialIds(
-        pad=pick("pad_token_id", PAD, EOS),
+        pad=need("pad_token_id", PAD, EOS),
         eos=eos,
-        mask=pick("mask_token_id", MASK),
-        vision_start=pick("vision_start_token_id", VISION_START),
-        vision_end=pick("vision_end_token_id", VISION_END),
-        image_pad=pick("image_token_id", IMAGE_PAD),
+        mask=pick("mask_token_id", MASK, required=False),
+        vision_start=need("vision_start_token_id", VISION_START),
+        vision_end=need("vision_end_token_id", VISION_END),
+        image_pad=need("image_token_id", IMAGE_PAD),
         stop=stop,
     )

@@ -46,7 +46,7 @@ class PreprocessConfig:
     """Resolution and normalisation of the vision input; saved as JSON with models and manifests."""
 
     min_pixels: int  # smallest resized area (pixels); images are scaled up to reach it
-    max_pixels: int  # largest resized area; ~224*224 for the demo model
+    max_pixels: int  # largest resized area; ~224*224 for the demo model, 2,250,000 for the paper's
     patch_size: int = 14
     merge_size: int = 2  # patches merged per side into one language-model token
     temporal_patch_size: int = 2  # frames per patch; a still image is duplicated

@@ -1,8 +1,11 @@
 """The prompt layout every stage shares, so training rows and decoding contexts are identical:
 
-    [<|vision_start|>, <|image_pad|> x n_image_tokens, <|vision_end|>, prompt tokens...]
+    [text before the image][<|vision_start|>, <|image_pad|> x n_image_tokens, <|vision_end|>][text after]
 
-and the response follows, ending with eos.
+and the response follows, ending with eos. The text around the image is the generation spec's
+prompt: a chat-templated prompt holds one image placeholder where the image goes; a plain one (the
+demo models') has none, and the image comes first. `build_context_ids` is `echo.chat.context_row`,
+which the onnxruntime engine calls too.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from echo.chat import context_row
 from echo.model.config import EchoVLConfig
 from echo.model.vlm import EchoVLM
 
@@ -49,21 +53,7 @@ def image_token_count(image_grid_thw: Sequence[int], merge_size: int) -> int:
     return t * h * w // merge_size**2
 
 
-def build_context_ids(
-    n_image_tokens: int,
-    prompt_ids: Sequence[int],
-    *,
-    vision_start_id: int,
-    image_pad_id: int,
-    vision_end_id: int,
-) -> list[int]:
-    """[vision_start, image_pad x n_image_tokens, vision_end, *prompt_ids]."""
-    if n_image_tokens < 1:
-        raise ValueError(f"n_image_tokens must be >= 1, got {n_image_tokens}")
-    specials = {vision_start_id, image_pad_id, vision_end_id}
-    if any(token in specials for token in prompt_ids):
-        raise ValueError("prompt_ids must not contain vision special tokens")
-    return [vision_start_id, *([image_pad_id] * n_image_tokens), vision_end_id, *prompt_ids]
+build_context_ids = context_row  # [before][vision_start, image_pad x n, vision_end][after]
 
 
 def context_ids_for(config: EchoVLConfig, n_image_tokens: int, prompt_ids: Sequence[int]) -> list[int]:

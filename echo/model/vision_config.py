@@ -21,6 +21,10 @@ PREPROCESS_KEYS: tuple[str, ...] = (
     "image_mean",
     "image_std",
 )
+# max_pixels: Qwen2.5-VL's image processor allows 12.8 MP (28 * 28 * 16384); the ECHO paper feeds
+# chest radiographs at 2,250,000 pixels, the default `echo-train init-from` sets for such a source.
+QWEN_MAX_PIXELS = 12_845_056
+CHEST_XRAY_MAX_PIXELS = 2_250_000
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 

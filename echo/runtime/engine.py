@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from echo.chat import context_row
 from echo.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess
 from echo.errors import UserError
 from echo.report import split_report
@@ -293,12 +294,13 @@ class Engine:
         features = self.vision.run(pixels, index.feeds())  # (rows * n_image, H)
         t, h, w = grids[0]
         n_image = t * h * w // geometry.merge_size**2
-        row = [
-            tokens.vision_start,
-            *([tokens.image] * n_image),
-            tokens.vision_end,
-            *self.manifest.generation.prompt_ids,
-        ]
+        row = context_row(  # the torch paths' row: echo.chat places the image within the prompt
+            n_image,
+            self.manifest.generation.prompt_ids,
+            vision_start_id=tokens.vision_start,
+            image_pad_id=tokens.image,
+            vision_end_id=tokens.vision_end,
+        )
         ids = np.asarray([row] * len(images), dtype=np.int64)  # (B, C)
         embeds = self.embeddings[ids]  # (B, C, H)
         embeds[ids == tokens.image] = features.astype(embeds.dtype)  # row-major: image i's rows in order

@@ -58,7 +58,8 @@ class Batcher:
         ]
 
     def context(self, index: int) -> list[int]:
-        """The context ids of one example: its image's token count depends on its grid."""
+        """The context ids of one example: its image's token count depends on its grid; the
+        prompt's image placeholder, if it has one (a chat prompt), says where the image goes."""
         height, width = self.examples.images[index].shape
         return build_context_ids(
             self.preprocess_config.num_image_tokens(height, width),

@@ -25,6 +25,9 @@ DEFAULT_PROMPT = "Chest radiograph report:"
 
 @dataclass(frozen=True)
 class GenerationSpec:
+    # The text the model reads around the image. Plain text (the demo models) follows the image; a
+    # chat-templated prompt (`echo-train init-from`) holds one <|vision_start|><|image_pad|>
+    # <|vision_end|> placeholder where the image goes (see echo.chat).
     prompt: str = DEFAULT_PROMPT
     stage: str = "ar"  # ar | rad | dcd: which training stage wrote the checkpoint
     decode: str = "ar"  # the decoding the stage serves: ar | multistep | onestep | refine

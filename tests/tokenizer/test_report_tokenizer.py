@@ -149,10 +149,39 @@ def test_nested_text_config_ids_are_read(tmp_path):
     assert ReportTokenizer.from_dir(tmp_path).eos_id == im_end
 
 
-def test_checkpoint_without_mask_token_is_a_clear_error(tmp_path):
-    _checkpoint_style_tokenizer(tmp_path, [t for t in QWEN_SPECIALS if t != "<|MASK|>"])
-    with pytest.raises(UserError, match=r"has no '<\|MASK\|>' token and no mask_token_id in its config"):
+def test_checkpoint_without_mask_token_loads_and_refuses_only_the_mask(tmp_path):
+    backend = _checkpoint_style_tokenizer(tmp_path, [t for t in QWEN_SPECIALS if t != "<|MASK|>"])
+    loaded = ReportTokenizer.from_dir(tmp_path)  # enough for the AR stage
+    assert loaded.eos_id == backend.token_to_id("<|endoftext|>") and not loaded.has_mask
+    with pytest.raises(UserError, match=r"has no <\|MASK\|> token .*: run `echo-train init-from` to add it"):
+        _ = loaded.mask_id
+
+
+def test_mask_id_from_the_config_is_checked_against_the_model_vocabulary(tmp_path):
+    backend = _checkpoint_style_tokenizer(tmp_path, [t for t in QWEN_SPECIALS if t != "<|MASK|>"])
+    size = backend.get_vocab_size(with_added_tokens=True)
+    # Qwen's embedding has rows past the tokenizer: a mask id there is valid for the model
+    (tmp_path / "config.json").write_text(
+        json.dumps({"text_config": {"vocab_size": size + 8}, "mask_token_id": size + 7})
+    )
+    assert ReportTokenizer.from_dir(tmp_path).mask_id == size + 7
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": size + 8, "mask_token_id": size + 8}))
+    with pytest.raises(
+        UserError, match=rf"special token id mask={size + 8} is outside the vocabulary \(size {size + 8}\)"
+    ):
         ReportTokenizer.from_dir(tmp_path)
+
+
+def test_add_mask_token_appends_one_special_token_once(tmp_path):
+    from echo.tokenizer import add_mask_token
+
+    backend = _checkpoint_style_tokenizer(tmp_path, [t for t in QWEN_SPECIALS if t != "<|MASK|>"])
+    size = backend.get_vocab_size(with_added_tokens=True)
+    assert add_mask_token(backend) == size
+    assert add_mask_token(backend) == size  # idempotent
+    assert backend.get_vocab_size(with_added_tokens=True) == size + 1
+    assert backend.encode("a <|MASK|> b", add_special_tokens=False).ids.count(size) == 1
+    assert backend.decode([size], skip_special_tokens=True) == ""
 
 
 def test_mask_id_may_come_from_the_config(tmp_path):
