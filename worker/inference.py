@@ -29,19 +29,20 @@ same transaction. Run again, the task finds that revision and reuses it. A front
 a non-frontal is being read finds the study still queued (ingest leaves it alone): the attempt sees
 it when it stores its draft, under the study's row lock, and queues the study again.
 
-The parts live beside this module: the failure kinds in `worker.failures`, the spool reads in
-`worker.source_images`, the reuse-or-supersede decision in `worker.revisions`, the heartbeat in
-`worker.heartbeat`.
+The steps (`claim`, `prepare`, `draft`, `complete`, and `settle` for an error) are methods of their
+own, so that `worker.batch` runs the same ones for several studies drafted in one engine pass
+(ECHO_GPU_BATCH). The parts live beside this module: the failure kinds in `worker.failures`, the
+spool reads in `worker.source_images`, the reuse-or-supersede decision in `worker.revisions`, the
+heartbeat in `worker.heartbeat`, what the steps pass along in `worker.prepared`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -49,12 +50,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import UserError, one_line
 from echo.runtime.draft_check import DraftGate, GatedDraft, gated_generate
-from echo.runtime.manifest import ModelManifest
-from echo.runtime.result import GeneratedReport
 from node.config.settings import Settings
 from node.delivery.messages import destinations, new_delivery
 from node.delivery.supersede import stop_superseded
-from node.store.jobs import WorkerProcess, claim_inference, finish_job, pid_alive
+from node.store.jobs import Claim, WorkerProcess, claim_inference, finish_job, pid_alive
 from node.store.model_versions import ModelFacts, activate, find_or_create, model_facts_of
 from node.store.models import Delivery, Instance, Job, Report, Study, utcnow
 from node.store.redraft import request_redraft
@@ -62,32 +61,22 @@ from node.store.states import DRAFT_GATE_HELD, JobState, StudyState
 from node.store.transitions import IllegalTransition, transition
 from worker.failures import TransientInferenceError, UnusableStudy
 from worker.heartbeat import Heartbeat
+from worker.prepared import InferenceResult, PreparedStudy, ReportEngine
 from worker.report_text import EmptyReport, clean_report
 from worker.revisions import frontal_arrived, plan_draft
 from worker.source_images import check_pixel_budget, frozen_identity, read_candidates, read_chosen_header
 from worker.views import ViewCandidate, ViewPick, pick_frontal
 
+__all__ = [
+    "InferenceResult",
+    "PreparedStudy",
+    "ReportEngine",
+    "StudyInference",
+    "model_facts",
+    "register_model",
+]
+
 log = logging.getLogger(__name__)
-
-
-class ReportEngine(Protocol):
-    """What inference needs from `echo.runtime.Engine` (tests give a stand-in)."""
-
-    @property
-    def model_dir(self) -> Path: ...
-
-    @property
-    def manifest(self) -> ModelManifest: ...
-
-    def generate(self, image: Path, **options: Any) -> GeneratedReport: ...
-
-
-@dataclass(frozen=True)
-class InferenceResult:
-    outcome: str  # "reported", "skipped" or "failed"
-    detail: str
-    report_id: int | None = None
-    delivery_ids: tuple[int, ...] = ()
 
 
 def model_facts(engine: ReportEngine) -> ModelFacts:
@@ -135,19 +124,24 @@ class StudyInference:
         self.heartbeat_interval_s = settings.heartbeat_timeout_seconds / 6
 
     def run(self, study_id: int, task_id: str | None) -> InferenceResult:
+        claimed = self.claim(study_id, task_id)
+        if isinstance(claimed, InferenceResult):
+            return claimed
+        try:
+            with Heartbeat(self.sessions, claimed, self.heartbeat_interval_s, self.clock):
+                prepared = self.prepare(study_id, claimed)
+                gated = self.draft(prepared) if prepared.needs_draft else None
+                return self.complete(prepared, gated)
+        except BaseException as error:
+            return self.settle(study_id, claimed, error)
+
+    # ---- the steps (`worker.batch` runs them for several studies at once) ---------------------------
+
+    def claim(self, study_id: int, task_id: str | None) -> int | InferenceResult:
+        """The new attempt's job id, or what was done instead (skipped, or the study failed)."""
         try:
             with self.sessions.begin() as session:
-                claim = claim_inference(
-                    session,
-                    study_id,
-                    task_id,
-                    self.clock(),
-                    self.stale_after,
-                    worker=self.worker(),
-                    heartbeat_timeout=self.heartbeat_timeout,
-                    max_dead_attempts=self.settings.max_dead_attempts,
-                    is_alive=self.is_alive,
-                )
+                claim = self.claim_in(session, study_id, task_id)
         except IllegalTransition as moved:  # failing a poison study raced another process's move
             return InferenceResult("skipped", str(moved))
         if claim.job_id is None:
@@ -155,25 +149,40 @@ class StudyInference:
                 log.error("study %d: %s", study_id, claim.reason.removeprefix(f"study {study_id} "))
                 return InferenceResult("failed", claim.reason)
             return InferenceResult("skipped", claim.reason)
-        job_id = claim.job_id
-        try:
-            with Heartbeat(self.sessions, job_id, self.heartbeat_interval_s, self.clock):
-                return self._report(study_id, job_id)
-        except UnusableStudy as problem:
-            return self._fail_study(study_id, job_id, str(problem))
-        except IllegalTransition as moved:  # an operator or another process moved the study meanwhile
-            self._finish(job_id, JobState.FAILED, str(moved))
-            return InferenceResult("skipped", str(moved))
-        except (TransientInferenceError, OperationalError) as error:
+        return claim.job_id
+
+    def claim_in(self, session: Session, study_id: int, task_id: str | None) -> Claim:
+        """`node.store.jobs.claim_inference` with this worker's liveness rules, in the caller's transaction."""
+        return claim_inference(
+            session,
+            study_id,
+            task_id,
+            self.clock(),
+            self.stale_after,
+            worker=self.worker(),
+            heartbeat_timeout=self.heartbeat_timeout,
+            max_dead_attempts=self.settings.max_dead_attempts,
+            is_alive=self.is_alive,
+        )
+
+    def settle(self, study_id: int, job_id: int, error: BaseException) -> InferenceResult:
+        """What an error does to the attempt: an unusable study fails at once; a study moved meanwhile
+        is skipped; anything else fails the attempt and is raised again (the task retries what is
+        transient and dead-letters the rest)."""
+        if isinstance(error, UnusableStudy):
+            return self._fail_study(study_id, job_id, str(error))
+        if isinstance(error, IllegalTransition):  # an operator or another process moved the study meanwhile
+            self._finish(job_id, JobState.FAILED, str(error))
+            return InferenceResult("skipped", str(error))
+        if isinstance(error, TransientInferenceError | OperationalError):
             self._finish_quietly(job_id, f"will retry: {one_line(error)}")
-            raise
-        except BaseException as error:  # a bug or a time limit: record it, let the task decide
+        else:  # a bug or a time limit: record it, let the task decide
             self._finish_quietly(job_id, one_line(error))
-            raise
+        raise error
 
-    # ---- the steps --------------------------------------------------------------------------------
-
-    def _report(self, study_id: int, job_id: int) -> InferenceResult:
+    def prepare(self, study_id: int, job_id: int) -> PreparedStudy:
+        """Everything before the engine runs: the study's images, the view picked, the model, the
+        reuse-or-draft plan, and (when a draft is due) the chosen image's header within the pixel budget."""
         with self.sessions() as session:
             instances = [
                 (row.id, row.path)
@@ -195,14 +204,29 @@ class StudyInference:
             # The attempt names the model that tried, whether its draft is stored or the gate holds it.
             session.get_one(Job, job_id).model_version_id = model_version_id
             plan = plan_draft(session, study_id, model_version_id, pick, candidates)
-        gated, identity = None, None
+        header = None
         if plan.reuse_id is None:
             header = read_chosen_header(dict(instances)[pick.candidate.instance_id])
             check_pixel_budget(header, int(self.settings.max_pixel_megabytes * 2**20))
-            gated = self._generate(engine, instances, pick)
-            identity = frozen_identity(header)
-        read_ids = frozenset(instance_id for instance_id, _ in instances)
-        return self._store(study_id, job_id, model_version_id, pick, gated, identity, candidates, read_ids)
+        return PreparedStudy(study_id, job_id, engine, model_version_id, instances, candidates, pick, header)
+
+    def draft(self, prepared: PreparedStudy, engine: ReportEngine | None = None) -> GatedDraft:
+        """The gated draft of the prepared study's image (`engine`: one whose first draft is decoded)."""
+        return self._generate(engine or prepared.engine, prepared.instances, prepared.pick)
+
+    def complete(self, prepared: PreparedStudy, gated: GatedDraft | None) -> InferenceResult:
+        """Freeze the identity from the chosen image and store the report in one transaction."""
+        identity = None if prepared.header is None else frozen_identity(prepared.header)
+        return self._store(
+            prepared.study_id,
+            prepared.job_id,
+            prepared.model_version_id,
+            prepared.pick,
+            gated,
+            identity,
+            prepared.candidates,
+            prepared.read_ids,
+        )
 
     def _generate(self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick) -> GatedDraft:
         """The served decoding's draft, through the draft gate: a broken draft (duplicated words, a

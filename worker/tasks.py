@@ -49,24 +49,27 @@ from node.delivery.outbox import Outbox
 from node.store.database import Database, open_database
 from node.store.models import Delivery, utcnow
 from node.store.states import DeliveryStatus
+from worker.batch import BatchInference
 from worker.dead_letter import record_dead_letter
 from worker.failures import EngineUnavailable, TransientInferenceError
 from worker.inference import ReportEngine, StudyInference, model_facts, register_model
 from worker.served_model import ServedModel
 
 log = logging.getLogger(__name__)
+ENGINE_MAX_BATCH = 8  # Engine.load's own default: what a worker loads with ECHO_GPU_BATCH <= 8
 
 
-def load_engine(model_dir: Path, provider_setting: str = "auto") -> ReportEngine:
+def load_engine(model_dir: Path, provider_setting: str = "auto", gpu_batch: int = 1) -> ReportEngine:
     """An exported model directory, checked (every file's sha256) and warmed up, as at start-up, on
-    the onnxruntime providers ECHO_ORT_PROVIDER asks for (a missing one falls back, with a warning)."""
+    the onnxruntime providers ECHO_ORT_PROVIDER asks for (a missing one falls back, with a warning),
+    decoding up to ECHO_GPU_BATCH studies per pass (never fewer than the engine's default 8)."""
     from echo.runtime import Engine  # onnxruntime: only in processes that run inference
     from echo.runtime.providers import provider_choice, session_fallback, short_name
 
     choice = provider_choice(provider_setting)
     if choice.fallback:
         log.warning("%s", choice.fallback)
-    engine = Engine.load(model_dir, providers=choice.providers)
+    engine = Engine.load(model_dir, providers=choice.providers, max_batch=max(ENGINE_MAX_BATCH, gpu_batch))
     fallback = session_fallback(choice.providers, engine.providers)
     if fallback:
         log.warning("%s", fallback)
@@ -120,7 +123,7 @@ class InferenceTask(EchoTask):
         """The configured model (ECHO_MODEL_DIR): what the worker serves while none is promoted."""
         model_dir = self.settings.effective_model_dir
         try:
-            return load_engine(model_dir, self.settings.ort_provider)
+            return load_engine(model_dir, self.settings.ort_provider, self.settings.gpu_batch)
         except (
             Exception
         ) as error:  # missing files, bad checksum, provider failure: maybe fixed by the next try
@@ -133,7 +136,7 @@ class InferenceTask(EchoTask):
         return ServedModel(
             self.database.sessions,
             lambda: self.engine,
-            lambda path: load_engine(path, self.settings.ort_provider),
+            lambda path: load_engine(path, self.settings.ort_provider, self.settings.gpu_batch),
             forget_configured=lambda: vars(self).pop("engine", None),
         )
 
@@ -214,7 +217,11 @@ def infer_study(self: InferenceTask, study_id: int) -> str:
             self.model_version_id,
             stale_after=timedelta(seconds=INFER_TIME_LIMIT_S),
         )
-        result = inference.run(study_id, self.request.id)
+        if self.settings.gpu_batch > 1:  # the studies drafted beside it are handed over by the batch
+            batch = BatchInference(inference, self.settings.gpu_batch, hand_over=self.hand_to_outbox)
+            result = batch.run(study_id, self.request.id)
+        else:
+            result = inference.run(study_id, self.request.id)
         log.info("infer_study(%d): %s (%s)", study_id, result.outcome, result.detail)
         if result.outcome == "reported" and result.delivery_ids and result.report_id is not None:
             self.hand_to_outbox(result.report_id)

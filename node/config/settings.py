@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     # onnxruntime execution providers for inference: "auto" (the best installed: TensorRT, CUDA, CPU)
     # or names best first ("cuda", "tensorrt,cuda", "cpu"); one missing falls back, with a warning.
     ort_provider: str = "auto"
+    # Studies drafted together per engine pass on a GPU worker (worker.batch): the task for one study
+    # also claims up to this many minus one other queued studies; 1 drafts each study alone.
+    gpu_batch: int = Field(1, ge=1, le=64)
 
     @field_validator("ae_title")
     @classmethod
