@@ -10,8 +10,17 @@ from echo.decoding import decode_block_diffusion
 from echo.model import EchoVLConfig, EchoVLM, block_causal_mask, rad_training_mask
 from echo.model.masks import response_prefix_len
 from echo.training.batches import Batcher
-from echo.training.dcd_stage import _context, trajectory_targets
-from echo.training.objectives import NoiseConfig, live_blocks, prefix_len, rad_logits, rad_loss, sample_noise
+from echo.training.dcd_stage import _context, _item, trajectory_targets
+from echo.training.distill import dcd_loss
+from echo.training.objectives import (
+    NoiseConfig,
+    full_duplication_loss,
+    live_blocks,
+    prefix_len,
+    rad_logits,
+    rad_loss,
+    sample_noise,
+)
 
 from .conftest import PREPROCESS, collect_with_eos_bias, example_set
 
@@ -121,8 +130,10 @@ def test_block_causal_noise_and_live_blocks_follow_absolute_blocks(tokenizer, bc
         length = int(batch.response_mask[row].sum())
         # ends on an absolute block edge (or the batch's last column)
         assert int(live[row].sum()) == min(r, -(-(p + length) // B) * B - p)
-    loss = rad_loss(model.train(), batch, noise, torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss)
+    loss = rad_loss(model, batch, noise, torch.Generator().manual_seed(0))
+    # The full-duplication baseline attends the same way in block-causal mode: the same loss.
+    baseline = full_duplication_loss(model, batch, noise, torch.Generator().manual_seed(0))
+    assert float(loss) > 1.0 and float(baseline) == pytest.approx(float(loss), abs=1e-5)
 
 
 def test_dcd_targets_start_at_the_response_start(tokenizer, bc_batcher):
@@ -162,3 +173,7 @@ def test_collect_in_block_causal_mode_targets_the_response(tokenizer, bc_batcher
     assert collected.response_ids.shape[1] == B - p  # eos in window 0: only its generated part
     assert (collected.response_ids[:, 0] == tokenizer.eos_id).all()
     assert (collected.commit_step[:, : B - p] >= 0).all()
+    # The student's loss runs on targets that are not a whole number of blocks long.
+    batch, soft, commit, live = _item(bc_batcher, collected, [0, 1])
+    ids = {"mask_id": tokenizer.mask_id, "eos_id": tokenizer.eos_id}
+    assert torch.isfinite(dcd_loss(model, batch, soft, commit, live, block_size=B, **ids))
