@@ -167,7 +167,7 @@ def factorise(
     top_k: int = 16,
 ) -> Targets:
     """Replace the stitched targets by the teacher's one-step marginals from the all-mask state
-    (truncated to `top_k` as the stitched ones; 0: the committed token, as there)."""
+    (truncated to `top_k` as the stitched ones; 0: each marginal's argmax as a hard target)."""
     teacher.eval()
     stored = max(1, min(top_k, int(teacher.config.vocab_size)))  # what SoftTargets.from_dense keeps
     soft = SoftTargets.empty(tuple(targets.response_ids.shape), stored)
@@ -175,7 +175,8 @@ def factorise(
         batch = to_device(_with_labels(batcher, targets, rows), next(teacher.parameters()).device)
         all_masked = torch.ones_like(batch.response_ids, dtype=torch.bool)
         logits = rad_logits(teacher, batch, all_masked, mask_id, block_size)
-        soft[rows] = SoftTargets.from_dense(torch.softmax(logits.float(), dim=-1), top_k, batch.response_ids)
+        probs = torch.softmax(logits.float(), dim=-1)
+        soft[rows] = SoftTargets.from_dense(probs, top_k, probs.argmax(-1))
     return Targets(
         targets.indices, targets.response_ids, targets.live, soft, torch.zeros_like(targets.commit_step)
     )

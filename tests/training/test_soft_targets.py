@@ -104,3 +104,8 @@ def test_the_collected_store_is_n_by_r_by_k(model, batcher, tokenizer):
     )
     assert factorised.soft.probs.shape == (n, r, 3)
     assert (factorised.soft.rest[live] > 0).all()
+    hard_marginals = factorise(
+        model, batcher, collected, mask_id=tokenizer.mask_id, block_size=4, batch_size=4, top_k=0
+    )
+    assert torch.equal(hard_marginals.soft.ids, factorised.soft.ids[..., :1])  # each marginal's argmax
+    assert hard_marginals.soft.probs.unique().tolist() == [1.0]
