@@ -226,3 +226,14 @@ def test_a_flat_config_as_released_gives_the_same_checkpoint(
     (flat / "config.json").write_text(json.dumps(config))
     init_from(flat, tmp_path / "out")
     assert (tmp_path / "out" / "config.json").read_text() == (qwen_init_dir / "config.json").read_text()
+
+
+def test_a_diffusion_stage_on_the_plain_source_asks_for_init_from(
+    qwen_source_dir: Path, tmp_path: Path
+) -> None:
+    from echo.training.stages import DataArgs, StageArgs, run_rad
+
+    model, tokenizer, spec = load_checkpoint(qwen_source_dir)  # the AR stage's start: loads
+    args = StageArgs(out=tmp_path / "rad", data=DataArgs(manifest=tmp_path / "manifest.jsonl"))
+    with pytest.raises(UserError, match=r"has no <\|MASK\|> token .*: run `echo-train init-from` to add it"):
+        run_rad(model, tokenizer, args, spec)
