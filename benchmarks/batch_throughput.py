@@ -64,12 +64,24 @@ def studies(engine: Engine, n: int, folder: Path) -> tuple[list[Path], list[Path
     return mixed, one_grid
 
 
-def engine_row(engine: Engine, images: list[np.ndarray], batch: int) -> tuple[float, list[tuple[int, ...]]]:
+def engine_row(
+    engine: Engine, images: list[np.ndarray], batch: int
+) -> tuple[float, list[tuple[int, ...]], dict[str, float]]:
+    """Seconds for every image in calls of `batch`, each image's tokens, and the seconds of each
+    stage (vision tower; prefill + decoding) summed over the engine's groups."""
     started = time.perf_counter()
     tokens: list[tuple[int, ...]] = []
+    stages = {"vision": 0.0, "decode": 0.0}
     for start in range(0, len(images), batch):
-        tokens += [report.token_ids for report in engine.generate_batch(images[start : start + batch])]
-    return time.perf_counter() - started, tokens
+        reports = engine.generate_batch(images[start : start + batch])
+        tokens += [report.token_ids for report in reports]
+        # The rows of one engine group carry that group's timings: one entry per group.
+        for vision, prefill, decode, _ in {
+            (t["vision"], t["prefill"], t["decode"], t["total"]) for t in (r.timings for r in reports)
+        }:
+            stages["vision"] += vision
+            stages["decode"] += prefill + decode
+    return time.perf_counter() - started, tokens, stages
 
 
 def queue_studies(settings: Settings, paths: list[Path]) -> tuple[object, list[int]]:
@@ -164,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[tuple[str, str, int], list[float]] = {}
         same: dict[tuple[str, int], int] = {}
         reported: dict[tuple[str, int], int] = {}
+        stages: dict[tuple[str, int], list[dict[str, float]]] = {}
         for _ in range(args.rounds):
             baseline: dict[str, list[tuple[int, ...]]] = {}
             for batch in batches:
                 if "engine" in levels:
                     for name, images in pixels.items():
-                        seconds, tokens = engine_row(engine, images, batch)
+                        seconds, tokens, split = engine_row(engine, images, batch)
                         rows.setdefault(("engine", name, batch), []).append(seconds)
+                        stages.setdefault((name, batch), []).append(split)
                         baseline.setdefault(name, tokens)  # the first batch size listed (1)
                         same[(name, batch)] = sum(a == b for a, b in zip(baseline[name], tokens, strict=True))
                 if "worker" in levels:
@@ -188,11 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     ):
         seconds = statistics.median(times)
         first = statistics.median(rows[(level, name, batches[0])])
-        note = (
-            f"same tokens as batch {batches[0]}: {same[(name, batch)]}/{args.n}"
-            if level == "engine"
-            else f"{reported[(name, batch)]}/{args.n} reported"
-        )
+        if level == "engine":
+            split = {
+                stage: statistics.median(each[stage] for each in stages[(name, batch)]) / args.n
+                for stage in ("vision", "decode")
+            }
+            note = (
+                f"same tokens as batch {batches[0]}: {same[(name, batch)]}/{args.n}; s/study in vision "
+                f"{split['vision']:.3f}, prefill+decode {split['decode']:.3f}"
+            )
+        else:
+            note = f"{reported[(name, batch)]}/{args.n} reported"
         print(
             f"{level:<8}{name:<15}{batch:>6}{args.n / seconds:>11.2f}{seconds / args.n:>9.3f}"
             f"{first / seconds:>10.2f}x  {note}"
