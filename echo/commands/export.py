@@ -30,6 +30,13 @@ def command(
         typer.Option("--name", help="Model name in the manifest (default: the checkpoint's folder name)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out directory.")] = False,
+    external_data: Annotated[
+        str,
+        typer.Option(
+            "--external-data",
+            help="auto: weights in GRAPH.onnx.data only for a graph over 2 GB; always: for every graph.",
+        ),
+    ] = "auto",
 ) -> None:
     """Export vision.onnx + decoder.onnx (KV cache in and out, dynamic batch and lengths), the
     embedding table, the tokenizer and a checksummed manifest; checks the graphs against the model."""
@@ -49,7 +56,14 @@ def command(
             progress.update(task, advance=1, description=f"exporting {checkpoint.name}: {step} done")
 
         manifest = export_checkpoint(
-            checkpoint, out, fp16=fp16, opset=opset, name=name, force=force, on_step=finished
+            checkpoint,
+            out,
+            fp16=fp16,
+            opset=opset,
+            name=name,
+            force=force,
+            external_data=external_data,
+            on_step=finished,
         )
     size = sum(path.stat().st_size for path in out.iterdir() if path.is_file())
     console.print(

@@ -3,6 +3,7 @@
     vision.onnx     pixel_values + grid index tensors -> image features (any grid, any image count)
     decoder.onnx    inputs_embeds, position_ids, attention_mask, logits_positions, past KV
                     -> logits, argmax, present KV
+    kv_prefix.onnx  cuts a kept prefix of the KV cache where it lies (the GPU), echo.export.kv_prefix
     embeddings.npy  the token embedding table (the engine looks tokens up in numpy)
     tokenizer.json  the checkpoint's tokenizer, byte for byte
     manifest.json   how to run it (echo.runtime.manifest), with a sha256 of every file
@@ -13,7 +14,6 @@ export never leaves a half-written model where the node would load it.
 
 from __future__ import annotations
 
-import copy
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -26,11 +26,20 @@ import torch
 
 from echo.data.preprocess import PreprocessConfig
 from echo.errors import UserError
+from echo.export.kv_prefix import write_kv_prefix_graph
 from echo.export.onnx_files import DEFAULT_OPSET, check_opset, export_graph
-from echo.export.parity import TOLERANCE, graph_parity
+from echo.export.parity import (
+    FLOAT16_MAX,
+    TOLERANCE,
+    Peak,
+    activation_peak,
+    graph_errors,
+    reference_cases,
+)
 from echo.export.wrappers import DecoderGraphModule, VisionGraphModule
 from echo.model.checkpoint import weight_files
 from echo.model.vlm import EchoVLM
+from echo.runtime.kv_cache import PREFIX_GRAPH
 from echo.runtime.manifest import (
     DECODER_GRAPH,
     EMBEDDINGS_FILE,
@@ -61,9 +70,11 @@ EXPORT_STEPS: tuple[str, ...] = (
     "manifest",
 )
 # Tracing shapes: every dynamic axis > 1 and distinct, so no size is specialised into the graph.
-_TRACE_GRID = (1, 8, 12)
+# Two images (frames > 1), one with a partial window (window length < the longest).
+_TRACE_GRIDS = ((1, 8, 12), (1, 4, 6))
 _TRACE_BATCH, _TRACE_LENGTH, _TRACE_PAST = 2, 5, 7
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+EXTERNAL_DATA: tuple[str, ...] = ("auto", "always")
 
 
 def export_checkpoint(
@@ -74,17 +85,26 @@ def export_checkpoint(
     opset: int = DEFAULT_OPSET,
     name: str | None = None,
     force: bool = False,
+    external_data: str = "auto",
     on_step: Callable[[str], None] | None = None,
 ) -> ModelManifest:
     """Export `checkpoint` to `out`; `on_step(step)` is called as each of EXPORT_STEPS finishes.
-    fp16 writes float16 graphs and embeddings (for GPUs), checked against the float32 model."""
+    fp16 writes float16 graphs and embeddings (for GPUs), checked against the float32 model.
+    external_data: "auto" puts a graph's weights in GRAPH.onnx.data when it exceeds protobuf's
+    2 GB, "always" does so for every graph."""
     check_opset(opset)
     _check_target(out, force)
+    if external_data not in EXTERNAL_DATA:
+        raise UserError(f"--external-data must be one of {', '.join(EXTERNAL_DATA)}, got {external_data!r}")
     done = on_step or (lambda step: None)
     dtype = "float16" if fp16 else "float32"
 
-    reference, tokenizer, spec = load_checkpoint(checkpoint)  # float32: the parity reference
-    model = reference if dtype == "float32" else copy.deepcopy(reference).to(TORCH_DTYPES[dtype])
+    model, tokenizer, spec = load_checkpoint(checkpoint)  # float32
+    with activation_peak(model) as peak:
+        cases = reference_cases(model)  # the float32 outputs the graphs must reproduce, taken first
+    if fp16:
+        check_float16_range(peak)
+    model.to(TORCH_DTYPES[dtype])  # in place: one copy of the weights, never two
     config = model.config
     preprocess = _preprocess_of(config.preprocess, checkpoint)
     done(EXPORT_STEPS[0])
@@ -93,17 +113,14 @@ def export_checkpoint(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        export_vision(model, work / VISION_GRAPH, opset)
+        always = external_data == "always"
+        export_vision(model, work / VISION_GRAPH, opset, always)
         done(EXPORT_STEPS[1])
-        export_decoder(model, work / DECODER_GRAPH, opset)
+        export_decoder(model, work / DECODER_GRAPH, opset, always)
+        text = config.num_hidden_layers, config.num_key_value_heads, config.head_dim
+        write_kv_prefix_graph(work / PREFIX_GRAPH, *text, dtype, opset)
         done(EXPORT_STEPS[2])
-        errors = graph_parity(reference, work)
-        worst = max(errors, key=lambda key: errors[key])
-        if errors[worst] > TOLERANCE[dtype]:
-            raise UserError(
-                f"the exported {worst} graph disagrees with the checkpoint (relative error "
-                f"{errors[worst]:.2e} > {TOLERANCE[dtype]:.0e}); the model uses an operator the exporter mistranslates"
-            )
+        check_parity(graph_errors(cases, work), dtype)
         done(EXPORT_STEPS[3])
         table = model.model.embed_tokens.weight.detach().cpu().numpy()
         np.save(work / EMBEDDINGS_FILE, np.ascontiguousarray(table))
@@ -173,35 +190,70 @@ def export_checkpoint(
     return manifest
 
 
-def export_vision(model: EchoVLM, path: Path, opset: int) -> None:
+def check_float16_range(peak: Peak) -> None:
+    """Refuse a float16 export whose float32 activations on the parity inputs exceed float16."""
+    if peak.value > FLOAT16_MAX:
+        raise UserError(
+            f"float16 cannot hold this model's activations: {peak.where} reaches {peak.value:.3g} on the "
+            f"parity inputs, beyond float16's {FLOAT16_MAX:.0f} (common in bf16-trained Qwen2 models); "
+            "export float32 instead (without --fp16)"
+        )
+
+
+def check_parity(errors: dict[str, float], dtype: str) -> None:
+    """Refuse graphs whose outputs on the parity cases are not finite or not close to float32's."""
+    worst = max(errors, key=lambda key: errors[key])
+    error, tolerance = errors[worst], TOLERANCE[dtype]
+    if error <= tolerance:
+        return
+    if dtype == "float16":
+        found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
+        raise UserError(
+            f"the float16 {worst} graph overflows or loses precision on the parity inputs ({found}): "
+            "this model's activations exceed float16's range (common in bf16-trained Qwen2 models); "
+            "export float32 instead (without --fp16)"
+        )
+    found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
+    raise UserError(
+        f"the exported {worst} graph disagrees with the checkpoint ({found}); "
+        "the model uses an operator the exporter mistranslates"
+    )
+
+
+def export_vision(model: EchoVLM, path: Path, opset: int, external_data: bool = False) -> None:
     geometry = model.config.vision
-    grid = [_TRACE_GRID]
-    index = vision_inputs(grid, geometry.spatial_merge_size, geometry.window_size // geometry.patch_size)
-    n = int(np.prod(_TRACE_GRID))
+    grids = list(_TRACE_GRIDS)
+    index = vision_inputs(grids, geometry.spatial_merge_size, geometry.window_size // geometry.patch_size)
+    n = sum(int(np.prod(grid)) for grid in grids)
     pixels = torch.randn(n, geometry.patch_dim, dtype=model.dtype)
-    args = (pixels, *(torch.from_numpy(index.feeds()[name]) for name in VISION_INPUTS[1:]))
+    feeds = index.feeds(VISION_INPUTS[1:])
+    args = (pixels, *(torch.from_numpy(feeds[name]) for name in VISION_INPUTS[1:]))
     dynamic = torch.export.Dim.DYNAMIC
     axes = {
         "pixel_values": {0: "patches"},
         "patch_positions": {0: "patches"},
         "window_index": {0: "image_tokens"},
         "restore_index": {0: "image_tokens"},
-        "window_segments": {0: "patches"},
-        "frame_segments": {0: "patches"},
+        "window_slots": {0: "windows", 1: "window_length"},
+        "window_places": {0: "patches"},
+        "frame_slots": {0: "frames", 1: "frame_length"},
+        "frame_places": {0: "patches"},
     }
+    shapes = tuple({axis: dynamic for axis in axes[name]} for name in VISION_INPUTS)
     export_graph(
         VisionGraphModule(model.visual).eval(),
         args,
-        tuple({0: dynamic} for _ in VISION_INPUTS),
+        shapes,
         VISION_INPUTS,
         VISION_OUTPUTS,
         axes,
         path,
         opset,
+        external_data,
     )
 
 
-def export_decoder(model: EchoVLM, path: Path, opset: int) -> None:
+def export_decoder(model: EchoVLM, path: Path, opset: int, external_data: bool = False) -> None:
     config = model.config
     layers = config.num_hidden_layers
     b, t, p = _TRACE_BATCH, _TRACE_LENGTH, _TRACE_PAST
@@ -239,6 +291,7 @@ def export_decoder(model: EchoVLM, path: Path, opset: int) -> None:
         axes,
         path,
         opset,
+        external_data,
     )
 
 

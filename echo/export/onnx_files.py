@@ -43,9 +43,11 @@ def export_graph(
     axis_names: Mapping[str, Mapping[int, str]],
     path: Path,
     opset: int,
+    external_data: bool = False,
 ) -> None:
-    """Export `module` traced on `args` to `path` (plus `path`.data when over 2 GB), name the
-    dynamic axes of its inputs and outputs, and run onnx's full checker on the result."""
+    """Export `module` traced on `args` to `path` (plus `path`.data when over 2 GB, or always
+    with `external_data`), name the dynamic axes of its inputs and outputs, and run onnx's full
+    checker on the result."""
     with _quiet_exporter(), torch.no_grad():
         try:
             program = torch.onnx.export(
@@ -63,7 +65,7 @@ def export_graph(
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"ONNX export of {path.name} failed at opset {opset}: {first}") from None
         assert program is not None
-        program.save(str(path), external_data=None)
+        program.save(str(path), external_data=True if external_data else None)  # None: over 2 GB
     model = onnx.load(str(path), load_external_data=False)
     name_dynamic_axes(model, axis_names)
     onnx.save(model, str(path))

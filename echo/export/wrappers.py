@@ -3,7 +3,10 @@
 `VisionGraphModule` is VisionTower.forward with its grid loops lifted out: the window permutation,
 its inverse, the patch positions and the attention segments arrive as inputs (computed by
 echo.runtime.vision_inputs), so the graph has no shape-dependent Python and one graph serves any
-grid. `DecoderGraphModule` is EchoVLM.forward with the KV cache flattened into per-layer inputs
+grid. Attention runs per segment, as the tower's own `Segments` path does: q, k, v are gathered
+into (segments, heads, L, L) attention by slot tables, padding keys masked, so a window block
+costs N x L (L = the window's patches), never N x N; full-attention blocks use one segment per
+frame. `DecoderGraphModule` is EchoVLM.forward with the KV cache flattened into per-layer inputs
 and outputs, the LM head applied only at the positions asked for, plus the greedy head decoding
 reads (argmax and its probability, mask excluded).
 Both reuse the model's own submodules, so the numerics are the model's.
@@ -12,10 +15,11 @@ Both reuse the model's own submodules, so the numerics are the model's.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from echo.model.rope import vision_cos_sin
-from echo.model.vision import VisionTower
+from echo.model.vision import VisionBlock, VisionTower, _rotate_vision
 from echo.model.vlm import EchoVLM
 
 
@@ -30,8 +34,10 @@ class VisionGraphModule(nn.Module):
         patch_positions: torch.Tensor,  # (N, 2) int64 row / column, processor order
         window_index: torch.Tensor,  # (M,) int64, M = N / merge_unit: merged tokens window by window
         restore_index: torch.Tensor,  # (M,) int64: inverse of window_index
-        window_segments: torch.Tensor,  # (N,) int64: window of each patch, window order
-        frame_segments: torch.Tensor,  # (N,) int64: frame of each patch
+        window_slots: torch.Tensor,  # (S_w, L_w) int64: patches of each window, -1 = padding
+        window_places: torch.Tensor,  # (N,) int64: flat slot of each patch in window_slots
+        frame_slots: torch.Tensor,  # (S_f, L_f) int64: patches of each frame, -1 = padding
+        frame_places: torch.Tensor,  # (N,) int64: flat slot of each patch in frame_slots
     ) -> torch.Tensor:
         cfg = self.tower.config
         unit = cfg.merge_unit
@@ -41,11 +47,38 @@ class VisionGraphModule(nn.Module):
         cos, sin = vision_cos_sin(patch_positions, cfg.head_dim, cfg.rope_theta)  # (N, head_dim) float32
         cos = cos.view(n // unit, unit, -1)[window_index].view(n, -1)
         sin = sin.view(n // unit, unit, -1)[window_index].view(n, -1)
-        full = frame_segments[:, None] == frame_segments[None, :]  # (N, N) block-diagonal per frame
-        windowed = window_segments[:, None] == window_segments[None, :]  # (N, N) per window
         for index, block in enumerate(self.tower.blocks):
-            x = block(x, cos, sin, full if index in cfg.fullatt_block_indexes else windowed)
+            full = index in cfg.fullatt_block_indexes
+            slots, places = (frame_slots, frame_places) if full else (window_slots, window_places)
+            x = _block(block, x, cos, sin, slots, places)
         return self.tower.merger(x)[restore_index]  # (M, out_hidden), processor order
+
+
+def _block(
+    block: VisionBlock,
+    x: torch.Tensor,  # (N, D)
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    slots: torch.Tensor,
+    places: torch.Tensor,
+) -> torch.Tensor:
+    """VisionBlock.forward with its attention over slot tables (the same weights and order)."""
+    attn, n = block.attn, x.shape[0]
+    q, k, v = attn.qkv(block.norm1(x)).view(n, 3, attn.num_heads, -1).unbind(1)  # each (N, heads, hd)
+    q, k = _rotate_vision(q, cos, sin), _rotate_vision(k, cos, sin)
+    x = x + attn.proj(slot_attention(q, k, v, slots, places).reshape(n, -1))
+    return x + block.mlp(block.norm2(x))
+
+
+def slot_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, places: torch.Tensor
+) -> torch.Tensor:
+    """q, k, v (N, heads, hd) -> (N, heads, hd), attention within each row of `slots` only."""
+    rows = [t[slots.clamp(min=0)].transpose(1, 2) for t in (q, k, v)]  # (S, heads, L, hd)
+    keys = (slots >= 0)[:, None, None, :]  # (S, 1, 1, L): padding keys hidden
+    out = F.scaled_dot_product_attention(*rows, attn_mask=keys)  # (S, heads, L, hd)
+    s, heads, length, hd = out.shape
+    return out.transpose(1, 2).reshape(s * length, heads, hd)[places]  # (N, heads, hd)
 
 
 class DecoderGraphModule(nn.Module):

@@ -38,6 +38,7 @@ from echo.runtime.decoders import (
 from echo.runtime.graphs import (
     DecoderGraph,
     VisionGraph,
+    open_prefix_session,
     open_session,
     provider_entries,
     session_options,
@@ -46,6 +47,7 @@ from echo.runtime.images import ImageSource, display_pixels
 from echo.runtime.manifest import (
     DECODER_GRAPH,
     DECODES,
+    DENSE_VISION_INPUTS,
     EMBEDDINGS_FILE,
     TOKENIZER_FILE,
     VISION_GRAPH,
@@ -137,7 +139,7 @@ class Engine:
             directory / VISION_GRAPH,
             options,
             provider_entries(chosen, manifest.dtype, cache_dir, vision_profile(manifest, max_batch)),
-            list(VISION_INPUTS),
+            (VISION_INPUTS, DENSE_VISION_INPUTS),
             list(VISION_OUTPUTS),
         )
         decoder_session = open_session(
@@ -148,11 +150,12 @@ class Engine:
             decoder_output_names(layers),
         )
         bind = chosen[0] in GPU_PROVIDERS if io_binding is None else io_binding
+        prefix = open_prefix_session(directory, manifest, options, chosen) if bind else None
         engine = cls(
             directory,
             manifest,
             VisionGraph(vision_session, manifest.dtype),
-            DecoderGraph(decoder_session, manifest, bind),
+            DecoderGraph(decoder_session, manifest, bind, prefix),
             _load_embeddings(directory / EMBEDDINGS_FILE, manifest),
             _load_tokenizer(directory / TOKENIZER_FILE),
             decoder_session.get_providers(),
@@ -291,7 +294,7 @@ class Engine:
         geometry, tokens = self.manifest.vision, self.manifest.tokens
         index = vision_inputs(grids, geometry.merge_size, geometry.window_patches)
         pixels = np.concatenate([image.pixel_values for image in images])
-        features = self.vision.run(pixels, index.feeds())  # (rows * n_image, H)
+        features = self.vision.run(pixels, index)  # (rows * n_image, H)
         t, h, w = grids[0]
         n_image = t * h * w // geometry.merge_size**2
         row = context_row(  # the torch paths' row: echo.chat places the image within the prompt

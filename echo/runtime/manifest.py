@@ -31,9 +31,13 @@ VISION_INPUTS: tuple[str, ...] = (
     "patch_positions",
     "window_index",
     "restore_index",
-    "window_segments",
-    "frame_segments",
+    "window_slots",
+    "window_places",
+    "frame_slots",
+    "frame_places",
 )
+# Vision graphs exported before the slot tables (dense (N, N) masks inside): still served.
+DENSE_VISION_INPUTS: tuple[str, ...] = (*VISION_INPUTS[:4], "window_segments", "frame_segments")
 VISION_OUTPUTS: tuple[str, ...] = ("image_features",)
 # logits (B, K, V) at logits_positions; top_ids / top_probs (B, K): argmax and its softmax probability with the mask token excluded, computed in
 # the graph so a decoding step never copies (B, T, vocab) logits off the device.

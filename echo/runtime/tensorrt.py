@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echo.runtime.manifest import VISION_INPUTS, ModelManifest, decoder_input_names
+from echo.runtime.manifest import DENSE_VISION_INPUTS, VISION_INPUTS, ModelManifest, decoder_input_names
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -30,22 +30,32 @@ class Profile:
 
 
 def vision_profile(manifest: ModelManifest, max_batch: int) -> Profile:
+    """Both graph layouts' inputs (slot tables, and the dense segments of older exports)."""
     unit = manifest.vision.merge_size**2
     largest = max_patches(manifest)
+    window = (manifest.vision.window_patches // manifest.vision.merge_size) ** 2 * unit  # patches
 
-    def shapes(patches: int) -> Shapes:
+    def shapes(patches: int, frames: int) -> Shapes:
         tokens = patches // unit
+        longest_window = min(window, patches)
         sizes = {
             "pixel_values": (patches, manifest.vision.patch_dim),
             "patch_positions": (patches, 2),
             "window_index": (tokens,),
             "restore_index": (tokens,),
+            "window_slots": (-(-patches // longest_window), longest_window),
+            "window_places": (patches,),
+            "frame_slots": (frames, patches // frames),
+            "frame_places": (patches,),
             "window_segments": (patches,),
             "frame_segments": (patches,),
         }
-        return {name: sizes[name] for name in VISION_INPUTS}
+        return {name: sizes[name] for name in dict.fromkeys((*VISION_INPUTS, *DENSE_VISION_INPUTS))}
 
-    return Profile(shapes(unit), shapes(largest), shapes(largest * max_batch))
+    # the most windows: every window partial, at most one merged token each
+    most = shapes(largest * max_batch, max_batch)
+    most["window_slots"] = (largest * max_batch // unit, window)
+    return Profile(shapes(unit, 1), shapes(largest, 1), most)
 
 
 def decoder_profile(manifest: ModelManifest, max_batch: int) -> Profile:

@@ -3,6 +3,13 @@
 The exported vision tower takes, besides the patches, the index tensors its window attention
 needs; computing them here keeps every loop over images out of the graph, so one graph serves any
 image grid and any number of images.
+
+Attention segments (windows, frames) reach the graph as slot tables: `*_slots` (S, L) lists the
+patches of each segment (window order, -1 in the padding of a shorter segment) and `*_places`
+(N,) is where each patch lies in the flattened table. The graph gathers q, k, v into (S, heads,
+L, L) attention, so its cost is that of the segments, not (N, N). Graphs exported before the
+slot tables took `window_segments` / `frame_segments` (dense (N, N) masks in the graph); both are
+computed here and a graph is fed the ones it names (`VisionInputs.feeds(names)`).
 """
 
 from __future__ import annotations
@@ -24,15 +31,25 @@ class VisionInputs:
     restore_index: np.ndarray  # (M,) int64: the inverse permutation, back to processor order
     window_segments: np.ndarray  # (N,) int64: window of each patch, in window order
     frame_segments: np.ndarray  # (N,) int64: frame of each patch (frames stay contiguous)
+    window_slots: np.ndarray  # (S_w, L_w) int64: patches of each window, -1 = padding
+    window_places: np.ndarray  # (N,) int64: flat slot of each patch in window_slots
+    frame_slots: np.ndarray  # (S_f, L_f) int64: patches of each frame, -1 = padding
+    frame_places: np.ndarray  # (N,) int64: flat slot of each patch in frame_slots
 
-    def feeds(self) -> dict[str, np.ndarray]:
-        return {
+    def feeds(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The index inputs by name; `names`: only those (a graph's inputs, pixel_values skipped)."""
+        every = {
             "patch_positions": self.patch_positions,
             "window_index": self.window_index,
             "restore_index": self.restore_index,
             "window_segments": self.window_segments,
             "frame_segments": self.frame_segments,
+            "window_slots": self.window_slots,
+            "window_places": self.window_places,
+            "frame_slots": self.frame_slots,
+            "frame_places": self.frame_places,
         }
+        return every if names is None else {name: every[name] for name in names if name in every}
 
 
 def patch_positions(grids: Sequence[Grid], merge_size: int) -> np.ndarray:
@@ -84,13 +101,34 @@ def vision_inputs(grids: Sequence[Grid], merge_size: int, window_patches: int) -
     order, window_lengths = window_order(grids, merge_size, window_patches)
     unit = merge_size**2
     frame_lengths = [h * w for t, h, w in grids for _ in range(t)]
+    window_lengths = [length * unit for length in window_lengths]
+    window_slots, window_places = segment_slots(window_lengths)
+    frame_slots, frame_places = segment_slots(frame_lengths)
     return VisionInputs(
         patch_positions=patch_positions(grids, merge_size),
         window_index=order,
         restore_index=np.argsort(order).astype(np.int64),
-        window_segments=_segments([length * unit for length in window_lengths]),
+        window_segments=_segments(window_lengths),
         frame_segments=_segments(frame_lengths),
+        window_slots=window_slots,
+        window_places=window_places,
+        frame_slots=frame_slots,
+        frame_places=frame_places,
     )
+
+
+def segment_slots(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous segments of these lengths as a padded table: slots (S, max length) int64, the
+    position of each slot's element (-1: padding), and places (sum(lengths),) int64, the flat
+    slot of each position. For lengths [2, 1]: slots [[0, 1], [2, -1]], places [0, 1, 2]."""
+    longest = max(lengths)
+    counts = np.asarray(lengths, dtype=np.int64)
+    offsets = np.arange(longest, dtype=np.int64)
+    valid = offsets[None, :] < counts[:, None]  # (S, L)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slots = np.where(valid, starts[:, None] + offsets[None, :], -1).astype(np.int64)
+    places = np.flatnonzero(valid).astype(np.int64)  # row-major: segment by segment, in order
+    return slots, places
 
 
 def _segments(lengths: list[int]) -> np.ndarray:

@@ -81,6 +81,10 @@ def test_the_engine_serves_the_float16_ar_model(ar_fp16) -> None:
         ),
         (["--checkpoint", "{ckpt}", "--out", "{file}"], "--out {file} exists and is not a directory"),
         (["--checkpoint", "{bare}", "--out", "{out}"], "{bare} has no tokenizer.json"),
+        (
+            ["--checkpoint", "{ckpt}", "--out", "{out}", "--external-data", "sometimes"],
+            "--external-data must be one of auto, always, got 'sometimes'",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(ar_fp16, tmp_path, monkeypatch, capsys, args, message) -> None:

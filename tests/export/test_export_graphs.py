@@ -22,7 +22,14 @@ def sessions(tiny_export):
 
 @pytest.mark.parametrize(
     ("grids", "seed"),
-    [([(1, 4, 6)], 101), ([(1, 8, 12)], 102), ([(1, 6, 10), (1, 4, 4), (1, 2, 2)], 103), ([(1, 12, 2)], 104)],
+    [
+        ([(1, 4, 6)], 101),
+        ([(1, 8, 12)], 102),
+        ([(1, 6, 10), (1, 4, 4), (1, 2, 2)], 103),
+        ([(1, 12, 2)], 104),
+        ([(1, 10, 6)], 105),  # non-square, partial windows on both axes
+        ([(2, 4, 6), (1, 6, 6)], 106),  # two frames of one image, then a 3 x 3-token image
+    ],
 )
 def test_vision_features_match_torch(tiny_export, sessions, grids, seed) -> None:
     assert vision_error(tiny_export.model, sessions[0], grids, seed) < FP32_TOLERANCE
@@ -132,3 +139,21 @@ def test_manifest_describes_the_checkpoint(tiny_export) -> None:
     assert manifest["source"]["weights_sha256"]["model.safetensors"] == sha256_of(
         tiny_export.checkpoint / "model.safetensors"
     )
+
+
+def test_vision_graph_attends_per_window_not_over_all_patches(tiny_export) -> None:
+    """No tensor of the vision graph is (patches x patches): windows attend (windows, heads,
+    window_length, window_length), full blocks (frames, heads, frame_length, frame_length)."""
+    vision = onnx.load(str(tiny_export.export / "vision.onnx"))
+    shapes = [
+        [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in vision.graph.value_info
+    ]
+    assert not [shape for shape in shapes if shape.count("patches") > 1]
+    assert ["windows", 2, "window_length", 16] in shapes  # q, k, v gathered per window (2 heads)
+    assert ["frames", 2, "frame_length", 16] in shapes
+    inputs = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in vision.graph.input
+    }
+    assert inputs["window_slots"] == ["windows", "window_length"]
+    assert inputs["frame_slots"] == ["frames", "frame_length"]
+    assert inputs["window_places"] == inputs["frame_places"] == ["patches"]

@@ -29,7 +29,13 @@ def _edit_manifest(directory, change) -> None:
 def test_a_good_directory_loads_with_its_checksums(tiny) -> None:
     manifest = load_manifest(tiny.export)
     assert manifest.generation.decode == "onestep"
-    assert set(manifest.files) == {"vision.onnx", "decoder.onnx", "embeddings.npy", "tokenizer.json"}
+    assert set(manifest.files) == {
+        "vision.onnx",
+        "decoder.onnx",
+        "kv_prefix.onnx",
+        "embeddings.npy",
+        "tokenizer.json",
+    }
 
 
 def test_missing_directory(tmp_path) -> None:

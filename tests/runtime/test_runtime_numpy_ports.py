@@ -14,7 +14,7 @@ from echo.model.vision import patch_positions as torch_patch_positions
 from echo.model.vision import window_order as torch_window_order
 from echo.runtime import masks, remasking
 from echo.runtime.positions import continue_positions, rope_index
-from echo.runtime.vision_inputs import patch_positions, vision_inputs, window_order
+from echo.runtime.vision_inputs import patch_positions, segment_slots, vision_inputs, window_order
 
 GRIDS = ([(1, 4, 6)], [(1, 8, 12)], [(1, 6, 10), (1, 4, 4)], [(2, 4, 8)], [(1, 2, 2)])
 
@@ -35,6 +35,29 @@ def test_vision_inputs_segments_and_inverse() -> None:
     assert np.bincount(inputs.window_segments).tolist() == [16, 8, 8]
     assert inputs.frame_segments.tolist() == [0] * 24 + [1] * 8
     assert all(value.dtype == np.int64 for value in inputs.feeds().values())
+
+
+def test_segment_slots_pad_short_segments_and_place_every_position() -> None:
+    slots, places = segment_slots([2, 1, 3])
+    assert slots.tolist() == [[0, 1, -1], [2, -1, -1], [3, 4, 5]]
+    assert places.tolist() == [0, 1, 3, 6, 7, 8]
+    assert slots.reshape(-1)[places].tolist() == list(range(6))
+
+
+def test_vision_inputs_slot_tables_list_windows_and_frames() -> None:
+    inputs = vision_inputs([(1, 4, 6), (1, 2, 4)], merge_size=2, window_patches=4)
+    assert inputs.window_slots.shape == (3, 16) and inputs.frame_slots.shape == (2, 24)
+    assert inputs.window_slots[1].tolist() == list(range(16, 24)) + [-1] * 8  # the partial window
+    assert inputs.frame_slots[1].tolist() == list(range(24, 32)) + [-1] * 16
+    for slots, places in (
+        (inputs.window_slots, inputs.window_places),
+        (inputs.frame_slots, inputs.frame_places),
+    ):
+        assert slots.reshape(-1)[places].tolist() == list(range(32))
+    assert list(inputs.feeds(["window_slots", "pixel_values", "frame_segments"])) == [
+        "window_slots",
+        "frame_segments",
+    ]
 
 
 def test_vision_inputs_refuse_grids_off_the_merge_size() -> None:

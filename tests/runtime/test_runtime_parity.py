@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 from echo.runtime import DecodeOptions, Engine
@@ -105,3 +108,48 @@ def test_io_binding_path_gives_the_same_tokens(tiny) -> None:
             bound.decode_processed(image, options).tokens
             == tiny.engine.decode_processed(image, options).tokens
         )
+
+
+def test_the_device_cache_moves_only_each_forwards_new_inputs(tiny, monkeypatch) -> None:
+    """With IO binding the past is bound as OrtValues where the presents were left: per forward
+    the host sends the new positions' inputs (plus an 8-byte prefix length after a block step)
+    and reads only top_ids and top_probs, however long the cache."""
+    engine = Engine.load(tiny.export, io_binding=True, warm_up=False)
+    decoder = engine.decoder
+    assert decoder.prefix is not None
+    seen: list[tuple[int, int, int, int, int]] = []
+    run = decoder.run
+
+    def counted(embeds, positions, mask, past, logits_positions):
+        assert all(isinstance(value, ort.OrtValue) for value in past)
+        before = (decoder.transfers.to_device, decoder.transfers.to_host)
+        out = run(embeds, positions, mask, past, logits_positions)
+        sent = embeds.astype(np.float32).nbytes + positions.nbytes + mask.nbytes + logits_positions.nbytes
+        read = out.top_ids.nbytes + out.top_probs.nbytes
+        moved = (decoder.transfers.to_device - before[0], decoder.transfers.to_host - before[1])
+        seen.append((moved[0] - sent, moved[1] - read, past[0].shape()[2], read, sent))
+        return out
+
+    monkeypatch.setattr(decoder, "run", counted)
+    image = tiny.preprocessed(tiny.images(seed=11))[:1]
+    for decode in ("ar", "onestep"):
+        out = engine.decode_processed(image, DecodeOptions(decode=decode))
+        assert out.tokens == tiny.engine.decode_processed(image, DecodeOptions(decode=decode)).tokens
+    assert len(seen) > 20 and max(past for _, _, past, _, _ in seen) > 40
+    assert {extra_read for _, extra_read, _, _, _ in seen} == {0}
+    assert {extra_sent for extra_sent, _, _, _, _ in seen} <= {0, 8}  # 8: the previous step's cut
+    ar_steps = [sent for _, _, past, _, sent in seen[1:] if past > 0][:10]
+    assert max(ar_steps) - min(ar_steps) < 16  # an AR step sends one position whatever the past
+
+
+def test_an_export_without_the_prefix_graph_binds_a_host_cache() -> None:
+    """The bundled student predates kv_prefix.onnx: IO binding then keeps the cache in numpy."""
+    model = Path(__file__).resolve().parents[2] / "echo" / "assets" / "models" / "student-onnx"
+    bound, plain = Engine.load(model, io_binding=True, warm_up=False), Engine.load(model, warm_up=False)
+    assert bound.decoder.io_binding and bound.decoder.prefix is None
+    image = np.random.default_rng(12).random((256, 256)).astype(np.float32)
+    for decode in MODES:
+        assert (
+            bound.generate(image, decode=decode).token_ids == plain.generate(image, decode=decode).token_ids
+        )
+    assert bound.decoder.transfers.to_host > 0

@@ -31,6 +31,11 @@ def test_vision_profile_spans_one_merged_token_to_a_full_batch(tiny) -> None:
     assert profile.minimum["pixel_values"] == (4, 1176)
     assert profile.maximum["pixel_values"] == (2 * 96, 1176)
     assert profile.maximum["window_index"] == (48,)
+    # slot tables: one window of one merged token up to every window partial; frames up to the batch
+    assert (profile.minimum["window_slots"], profile.minimum["frame_slots"]) == ((1, 4), (1, 4))
+    assert (profile.optimum["window_slots"], profile.optimum["frame_slots"]) == ((6, 16), (1, 96))
+    assert (profile.maximum["window_slots"], profile.maximum["frame_slots"]) == ((48, 16), (2, 96))
+    assert profile.maximum["window_places"] == profile.maximum["frame_segments"] == (2 * 96,)
     assert profile.provider_options()["trt_profile_opt_shapes"].startswith(
         "pixel_values:96x1176,patch_positions:96x2,"
     )
