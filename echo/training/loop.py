@@ -176,6 +176,8 @@ class Trainer:
                     f"{trainer_file} holds adapters this model lacks: rerun with its LoRA options"
                 )
             self.model.load_state_dict(saved["trainable"], strict=False)
+        elif has_lora(self.model):
+            raise UserError(f"{self.last_dir} was trained without LoRA: resume it without --lora-rank")
         else:
             load_weights(self.last_dir)
         self.optimizer.load_state_dict(saved["optimizer"])

@@ -72,6 +72,16 @@ def test_lora_resumes_from_last_as_if_never_stopped(tokenizer, batcher, tmp_path
     adapters(tmp_path / "b", 2, resume=False)
     resumed = adapters(tmp_path / "b", 4, resume=True)
     assert straight.keys() == resumed.keys()
+    mismatched = _trainer(make_model(tokenizer), tokenizer, tmp_path / "b", 4)
+    with pytest.raises(UserError, match="holds adapters this model lacks"):
+        mismatched.try_resume(lambda _d: None)
+    lora = make_model(tokenizer)
+    add_lora(lora, rank=2, alpha=4.0, targets=("q_proj",))
+    _trainer(make_model(tokenizer), tokenizer, tmp_path / "full", 1).run(
+        iter(batches), ar_loss, ar_loss, batches[:1]
+    )
+    with pytest.raises(UserError, match="was trained without LoRA"):
+        _trainer(lora, tokenizer, tmp_path / "full", 2).try_resume(lambda _d: None)
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], atol=1e-6, rtol=1e-6)
 
