@@ -79,6 +79,7 @@ def command(
     from echo.tokenizer import ReportTokenizer
     from echo.training.checkpoint import GenerationSpec, load_checkpoint
     from echo.training.loop import seed_everything
+    from echo.training.scale import weights_dtype
     from echo.training.stages import StageArgs, run_ar
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every)
@@ -94,7 +95,7 @@ def command(
         raise UserError("give exactly one of --config (random start) or --init (a checkpoint)")
     seed_everything(seed)
     if init is not None:
-        model, tok, spec = load_checkpoint(init)
+        model, tok, spec = load_checkpoint(init, weights_dtype(loop, trains=True))
     else:
         if tokenizer is None:
             raise UserError("--config needs --tokenizer (train one with `echo-train tokenizer`)")

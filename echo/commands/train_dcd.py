@@ -102,6 +102,7 @@ def command(
     """Distil a student that writes a whole block per forward pass from the teacher's own trajectories."""
     from echo.training.checkpoint import load_checkpoint
     from echo.training.dcd_stage import DcdArgs, run_dcd
+    from echo.training.scale import weights_dtype
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, rounds=rounds)
     loop = loop_config(
@@ -113,9 +114,11 @@ def command(
         warmup_steps=min(50, steps // 10),
         **scale_options(locals()),
     )
-    teacher_model, tokenizer, spec = load_checkpoint(teacher)
+    teacher_model, tokenizer, spec = load_checkpoint(teacher, weights_dtype(loop, trains=False))
     # The student starts from the teacher (the paper), or from a served student to fine-tune it.
-    student_model, student_tokenizer, _ = load_checkpoint(student or teacher)
+    student_model, student_tokenizer, _ = load_checkpoint(
+        student or teacher, weights_dtype(loop, trains=True)
+    )
     check_same_model(teacher_model, tokenizer, student_model, student_tokenizer)
     args = DcdArgs(
         out=out,

@@ -63,6 +63,7 @@ def command(
 ) -> None:
     """Turn the AR model into a block-diffusion teacher (rows: context, x_t, x_0; only the response duplicated)."""
     from echo.training.checkpoint import load_checkpoint
+    from echo.training.scale import weights_dtype
     from echo.training.stages import StageArgs, run_rad
 
     check_positive(steps=steps, batch_size=batch_size, lr=lr, val_every=val_every, block_size=block_size)
@@ -76,7 +77,7 @@ def command(
     )
     if block_size not in (4, 8):
         raise UserError(f"--block-size must be 4 or 8, got {block_size}")
-    model, tokenizer, spec = load_checkpoint(init)
+    model, tokenizer, spec = load_checkpoint(init, weights_dtype(loop, trains=True))
     args = StageArgs(
         out=out,
         data=data_args(

@@ -60,15 +60,16 @@ def require_checkpoint(directory: Path) -> Path:
     return directory
 
 
-def load_checkpoint(directory: Path):
-    """(model, tokenizer, spec) from a checkpoint directory; errors are one line."""
+def load_checkpoint(directory: Path, dtype=None):
+    """(model, tokenizer, spec) from a checkpoint directory; errors are one line. The weights are
+    float32 unless `dtype` says otherwise (scale.weights_dtype: a frozen or LoRA base in bf16)."""
     from echo.model import EchoVLM
     from echo.tokenizer import ReportTokenizer
 
     require_checkpoint(directory)
     if not (directory / "tokenizer.json").is_file():
         raise UserError(f"{directory} has no tokenizer.json")
-    model = EchoVLM.from_pretrained(directory)
+    model = EchoVLM.from_pretrained(directory) if dtype is None else EchoVLM.from_pretrained(directory, dtype)
     tokenizer = ReportTokenizer.from_dir(directory)
     return model, tokenizer, GenerationSpec.load(directory)
 

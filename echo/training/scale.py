@@ -114,6 +114,14 @@ def prepare_model(model, loop) -> dict[str, Any]:
     return info
 
 
+def weights_dtype(loop, trains: bool) -> torch.dtype:
+    """The dtype to load a checkpoint in: bf16 for a model that only runs (DCD's teacher) or a
+    LoRA base under --precision bf16 (half the host memory of loading float32 and casting);
+    float32 for weights AdamW updates (fp32 master weights)."""
+    bf16 = loop.precision == "bf16" and (not trains or loop.lora_rank > 0)
+    return torch.bfloat16 if bf16 else torch.float32
+
+
 def prepare_frozen(model, loop):
     """A model that only runs (DCD's teacher): on the device, in bf16 when precision is bf16."""
     device = resolve_device(loop.device)

@@ -170,3 +170,17 @@ def test_streamed_images_give_the_same_batches(small_manifest, tokenizer, tmp_pa
             )
     with pytest.raises(UserError, match="needs an image cache"):
         load_examples(small_manifest, None, PREPROCESS, stream=True)
+
+
+def test_weights_load_in_bf16_only_where_adamw_does_not_update_them(tokenizer, tmp_path):
+    from echo.training.checkpoint import load_checkpoint
+    from echo.training.scale import weights_dtype
+
+    bf16, lora = LoopConfig(precision="bf16"), LoopConfig(precision="bf16", lora_rank=4)
+    assert weights_dtype(LoopConfig(), trains=False) == torch.float32
+    assert weights_dtype(bf16, trains=False) == torch.bfloat16  # DCD's teacher
+    assert weights_dtype(bf16, trains=True) == torch.float32  # fp32 master weights
+    assert weights_dtype(lora, trains=True) == torch.bfloat16  # a frozen LoRA base
+    save_checkpoint(make_model(tokenizer), tokenizer, GenerationSpec(), tmp_path)
+    assert load_checkpoint(tmp_path)[0].dtype == torch.float32
+    assert load_checkpoint(tmp_path, torch.bfloat16)[0].dtype == torch.bfloat16
