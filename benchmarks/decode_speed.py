@@ -11,6 +11,12 @@ alike, and a speed-up is a ratio of rows measured in the same round.
     python benchmarks/decode_speed.py --backends onnxruntime --rounds 7
     python benchmarks/decode_speed.py --random-tiny        # random-weight models made here (speed only)
     python benchmarks/decode_speed.py --providers cpu,cuda,tensorrt --data runs/synthetic/manifest.jsonl
+    # a GPU: a random Qwen2.5-0.5B-sized decoder, float16 graphs, onnxruntime rows on CUDA and TensorRT
+    python benchmarks/decode_speed.py --random-tiny --random-size 0.5b --fp16 --backends onnxruntime \
+        --providers cuda,tensorrt --images 4 --rounds 3 --max-new-tokens 128 --json decode-gpu.json
+
+--random-tiny makes one random checkpoint and one export that the three rows share (random weights:
+the roles differ only in how they decode, which each row names), so a 0.5b run exports once.
 
 Only the student's ONNX export is bundled: a model whose export directory is missing is exported
 from its checkpoint first (into --export-dir, reused by later runs, else a scratch folder).
@@ -83,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--random-tiny", action="store_true", help="make random-weight models and measure those"
     )
-    parser.add_argument("--random-size", choices=("tiny", "small"), default="small")
+    parser.add_argument(
+        "--random-size",
+        choices=("tiny", "small", "0.5b"),  # echo.export.random_tiny.SIZES (not imported: it needs torch)
+        default="small",
+    )
+    parser.add_argument("--fp16", action="store_true", help="export float16 graphs (GPU providers)")
     parser.add_argument("--data", type=Path, default=None, help="manifest.jsonl to take images from")
     parser.add_argument("--split", default="test")
     parser.add_argument("--images", type=int, default=8, help="reports per row and round")
@@ -94,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", default="1", help="CPU threads for torch and onnxruntime; a list gives rows for each"
     )
     parser.add_argument(
-        "--providers", default="cpu", help="onnxruntime providers, one row each: cpu,cuda,tensorrt"
+        "--providers",
+        "--provider",
+        default="cpu",
+        help="onnxruntime providers, one row each: cpu,cuda,tensorrt",
     )
     parser.add_argument("--backends", default="torch,onnxruntime")
     parser.add_argument("--threshold", type=float, default=0.85, help="the teacher's tau")
@@ -127,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         work = Path(scratch)
         try:
             if args.random_tiny:
-                models = make_random_models(work, args.random_size, console)
+                models = make_random_models(work, args.random_size, args.fp16, console)
             else:
                 models = given_models(args, args.export_dir or work, "onnxruntime" in backends, console)
             images_path = work / "images.npz"
@@ -217,31 +231,24 @@ def exported_copy(checkpoint: Path, out: Path, console) -> Path:
     return out
 
 
-def make_random_models(work: Path, size: str, console) -> dict[str, tuple[Path, Path]]:
-    from rich.progress import Progress
-
+def make_random_models(work: Path, size: str, fp16: bool, console) -> dict[str, tuple[Path, Path]]:
+    """One random checkpoint and its export, shared by the three roles (each row names its decoding)."""
     from echo.export.exporter import export_checkpoint
     from echo.export.random_tiny import make_random_checkpoint, synthetic_reports
     from echo.tokenizer import ReportTokenizer
 
     tokenizer = ReportTokenizer.train(synthetic_reports(200), vocab_size=512, min_frequency=2)
-    models = {}
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"random {size} models: checkpoint + export", total=3)
-        for seed, role in enumerate(("ar", "teacher", "student")):
-            checkpoint = make_random_checkpoint(
-                work / role,
-                role,
-                seed=seed,
-                size=size,
-                max_new_tokens=96,
-                never_stop=True,
-                tokenizer=tokenizer,
-            )
-            export_checkpoint(checkpoint, work / f"{role}-onnx", force=True)
-            models[role] = (checkpoint, work / f"{role}-onnx")
-            progress.advance(task)
-    return models
+    with console.status(f"random {size} model: checkpoint + export{' (float16)' if fp16 else ''}"):
+        checkpoint = make_random_checkpoint(
+            work / "random",
+            "student",
+            size=size,
+            max_new_tokens=96,
+            never_stop=True,
+            tokenizer=tokenizer,
+        )
+        export_checkpoint(checkpoint, work / "random-onnx", fp16=fp16, force=True)
+    return {role: (checkpoint, work / "random-onnx") for role in ("ar", "teacher", "student")}
 
 
 def load_images(args: argparse.Namespace, student_checkpoint: Path) -> list[np.ndarray]:

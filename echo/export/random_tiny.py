@@ -27,7 +27,8 @@ ROLES: dict[str, tuple[str, str]] = {
     "teacher": ("rad", "multistep"),
     "student": ("dcd", "onestep"),
 }
-SIZES: tuple[str, ...] = ("tiny", "small")
+SIZES: tuple[str, ...] = ("tiny", "small", "0.5b")
+QWEN_VOCAB = 151_936  # Qwen2.5's embedding rows (the tokenizer's 151,665 ids, padded)
 
 
 def synthetic_reports(count: int, seed: int = 0) -> list[str]:
@@ -42,27 +43,35 @@ def synthetic_reports(count: int, seed: int = 0) -> list[str]:
 def random_config(vocab_size: int, size: str = "tiny", prompt_attention: str = "causal") -> EchoVLConfig:
     """ "tiny": EchoVLConfig.tiny (2 + 2 layers, width 64), images of at most 112 x 168 pixels
     (<= 24 image tokens). "small": 4 + 4 layers, width 256, images of at most 224 x 224 pixels.
-    initializer_range 0.4 makes random predictions peaked, so greedy outputs vary."""
+    initializer_range 0.4 makes random predictions peaked, so greedy outputs vary.
+    "0.5b": Qwen2.5-0.5B's decoder (24 layers, width 896, 14 heads / 2 KV heads, MLP 4864, vocab
+    151,936; ~0.63B parameters with an untied head) behind the small vision tower, images of at
+    most 448 x 448 pixels, Qwen's initializer_range 0.02 (24 layers at 0.4 would overflow float16);
+    `vocab_size` only has to fit in its vocabulary."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-    if size == "tiny":
+    if size == "0.5b":
+        if vocab_size > QWEN_VOCAB:
+            raise ValueError(f"a vocabulary of {vocab_size} does not fit the 0.5b preset's {QWEN_VOCAB}")
+        base = EchoVLConfig.tiny(
+            vocab_size=QWEN_VOCAB,
+            prompt_attention=prompt_attention,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            mrope_section=(8, 12, 12),  # head_dim 64: Qwen2.5-VL's (16, 24, 24) halved
+            rope_theta=1_000_000.0,
+            vision=_small_vision(out_hidden_size=896),
+        )
+        max_pixels = 448 * 448
+    elif size == "tiny":
         base = EchoVLConfig.tiny(
             vocab_size=vocab_size, initializer_range=0.4, prompt_attention=prompt_attention
         )
         max_pixels = 112 * 168
     else:
-        vision = VisionConfig(
-            depth=4,
-            hidden_size=128,
-            intermediate_size=256,
-            num_heads=4,
-            patch_size=14,
-            temporal_patch_size=2,
-            spatial_merge_size=2,
-            window_size=112,
-            fullatt_block_indexes=(3,),
-            out_hidden_size=256,
-        )
         base = EchoVLConfig.tiny(
             vocab_size=vocab_size,
             initializer_range=0.4,
@@ -73,11 +82,27 @@ def random_config(vocab_size: int, size: str = "tiny", prompt_attention: str = "
             num_attention_heads=4,
             num_key_value_heads=2,
             mrope_section=(8, 12, 12),
-            vision=vision,
+            vision=_small_vision(out_hidden_size=256),
         )
         max_pixels = 224 * 224
     preprocess = {**default_preprocess(base.vision), "min_pixels": 56 * 56, "max_pixels": max_pixels}
     return base.with_changes(preprocess=preprocess)
+
+
+def _small_vision(out_hidden_size: int) -> VisionConfig:
+    """4 blocks of width 128, Qwen2.5-VL's window (112 pixels) with the last block full."""
+    return VisionConfig(
+        depth=4,
+        hidden_size=128,
+        intermediate_size=256,
+        num_heads=4,
+        patch_size=14,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        window_size=112,
+        fullatt_block_indexes=(3,),
+        out_hidden_size=out_hidden_size,
+    )
 
 
 def make_random_checkpoint(
