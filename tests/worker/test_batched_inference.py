@@ -363,3 +363,22 @@ def test_echo_gpu_batch_defaults_to_one_and_names_itself_when_out_of_range(
     monkeypatch.setenv("ECHO_GPU_BATCH", "0")
     with pytest.raises(SettingsError, match="^bad setting ECHO_GPU_BATCH: "):
         load_settings(data_dir=tmp_path)
+
+
+def test_a_second_batch_takes_only_studies_no_other_attempt_holds(
+    database: Database, settings: Settings, store_study, images, batching: BatchingEngine
+) -> None:
+    ids = studies(store_study, images, 5)
+    other = make_inference(database, settings, batching, worker=lambda: WorkerProcess("host-b", 4242))
+    held = other.claim(ids[0], "task-b")  # another GPU host's batch holds ids[0] and ids[1]
+    assert isinstance(held, int)
+    assert BatchInference(other, 2)._companions(ids[0], held, "task-b") == [(ids[1], held + 1)]
+
+    result = BatchInference(make_inference(database, settings, batching), 4).run(ids[2], "task-a")
+
+    assert result.outcome == "reported"
+    assert sorted(reports_by_study(database)) == ids[2:]
+    assert {job.study_id: job.state for job in table(database, Job) if job.celery_task_id == "task-b"} == {
+        ids[0]: JobState.RUNNING,
+        ids[1]: JobState.RUNNING,
+    }
