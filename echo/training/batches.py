@@ -14,6 +14,7 @@ import torch
 
 from echo.data.preprocess import PreprocessConfig, preprocess
 from echo.decoding import build_context_ids
+from echo.model.masks import response_prefix_len
 from echo.tokenizer import ReportTokenizer
 from echo.training.examples import ExampleSet, shape_groups
 
@@ -23,7 +24,7 @@ class Batch:
     pixel_values: torch.Tensor  # (b * n_patches, C*T*P*P) float32
     image_grid_thw: torch.Tensor  # (b, 3) long
     context_ids: torch.Tensor  # (b, C) long
-    response_ids: torch.Tensor  # (b, R) long; R a multiple of the block size; padded with `pad_with`
+    response_ids: torch.Tensor  # (b, R) long; whole blocks (see Batcher.make); padded with `pad_with`
     response_mask: torch.Tensor  # (b, R) bool; True on report tokens and the first eos
     indices: list[int]
     finding_targets: torch.Tensor | None = None  # (b, n_findings) from the reports, when asked for
@@ -45,8 +46,10 @@ class Batcher:
         block_size: int,
         max_response_tokens: int,
         finding_targets: torch.Tensor | None = None,
+        prompt_attention: str = "causal",
     ) -> None:
         self.examples = examples
+        self.prompt_attention = prompt_attention  # block_causal: responses end on an absolute block
         self.finding_targets = finding_targets  # (n, n_findings): one row per example
         self.tokenizer = tokenizer
         self.preprocess_config = preprocess_config
@@ -80,8 +83,12 @@ class Batcher:
         shapes = {self.examples.images[i].shape for i in indices}
         assert len(shapes) == 1, f"one batch needs one image grid, got {sorted(shapes)}"
         patches, grids = zip(*(self.pixels(i) for i in indices), strict=True)
+        context = self.context(indices[0])
         longest = max(len(self.responses[i]) for i in indices)
-        length = -(-longest // self.block_size) * self.block_size
+        # Whole blocks, as the decoders see them: counted from the response start ("causal"), or
+        # from position 0, the context's last partial block opening the first one ("block_causal").
+        prefix = response_prefix_len(len(context), self.block_size, self.prompt_attention)
+        length = -(-(prefix + longest) // self.block_size) * self.block_size - prefix
         response = torch.full((len(indices), length), pad_with, dtype=torch.long)
         mask = torch.zeros((len(indices), length), dtype=torch.bool)
         for row, i in enumerate(indices):
@@ -91,7 +98,7 @@ class Batcher:
         return Batch(
             pixel_values=torch.from_numpy(np.concatenate(patches)).float(),
             image_grid_thw=torch.tensor(grids, dtype=torch.long),
-            context_ids=torch.tensor([self.context(indices[0])] * len(indices), dtype=torch.long),
+            context_ids=torch.tensor([context] * len(indices), dtype=torch.long),
             response_ids=response,
             response_mask=mask,
             indices=list(indices),

@@ -58,7 +58,14 @@ def make_batchers(
         data.manifest, data.val_split, config, data.cache_dir, data.val_limit, data.stream_images
     )
     make = lambda examples, targets=None: Batcher(  # noqa: E731
-        examples, tokenizer, spec.prompt, config, block_size, data.max_response_tokens, targets
+        examples,
+        tokenizer,
+        spec.prompt,
+        config,
+        block_size,
+        data.max_response_tokens,
+        targets,
+        prompt_attention=model.config.prompt_attention,
     )
     # Only training reads the findings targets: validation is the plain next-token loss.
     return make(train, report_targets(train.reports) if finding_targets else None), make(val)

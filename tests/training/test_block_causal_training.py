@@ -177,3 +177,18 @@ def test_collect_in_block_causal_mode_targets_the_response(tokenizer, bc_batcher
     batch, soft, commit, live = _item(bc_batcher, collected, [0, 1])
     ids = {"mask_id": tokenizer.mask_id, "eos_id": tokenizer.eos_id}
     assert torch.isfinite(dcd_loss(model, batch, soft, commit, live, block_size=B, **ids))
+
+
+def test_block_causal_batches_end_on_an_absolute_block_and_causal_ones_on_a_response_block(tokenizer):
+    """The decoders fill whole blocks: counted from position 0 with block-causal prompts (the
+    context's last partial block opening the first), from the response start otherwise."""
+    examples = example_set(4)
+    for attention in ("block_causal", "causal"):
+        batcher = Batcher(
+            examples, tokenizer, "Describe the film.", PREPROCESS, B, 64, prompt_attention=attention
+        )
+        batch = batcher.make([0, 1, 2, 3], pad_with=tokenizer.eos_id)
+        c, r = batch.context_ids.shape[1], batch.response_ids.shape[1]
+        longest = max(len(batcher.responses[i]) for i in range(4))
+        assert c % B != 0 and longest <= r < longest + B
+        assert ((c + r) % B if attention == "block_causal" else r % B) == 0
