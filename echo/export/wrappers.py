@@ -15,7 +15,6 @@ Both reuse the model's own submodules, so the numerics are the model's.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from echo.model.rope import vision_cos_sin
@@ -73,10 +72,18 @@ def _block(
 def slot_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, places: torch.Tensor
 ) -> torch.Tensor:
-    """q, k, v (N, heads, hd) -> (N, heads, hd), attention within each row of `slots` only."""
-    rows = [t[slots.clamp(min=0)].transpose(1, 2) for t in (q, k, v)]  # (S, heads, L, hd)
-    keys = (slots >= 0)[:, None, None, :]  # (S, 1, 1, L): padding keys hidden
-    out = F.scaled_dot_product_attention(*rows, attn_mask=keys)  # (S, heads, L, hd)
+    """q, k, v (N, heads, hd) -> (N, heads, hd), attention within each row of `slots` only.
+
+    Written out rather than F.scaled_dot_product_attention: its exported form masks the (S, heads,
+    L, L) scores with Where and guards them with IsNaN, two more passes over the largest tensor
+    (measured: most of a full block's time); an additive -inf bias on padding keys needs neither
+    (every row holds a patch, so no query sees only padding). Softmax in float32, as Qwen's."""
+    index = slots.clamp(min=0)
+    q, k, v = (t[index].transpose(1, 2) for t in (q, k, v))  # (S, heads, L, hd)
+    bias = torch.zeros(slots.shape, dtype=torch.float32).masked_fill(slots < 0, float("-inf"))
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (S, heads, L, L)
+    weights = (scores.float() + bias[:, None, None, :]).softmax(dim=-1).to(v.dtype)
+    out = weights @ v  # (S, heads, L, hd)
     s, heads, length, hd = out.shape
     return out.transpose(1, 2).reshape(s * length, heads, hd)[places]  # (N, heads, hd)
 
