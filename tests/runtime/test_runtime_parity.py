@@ -60,14 +60,16 @@ def test_other_remasking_strategies_follow_torch(tiny, remasking: str) -> None:
     assert got.tokens == want.tokens
 
 
-def test_rows_that_stop_early_leave_the_batch_as_in_torch(tiny, tmp_path) -> None:
+@pytest.mark.parametrize("io_binding", [False, True])  # True: the device cache's keep_rows
+def test_rows_that_stop_early_leave_the_batch_as_in_torch(tiny, tmp_path, io_binding) -> None:
     """eos set to a token this random model writes often, in the manifest and in the torch config
     alike: rows of one batch then finish at different blocks (the keep-rows path)."""
     images = tiny.preprocessed(tiny.images(seed=8, shapes=((200, 180), (210, 190), (190, 170), (205, 185))))
     written = tiny.engine.decode_processed(images, DecodeOptions(decode="onestep")).tokens
     frequent = Counter(token for row in written for token in row).most_common(1)[0][0]
     variant = tiny.manifest_variant(tiny.export, tmp_path / "eos", tokens={"eos": frequent})
-    engine = Engine.load(variant, warm_up=False)
+    engine = Engine.load(variant, warm_up=False, io_binding=io_binding)
+    assert (engine.decoder.prefix is not None) is io_binding
     twin = tiny.with_config(tiny.model, eos_token_id=frequent)
     lengths = set()
     for decode in MODES:
