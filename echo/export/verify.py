@@ -39,10 +39,17 @@ def fresh_export_differences(model_dir: Path, checkpoint: Path, scratch: Path) -
             opset=existing.opset,
             name=existing.name,
             force=True,
+            external_data=_external_data(existing.files),
         )
         return compare_exports(model_dir, target, checkpoint)
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+def _external_data(files: dict[str, str]) -> str:
+    """ "always" when every graph's weights lie beside it (forced, or all over 2 GB: the same files)."""
+    graphs = (VISION_GRAPH, DECODER_GRAPH)
+    return "always" if all(f"{graph}.data" in files for graph in graphs) else "auto"
 
 
 def compare_exports(model_dir: Path, fresh_dir: Path, checkpoint: Path) -> list[str]:

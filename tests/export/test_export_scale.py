@@ -105,3 +105,10 @@ def test_inf_or_nan_from_a_float16_graph_is_an_overflow_error() -> None:
     with pytest.raises(UserError, match="mistranslates"):
         exporter.check_parity({"step": 1e-3}, "float32")
     exporter.check_parity({"vision": 1e-2, "step": 1e-3}, "float16")
+
+
+@pytest.mark.slow
+def test_an_external_data_export_matches_a_fresh_export(tiny_export, external, tmp_path) -> None:
+    from echo.export.verify import fresh_export_differences
+
+    assert fresh_export_differences(external, tiny_export.checkpoint, tmp_path) == []
