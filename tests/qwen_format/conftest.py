@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training.conftest import _one_torch_thread  # noqa: F401  (autouse: one torch thread)
+
 REPORTS = [
     "Findings: The lungs are clear. No pleural effusion or pneumothorax. The heart size is normal.\n"
     "Impression: No acute cardiopulmonary process.",

@@ -162,27 +162,5 @@ def _vision_ids(tokenizer) -> dict[str, int]:
     }
 
 
-@pytest.fixture(scope="module")
-def qwen_onnx_dir(qwen_init_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from echo.export.exporter import export_checkpoint
-
-    out = tmp_path_factory.mktemp("qwen_onnx") / "model"
-    export_checkpoint(qwen_init_dir, out)
-    return out
-
-
-@pytest.mark.slow
-def test_the_engine_builds_the_same_row_and_decodes_the_same_tokens(
-    checkpoint, qwen_onnx_dir: Path, expected_row: list[int]
-) -> None:
-    """Export takes ~40 s of the ~45."""
-    from echo.data.preprocess import preprocess
-    from echo.runtime import Engine
-
-    engine = Engine.load(qwen_onnx_dir, providers="cpu", threads=1)
-    prepared = engine._prepare([preprocess(IMAGE.astype(np.float32) / 255.0, engine.preprocess_config)])
-    assert prepared.ids.tolist() == [expected_row]
-    model, tokenizer, spec = checkpoint
-    ours = decode_ar(model, make_context(model, tokenizer, spec.prompt, [IMAGE]), max_new_tokens=24).tokens[0]
-    report = engine.generate(IMAGE, decode="ar", max_new_tokens=24)
-    assert list(report.token_ids) == ours
+# The engine's row and tokens on a chat-templated export: tests/qwen_format/test_pipeline.py (one export
+# serves both, after the stages).
