@@ -25,7 +25,15 @@ _HOMES = {
     "parse_providers": "echo.runtime.providers",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "DecodeOptions",
+    "Engine",
+    "GeneratedReport",
+    "ModelManifest",
+    "choose_providers",
+    "load_manifest",
+    "parse_providers",
+]
 
 
 def __getattr__(name: str) -> Any:
