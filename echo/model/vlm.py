@@ -25,6 +25,7 @@ from echo.model.vision import VisionTower
 
 TIED_HEAD = "lm_head.weight"
 TIED_EMBEDDING = "model.embed_tokens.weight"
+LORA_MASK_ROW = "lora_mask_row"  # a trainable <|MASK|> row while LoRA trains (echo.training.scale)
 
 
 class EchoVLM(nn.Module):
@@ -138,6 +139,11 @@ class EchoVLM(nn.Module):
         (a caller that places features itself, e.g. twice in one row, starts from here)."""
         assert input_ids.dim() == 2, f"input_ids must be (B, T), got {tuple(input_ids.shape)}"
         embeds = self.model.embed_tokens(input_ids.to(self.device))
+        mask_row = getattr(self, LORA_MASK_ROW, None)  # LoRA training: the <|MASK|> row trains apart
+        if mask_row is not None:
+            is_mask = input_ids.to(self.device) == self.config.mask_token_id
+            if bool(is_mask.any()):  # no mask in the batch: no gradient, so no weight decay either
+                embeds = torch.where(is_mask[..., None], mask_row.to(embeds.dtype), embeds)
         if pixel_values is None and image_features is None:
             return embeds
         is_image = input_ids.to(self.device) == self.config.image_token_id

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from echo.errors import UserError
+from echo.model.vlm import LORA_MASK_ROW as MASK_ROW
+from echo.model.vlm import TIED_EMBEDDING
 
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -89,6 +91,12 @@ def add_lora(model, rank: int, alpha: float, targets: tuple[str, ...]) -> int:
     pattern = r"model\.layers\.\d+\.(self_attn|mlp)\.(" + "|".join(targets) + ")"
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=pattern, bias="none")
     inject_adapter_in_model(config, model, adapter_name=_ADAPTER)
+    if model.config.mask_token_id is not None:
+        # The embeddings stay frozen under LoRA, but <|MASK|> is the token block diffusion adds
+        # (init-from starts its row at the mean): its row trains as one more adapter, merged back
+        # into the embedding when the checkpoint is saved (plain_model).
+        row = model.model.embed_tokens.weight[model.config.mask_token_id].detach().float().clone()
+        model.register_parameter(MASK_ROW, torch.nn.Parameter(row))
     trainable = 0
     for name, parameter in model.named_parameters():
         is_adapter = "lora_" in name
@@ -152,6 +160,11 @@ def plain_model(model):
             continue
         plain = name.replace(".base_layer.", ".")
         merged.setdefault(plain, tensor)
+    mask_row = getattr(model, MASK_ROW, None)
+    if mask_row is not None:
+        embedding = merged[TIED_EMBEDDING].clone()
+        embedding[model.config.mask_token_id] = mask_row.detach().to(embedding.dtype)
+        merged[TIED_EMBEDDING] = embedding
     with torch.device("meta"):
         clone = type(model)(model.config)
     if getattr(model.config, "tie_word_embeddings", False):

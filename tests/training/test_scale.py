@@ -34,9 +34,11 @@ def test_lora_trains_only_adapters_and_saves_the_merged_model(tokenizer, batcher
     cfg = model.config
     kv = cfg.num_key_value_heads * cfg.head_dim
     per_layer = 4 * (cfg.hidden_size + cfg.hidden_size) + 4 * (cfg.hidden_size + kv)
-    assert trainable == cfg.num_hidden_layers * per_layer
+    assert trainable == cfg.num_hidden_layers * per_layer + cfg.hidden_size  # + the <|MASK|> row
     names = [name for name, p in model.named_parameters() if p.requires_grad]
-    assert names and all("lora_" in name and name.startswith("model.layers.") for name in names)
+    assert "lora_mask_row" in names
+    layers = [name for name in names if name != "lora_mask_row"]
+    assert layers and all("lora_" in name and name.startswith("model.layers.") for name in layers)
 
     trainer = _trainer(model, tokenizer, tmp_path / "out", steps=3)
     batches = _batches(batcher, tokenizer, 4)
@@ -54,6 +56,30 @@ def test_lora_trains_only_adapters_and_saves_the_merged_model(tokenizer, batcher
         untrained = make_model(tokenizer).eval().logits_for(ids, batch.pixel_values, batch.image_grid_thw)
     torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-5)
     assert (merged - untrained).abs().max() > 1e-3  # the adapters are in the saved weights
+
+
+def test_lora_trains_the_mask_row_and_saves_it_into_the_embedding(tokenizer, batcher, tmp_path):
+    """Under LoRA the embeddings are frozen, but RAD must learn the <|MASK|> token block diffusion
+    adds: its row trains as an adapter and the saved checkpoint holds it, every other row as it was."""
+    model = make_model(tokenizer)
+    mask = tokenizer.mask_id
+    embedding = model.model.embed_tokens.weight.detach().clone()
+    add_lora(model, rank=2, alpha=4.0, targets=("q_proj",))
+    noise = NoiseConfig(block_size=4, mask_id=mask)
+    generator = torch.Generator().manual_seed(0)
+    batches = _batches(batcher, tokenizer, 4)
+    loss = lambda m, b: rad_loss(m, b, noise, generator)  # noqa: E731
+    _trainer(model, tokenizer, tmp_path / "out", steps=3).run(iter(batches), loss, loss, batches[3:])
+    saved = EchoVLM.from_pretrained(tmp_path / "out" / "last").model.embed_tokens.weight.detach()
+    changed = (saved != embedding).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [mask]
+    torch.testing.assert_close(saved[mask], model.lora_mask_row.detach(), atol=0, rtol=0)
+    # AR batches hold no mask: the row gets no gradient, so weight decay leaves it alone too.
+    ar_model = make_model(tokenizer)
+    add_lora(ar_model, rank=2, alpha=4.0, targets=("q_proj",))
+    before = ar_model.lora_mask_row.detach().clone()
+    _trainer(ar_model, tokenizer, tmp_path / "ar", steps=2).run(iter(batches), ar_loss, ar_loss, batches[3:])
+    assert torch.equal(ar_model.lora_mask_row.detach(), before)
 
 
 def test_lora_resumes_from_last_as_if_never_stopped(tokenizer, batcher, tmp_path):
