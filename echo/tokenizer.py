@@ -37,6 +37,16 @@ SPECIAL_TOKENS: tuple[str, ...] = (PAD, EOS, MASK, VISION_START, VISION_END, IMA
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILES: tuple[str, ...] = ("config.json", "generation_config.json")  # later files win
+# Files of a transformers checkpoint that travel with its tokenizer from stage to stage, so that the
+# last stage's checkpoint still loads in transformers with its chat template and processor.
+COMPANION_FILES: tuple[str, ...] = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+)
 
 _BYTE_ALPHABET_SIZE = 256
 MIN_VOCAB_SIZE = _BYTE_ALPHABET_SIZE + len(SPECIAL_TOKENS)
@@ -68,6 +78,7 @@ class ReportTokenizer:
                 raise UserError(f"special token id {name}={value} is outside the vocabulary (size {size})")
         self._tokenizer = tokenizer
         self._specials = specials
+        self.companions: dict[str, bytes] = {}  # COMPANION_FILES read by from_dir, written by save
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -116,7 +127,11 @@ class ReportTokenizer:
             config = read_json_config(directory / name)
             text_config = config.get("text_config")  # multimodal configs nest the decoder's ids
             configs += [text_config, config] if isinstance(text_config, dict) else [config]
-        return cls._load(directory / TOKENIZER_FILE, configs)
+        loaded = cls._load(directory / TOKENIZER_FILE, configs)
+        loaded.companions = {
+            name: (directory / name).read_bytes() for name in COMPANION_FILES if (directory / name).is_file()
+        }
+        return loaded
 
     @classmethod
     def _load(cls, file: Path, configs: list[dict[str, Any]]) -> ReportTokenizer:
@@ -127,11 +142,14 @@ class ReportTokenizer:
         return cls(tokenizer, _specials_by_name(tokenizer, configs, source), model_vocab_size)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``DIR/tokenizer.json`` (creating DIR) and return its path."""
+        """Write ``DIR/tokenizer.json`` (creating DIR), and the companion files the tokenizer was
+        loaded with; returns the tokenizer file's path."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         file = out / TOKENIZER_FILE
         self._tokenizer.save(str(file))
+        for name, data in self.companions.items():
+            (out / name).write_bytes(data)
         return file
 
     # ---- use ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from echo.report import format_report
 pytestmark = pytest.mark.slow
 
 BLOCK = 4
+_PROMPT = "Describe the findings and impression of this chest X-ray."  # init-from's default
 TOP_K = 4
 SHORT = {
     False: ("The lungs are clear.", "No acute process."),
@@ -95,6 +96,17 @@ def test_every_stage_keeps_the_released_format_and_records_its_peak_memory(pipel
         config = json.loads((pipeline[stage] / "last" / "config.json").read_text())
         assert config["model_type"] == "qwen2_5_vl" and config["prompt_attention"] == "block_causal"
         assert EchoVLM.from_pretrained(pipeline[stage] / "last").config.mask_token_id is not None
+    # The chat template and processor files travel with the tokenizer: transformers renders the
+    # last stage's prompt as the stages did.
+    from transformers import AutoTokenizer
+
+    from echo.training.checkpoint import GenerationSpec
+
+    reloaded = AutoTokenizer.from_pretrained(pipeline["dcd"] / "last")
+    message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _PROMPT}]}]
+    rendered = reloaded.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
+    assert rendered == GenerationSpec.load(pipeline["dcd"] / "last").prompt
+    assert (pipeline["dcd"] / "last" / "preprocessor_config.json").is_file()
     # DCD kept trajectories, and stored K probabilities per position (plus the rest's mass).
     rounds = json.loads((pipeline["dcd"] / "metrics.json").read_text())["rounds"]
     assert rounds[0]["kept"] > 0

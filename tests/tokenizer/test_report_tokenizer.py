@@ -224,3 +224,24 @@ def test_missing_or_broken_tokenizer_files_are_errors(tmp_path):
     broken.write_text('{"version": "1.0"}')
     with pytest.raises(UserError, match="is not a tokenizer.json: "):
         ReportTokenizer.from_file(broken)
+
+
+def test_a_checkpoints_companion_files_travel_with_its_tokenizer(trained, tmp_path):
+    """A stage loads the tokenizer from its input checkpoint and saves it with its output: the
+    chat template and processor files go along byte for byte; unknown files and a trained
+    tokenizer's (none) do not."""
+    source = tmp_path / "source"
+    trained.save(source)
+    files = {
+        "tokenizer_config.json": b'{"chat_template": "{{ messages }}"}',
+        "chat_template.jinja": b"{% for m in messages %}{{ m }}{% endfor %}",
+        "preprocessor_config.json": b'{"max_pixels": 2250000}',
+    }
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    (source / "notes.txt").write_text("not a checkpoint file")
+    ReportTokenizer.from_dir(source).save(tmp_path / "stage")
+    assert {p.name for p in (tmp_path / "stage").iterdir()} == {"tokenizer.json", *files}
+    assert all((tmp_path / "stage" / name).read_bytes() == data for name, data in files.items())
+    trained.save(tmp_path / "fresh")
+    assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["tokenizer.json"]
