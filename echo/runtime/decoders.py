@@ -220,8 +220,14 @@ def decode_blocks(
     steps_per_block: int,
     threshold: float,
 ) -> DecodeOutput:
-    """The block loop of echo.decoding.blocks.decode_blocks (fused), on numpy arrays."""
+    """The block loop of echo.decoding.blocks.decode_blocks (fused), on numpy arrays.
+
+    Left-padded rows (context.pads, rows of different context lengths) need the "causal" prompt
+    layout, whose blocks start at each row's response start (the same index in every padded row);
+    "block_causal" blocks sit at absolute positions, so its rows must share one context length."""
     check_decoding_args(block_size, max_new_tokens)
+    if context.pads is not None and prompt_attention != "causal":
+        raise ValueError(f"{prompt_attention!r} prompts cannot decode left-padded rows together")
     if steps_per_block < 1:
         raise UserError(f"steps per block must be >= 1, got {steps_per_block}")
     layout = BlockLayout.plan(context.length, block_size, max_new_tokens, prompt_attention)

@@ -24,10 +24,10 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from echo.chat import context_row
 from echo.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess
 from echo.errors import UserError
 from echo.report import split_report
+from echo.runtime.batching import context_rows, plan_passes, prepare_context
 from echo.runtime.decoders import (
     DecodeOutput,
     decode_ar,
@@ -58,13 +58,11 @@ from echo.runtime.manifest import (
     decoder_output_names,
     load_manifest,
 )
-from echo.runtime.positions import rope_index
 from echo.runtime.providers import GPU_PROVIDERS, choose_providers
 from echo.runtime.remasking import remasking_strategy
 from echo.runtime.result import GeneratedReport
 from echo.runtime.session import PreparedContext
 from echo.runtime.tensorrt import decoder_profile, vision_profile
-from echo.runtime.vision_inputs import vision_inputs
 
 
 @dataclass(frozen=True)
@@ -195,8 +193,10 @@ class Engine:
     def generate_batch(
         self, images: Sequence[ImageSource], *, options: DecodeOptions | None = None
     ) -> list[GeneratedReport]:
-        """Reports for several studies, in order. Images whose preprocessed grids agree are decoded
-        together, up to max_batch at a time (one decoder pass per step for all of them)."""
+        """Reports for several studies, in order, decoded together up to max_batch at a time (one
+        decoder forward per step for all rows of a pass). With the "causal" prompt layout images of
+        any grids share a pass (shorter contexts left-padded, echo.runtime.batching); with
+        "block_causal" only images whose contexts have one length do."""
         options = options or DecodeOptions()
         self.check_options(options)
         if not images:
@@ -204,16 +204,10 @@ class Engine:
         started = time.perf_counter()
         processed = [preprocess(display_pixels(image), self.preprocess_config) for image in images]
         preprocess_seconds = (time.perf_counter() - started) / len(images)
-        by_grid: dict[tuple[int, int, int], list[int]] = {}
-        for index, item in enumerate(processed):
-            by_grid.setdefault(item.grid_thw, []).append(index)
-        groups = {
-            (grid, start): indices[start : start + self.max_batch]
-            for grid, indices in by_grid.items()
-            for start in range(0, len(indices), self.max_batch)
-        }
+        lengths = [len(row) for row in context_rows([item.grid_thw for item in processed], self.manifest)]
+        passes = plan_passes(lengths, self.manifest.generation.prompt_attention, self.max_batch)
         reports: list[GeneratedReport | None] = [None] * len(images)
-        for indices in groups.values():
+        for indices in passes:
             group_started = time.perf_counter()
             output, vision_seconds = self._decode([processed[i] for i in indices], options)
             seconds = time.perf_counter() - group_started + preprocess_seconds * len(indices)
@@ -231,7 +225,8 @@ class Engine:
     def decode_processed(
         self, images: Sequence[PreprocessedImage], options: DecodeOptions | None = None
     ) -> DecodeOutput:
-        """Token ids for preprocessed images of one grid (the parity tests' entry point)."""
+        """Token ids for preprocessed images decoded as one pass (the parity tests' entry point);
+        "block_causal" models take images whose contexts have one length."""
         options = options or DecodeOptions()
         self.check_options(options)
         return self._decode(images, options)[0]
@@ -287,28 +282,9 @@ class Engine:
         return None
 
     def _prepare(self, images: Sequence[PreprocessedImage]) -> PreparedContext:
-        """Vision features placed into the embedded context rows, and their M-RoPE positions."""
-        grids = [image.grid_thw for image in images]
-        if len(set(grids)) != 1:
-            raise ValueError(f"one decoding batch needs one image grid, got {sorted(set(grids))}")
-        geometry, tokens = self.manifest.vision, self.manifest.tokens
-        index = vision_inputs(grids, geometry.merge_size, geometry.window_patches)
-        pixels = np.concatenate([image.pixel_values for image in images])
-        features = self.vision.run(pixels, index)  # (rows * n_image, H)
-        t, h, w = grids[0]
-        n_image = t * h * w // geometry.merge_size**2
-        row = context_row(  # the torch paths' row: echo.chat places the image within the prompt
-            n_image,
-            self.manifest.generation.prompt_ids,
-            vision_start_id=tokens.vision_start,
-            image_pad_id=tokens.image,
-            vision_end_id=tokens.vision_end,
-        )
-        ids = np.asarray([row] * len(images), dtype=np.int64)  # (B, C)
-        embeds = self.embeddings[ids]  # (B, C, H)
-        embeds[ids == tokens.image] = features.astype(embeds.dtype)  # row-major: image i's rows in order
-        positions = rope_index(ids, grids, tokens.image, geometry.merge_size)
-        return PreparedContext(ids, embeds, positions)
+        """Vision features placed into the embedded context rows (left-padded to one length where
+        the prompt layout allows), and their M-RoPE positions."""
+        return prepare_context(images, self.vision, self.embeddings, self.manifest)
 
     def check_options(self, options: DecodeOptions) -> None:
         """Refuse options this model cannot decode with, before any image is read."""

@@ -2,7 +2,11 @@
 
 A decoding step needs a (batch, q_len, past + q_len) mask; within a report the steps' shapes differ,
 but every report of the same context length repeats the same sequence of them, so the session takes
-them from a small cache (`attention_mask`) instead of building and broadcasting one per forward."""
+them from a small cache (`attention_mask`) instead of building and broadcasting one per forward.
+
+Rows of different context lengths share a batch left-padded to the longest (`pads`: per row, the
+pad tokens before its context): `padded` hides a row's pad keys from every query, and lets a pad
+query see only itself (a softmax needs one key; its output is never read)."""
 
 from __future__ import annotations
 
@@ -57,10 +61,29 @@ class BlockCausal:
 Attention = Causal | BlockCausal
 
 
+def padded(mask: np.ndarray, pads: tuple[int, ...], past_len: int = 0) -> np.ndarray:
+    """A (q_len, past_len + q_len) mask for rows left-padded by `pads` -> (len(pads), q_len, keys):
+    key j is hidden from row b's queries where j < pads[b], except a pad query's own key."""
+    q_len, keys = mask.shape
+    query = np.arange(q_len)[:, None] + past_len
+    key = np.arange(keys)[None, :]
+    visible = key[None] >= np.asarray(pads, dtype=np.int64)[:, None, None]  # (B, 1, keys)
+    return mask[None] & (visible | (key == query)[None])
+
+
 @lru_cache(maxsize=MASK_CACHE_SIZE)
-def attention_mask(attention: Attention, batch: int, q_len: int, past_len: int) -> np.ndarray:
+def attention_mask(
+    attention: Attention, batch: int, q_len: int, past_len: int, pads: tuple[int, ...] | None = None
+) -> np.ndarray:
     """(batch, q_len, past_len + q_len) bool, C-contiguous as onnxruntime takes it, and read-only:
-    the same array is handed to every forward of that shape."""
-    mask = np.ascontiguousarray(np.broadcast_to(attention(q_len, past_len), (batch, q_len, past_len + q_len)))
+    the same array is handed to every forward of that shape. pads: per row, left-pad tokens before
+    its context (None: no row is padded)."""
+    shape = (batch, q_len, past_len + q_len)
+    if pads is not None and any(pads):
+        if len(pads) != batch:
+            raise ValueError(f"{len(pads)} pad counts for a batch of {batch}")
+        mask = np.ascontiguousarray(padded(attention(q_len, past_len), pads, past_len))
+    else:
+        mask = np.ascontiguousarray(np.broadcast_to(attention(q_len, past_len), shape))
     mask.flags.writeable = False
     return mask

@@ -52,6 +52,22 @@ def rope_index(
     return positions
 
 
+def left_padded_rope_index(
+    rows: Sequence[Sequence[int]], row_grids: Sequence[Sequence[Grid]], image_token_id: int, merge_size: int
+) -> np.ndarray:
+    """Rows of different lengths, left-padded to the longest -> (3, B, longest) int64 positions:
+    each row's are rope_index of its own ids and grids, as if it were alone; a pad's is 0 (pads are
+    never attended, so any position serves)."""
+    if len(rows) != len(row_grids):
+        raise ValueError(f"{len(rows)} rows but image grids for {len(row_grids)}")
+    length = max(len(row) for row in rows)
+    positions = np.zeros((3, len(rows), length), dtype=np.int64)
+    for b, (row, grids) in enumerate(zip(rows, row_grids, strict=True)):
+        ids = np.asarray([row], dtype=np.int64)  # (1, C_b)
+        positions[:, b, length - len(row) :] = rope_index(ids, grids, image_token_id, merge_size)[:, 0]
+    return positions
+
+
 def continue_positions(position_ids: np.ndarray, count: int) -> np.ndarray:
     """Text positions for `count` tokens appended after a sequence: (3, B, T) -> (3, B, count)."""
     start = position_ids.max(axis=(0, 2)) + 1  # (B,)

@@ -26,6 +26,8 @@ class PreparedContext:
     ids: np.ndarray  # (B, C) int64
     embeds: np.ndarray  # (B, C, H)
     positions: np.ndarray  # (3, B, C) int64
+    # per row: pad tokens left of its context (shorter contexts padded to C; keys masked), or None
+    pads: tuple[int, ...] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -59,6 +61,7 @@ class DecodeSession:
             [context.positions, continue_positions(context.positions, n_new_positions)], axis=2
         )  # (3, B, C + n_new_positions)
         self.rows = list(range(context.batch_size))  # original batch index of each live row
+        self.pads = context.pads
         self.cache = decoder.new_cache(context.batch_size, self.positions.shape[2])
 
     @property
@@ -85,7 +88,7 @@ class DecodeSession:
         out = self.decoder.run(
             embeds,
             self.positions[:, :, start : start + length],
-            attention_mask(self._attention, ids.shape[0], length, start),
+            attention_mask(self._attention, ids.shape[0], length, start, self.pads),
             self.cache.past,
             _logits_positions(logits_from, length),
         )
@@ -103,6 +106,7 @@ class DecodeSession:
         self.positions = self.positions[:, index]
         self.cache.keep_rows(index)
         self.rows = [self.rows[i] for i in keep]
+        self.pads = None if self.pads is None else tuple(self.pads[i] for i in keep)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
