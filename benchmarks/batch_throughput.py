@@ -3,9 +3,13 @@
 Two levels, on the bundled demo student (onnxruntime; CPU unless --providers says otherwise):
 
 - engine: `Engine.generate_batch` over N distinct synthetic studies' frontal images, N/b calls of b
-  images (the engine decodes images of one grid together; "one grid" rows use studies whose images
-  share one, "mixed" rows the studies as they come). The "same" column counts the studies whose
-  batched draft has exactly the tokens of their batch-1 draft.
+  images. "one grid" rows use studies whose images share one preprocessed grid; "mixed grids" rows
+  the studies as they come, each image cut to one of several aspect ratios (real radiographs come
+  in many), so nearly every image has its own grid: the engine decodes them in one pass per call
+  (causal prompts: shorter contexts left-padded, echo.runtime.batching); "mixed, by grid" rows
+  decode the same images as the engine did before that, one pass per grid in each call. The notes
+  count the studies whose batched draft has exactly the tokens of their batch-1 draft, and the
+  engine passes per call.
 - worker: the same studies ingested into a SQLite node (spool, database), queued, and drafted
   through `worker.inference.StudyInference` (b = 1) or `worker.batch.BatchInference` (b > 1): every
   claim, heartbeat, identity freeze, draft gate and transaction included; "gate on" is production
@@ -44,6 +48,20 @@ from worker.batch import BatchInference  # noqa: E402
 from worker.inference import StudyInference, model_facts, register_model  # noqa: E402
 
 SEED = 2026
+# width / height cuts of the "mixed grids" images: portrait and landscape detectors, collimation
+ASPECTS = (1.0, 0.8, 0.9, 0.7, 1.25, 0.85, 0.75, 1.1, 0.95, 0.65, 1.2, 0.6)
+
+
+def cut_to_aspect(pixels: np.ndarray, aspect: float) -> np.ndarray:
+    """The centred crop of `pixels` whose width / height is `aspect` (as near as whole pixels go)."""
+    height, width = pixels.shape
+    if width / height > aspect:
+        keep = max(1, round(height * aspect))
+        left = (width - keep) // 2
+        return pixels[:, left : left + keep]
+    keep = max(1, round(width / aspect))
+    top = (height - keep) // 2
+    return pixels[top : top + keep]
 
 
 def studies(engine: Engine, n: int, folder: Path) -> tuple[list[Path], list[Path]]:
@@ -64,23 +82,40 @@ def studies(engine: Engine, n: int, folder: Path) -> tuple[list[Path], list[Path
     return mixed, one_grid
 
 
+def by_grid_calls(engine: Engine, images: list[np.ndarray]) -> list[list[int]]:
+    """The indices of `images` split by preprocessed grid (the engine's grouping before mixed-grid
+    passes): one generate_batch call per grid."""
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        grid = preprocess(display_pixels(image), engine.preprocess_config).grid_thw
+        groups.setdefault(grid, []).append(index)
+    return list(groups.values())
+
+
 def engine_row(
-    engine: Engine, images: list[np.ndarray], batch: int
+    engine: Engine, images: list[np.ndarray], batch: int, split_by_grid: bool = False
 ) -> tuple[float, list[tuple[int, ...]], dict[str, float]]:
-    """Seconds for every image in calls of `batch`, each image's tokens, and the seconds of each
-    stage (vision tower; prefill + decoding) summed over the engine's groups."""
+    """Seconds for every image in calls of `batch` (split_by_grid: each call's images one call per
+    grid), each image's tokens, the seconds of each stage (vision tower; prefill + decoding)
+    summed over the engine's passes, and the number of passes."""
     started = time.perf_counter()
     tokens: list[tuple[int, ...]] = []
-    stages = {"vision": 0.0, "decode": 0.0}
+    stages = {"vision": 0.0, "decode": 0.0, "passes": 0.0}
     for start in range(0, len(images), batch):
-        reports = engine.generate_batch(images[start : start + batch])
-        tokens += [report.token_ids for report in reports]
-        # The rows of one engine group carry that group's timings: one entry per group.
-        for vision, prefill, decode, _ in {
-            (t["vision"], t["prefill"], t["decode"], t["total"]) for t in (r.timings for r in reports)
-        }:
-            stages["vision"] += vision
-            stages["decode"] += prefill + decode
+        chunk = images[start : start + batch]
+        calls = by_grid_calls(engine, chunk) if split_by_grid else [list(range(len(chunk)))]
+        written: dict[int, tuple[int, ...]] = {}
+        for call in calls:
+            reports = engine.generate_batch([chunk[i] for i in call])
+            written.update((i, report.token_ids) for i, report in zip(call, reports, strict=True))
+            # The rows of one engine pass carry that pass's timings: one entry per pass.
+            for vision, prefill, decode, _ in {
+                (t["vision"], t["prefill"], t["decode"], t["total"]) for t in (r.timings for r in reports)
+            }:
+                stages["vision"] += vision
+                stages["decode"] += prefill + decode
+                stages["passes"] += 1
+        tokens += [written[i] for i in range(len(chunk))]
     return time.perf_counter() - started, tokens, stages
 
 
@@ -171,8 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {engine.manifest.name} {engine.manifest.version} on {engine.providers[0]}, n={args.n}")
     with tempfile.TemporaryDirectory(prefix="echo-batch-bench-") as scratch:
         mixed, one_grid = studies(engine, args.n, Path(scratch) / "synthetic")
-        sets = {"one grid": one_grid, "mixed": mixed}
-        pixels = {name: [display_pixels(path) for path in paths] for name, paths in sets.items()}
+        cut = [cut_to_aspect(display_pixels(path), ASPECTS[i % len(ASPECTS)]) for i, path in enumerate(mixed)]
+        pixels = {"one grid": [display_pixels(path) for path in one_grid], "mixed grids": cut}
+        grids = {preprocess(image, engine.preprocess_config).grid_thw for image in cut}
+        print(f"mixed grids: {len(grids)} grids among {len(cut)} images")
+        sets = {name: (images, False) for name, images in pixels.items()}
+        sets["mixed, by grid"] = (cut, True)
         rows: dict[tuple[str, str, int], list[float]] = {}
         same: dict[tuple[str, int], int] = {}
         reported: dict[tuple[str, int], int] = {}
@@ -181,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             baseline: dict[str, list[tuple[int, ...]]] = {}
             for batch in batches:
                 if "engine" in levels:
-                    for name, images in pixels.items():
-                        seconds, tokens, split = engine_row(engine, images, batch)
+                    for name, (images, split_by_grid) in sets.items():
+                        seconds, tokens, split = engine_row(engine, images, batch, split_by_grid)
                         rows.setdefault(("engine", name, batch), []).append(seconds)
                         stages.setdefault((name, batch), []).append(split)
                         baseline.setdefault(name, tokens)  # the first batch size listed (1)
@@ -195,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                         reported[(label, batch)] = count
 
     print(
-        f"\n{'level':<8}{'images / gate':<15}{'batch':>6}{'studies/s':>11}{'s/study':>9}{'x batch 1':>11}  notes"
+        f"\n{'level':<8}{'images / gate':<16}{'batch':>6}{'studies/s':>11}{'s/study':>9}{'x batch 1':>11}  notes"
     )
+    order = [*sets, "gate on", "gate off"]
     for (level, name, batch), times in sorted(
-        rows.items(), key=lambda item: (item[0][0], -len(item[0][1]), item[0][2])
+        rows.items(), key=lambda item: (item[0][0], order.index(item[0][1]), item[0][2])
     ):
         seconds = statistics.median(times)
         first = statistics.median(rows[(level, name, batches[0])])
@@ -207,14 +247,16 @@ def main(argv: list[str] | None = None) -> int:
                 stage: statistics.median(each[stage] for each in stages[(name, batch)]) / args.n
                 for stage in ("vision", "decode")
             }
+            passes = statistics.median(each["passes"] for each in stages[(name, batch)])
             note = (
                 f"same tokens as batch {batches[0]}: {same[(name, batch)]}/{args.n}; s/study in vision "
-                f"{split['vision']:.3f}, prefill+decode {split['decode']:.3f}"
+                f"{split['vision']:.3f}, prefill+decode {split['decode']:.3f}; passes/call "
+                f"{passes / -(-args.n // batch):.2f}"
             )
         else:
             note = f"{reported[(name, batch)]}/{args.n} reported"
         print(
-            f"{level:<8}{name:<15}{batch:>6}{args.n / seconds:>11.2f}{seconds / args.n:>9.3f}"
+            f"{level:<8}{name:<16}{batch:>6}{args.n / seconds:>11.2f}{seconds / args.n:>9.3f}"
             f"{first / seconds:>10.2f}x  {note}"
         )
     return 0
