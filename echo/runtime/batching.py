@@ -67,12 +67,34 @@ def context_rows(grids: Sequence[Grid], manifest: ModelManifest) -> list[list[in
     ]
 
 
+def image_features(
+    images: Sequence[PreprocessedImage], vision: VisionGraph, manifest: ModelManifest
+) -> np.ndarray:
+    """(sum of the images' merged tokens, H) features, image by image. A slot-table graph takes
+    every image in one call (its attention costs what the windows do, and the tables keep images
+    apart); a graph with dense (N, N) segment masks (exports before the slot tables) costs the
+    square of all its patches, so it takes one image per call."""
+    geometry = manifest.vision
+    dense = "window_segments" in vision.index_names
+    calls = [[image] for image in images] if dense else [list(images)]
+    return np.concatenate(
+        [
+            vision.run(
+                np.concatenate([image.pixel_values for image in call]),
+                vision_inputs(
+                    [image.grid_thw for image in call], geometry.merge_size, geometry.window_patches
+                ),
+            )
+            for call in calls
+        ]
+    )
+
+
 def prepare_context(
     images: Sequence[PreprocessedImage], vision: VisionGraph, embeddings: np.ndarray, manifest: ModelManifest
 ) -> PreparedContext:
-    """One pass's rows: the vision graph run once on every image (its slot tables keep each image's
-    windows and frames apart), features placed into the embedded rows, rows left-padded to the
-    longest where the layout allows, positions per row."""
+    """One pass's rows: image features (image_features) placed into the embedded rows, rows
+    left-padded to the longest where the layout allows, positions per row."""
     grids = [image.grid_thw for image in images]
     rows = context_rows(grids, manifest)
     layout = manifest.generation.prompt_attention
@@ -80,8 +102,7 @@ def prepare_context(
         lengths = sorted({len(row) for row in rows})
         raise ValueError(f"{layout!r} prompts decode rows of one context length together, got {lengths}")
     geometry, tokens = manifest.vision, manifest.tokens
-    index = vision_inputs(grids, geometry.merge_size, geometry.window_patches)
-    features = vision.run(np.concatenate([image.pixel_values for image in images]), index)  # (sum n_b, H)
+    features = image_features(images, vision, manifest)  # (sum n_b, H)
     pad_id = tokens.eos if tokens.pad is None else tokens.pad
     assert pad_id != tokens.image, "the pad token must not be the image token"
     ids, pads = left_pad(rows, pad_id)  # (B, C)

@@ -157,3 +157,24 @@ def test_bundled_student_decodes_mixed_grids_as_alone(bundled: Engine, decode: s
     assert len({image.grid_thw for image in images}) == 4
     tokens = assert_batched_equals_single(bundled, images, decode)
     assert min(len(row) for row in tokens) > 16
+
+
+def test_vision_runs_once_per_pass_on_slot_tables_once_per_image_on_dense_masks(
+    tiny, bundled: Engine, mixed_images, monkeypatch
+) -> None:
+    """The bundled student's vision graph predates the slot tables: its (N, N) masks cost the
+    square of a call's patches, so each image takes its own call."""
+    bundled_inputs = [
+        preprocess(display_pixels(image), bundled.preprocess_config) for image in bundled_images()
+    ]
+    for engine, images, calls in ((tiny.engine, mixed_images, 1), (bundled, bundled_inputs, 4)):
+        counted: list[int] = []
+
+        def run(pixels, index, original=engine.vision.run, counted=counted):
+            counted.append(len(pixels))
+            return original(pixels, index)
+
+        monkeypatch.setattr(engine.vision, "run", run)
+        engine.decode_processed(images, DecodeOptions(decode="onestep", max_new_tokens=8))
+        assert len(counted) == calls
+        assert sum(counted) == sum(len(image.pixel_values) for image in images)
