@@ -197,7 +197,8 @@ class BatchInference:
 
     def _first_drafts(self, studies: list[PreparedStudy]) -> dict[int, GeneratedReport]:
         """The served decoding's draft of each study whose image could be read, in one
-        `generate_batch` per engine (the engine groups images by grid, up to its max_batch)."""
+        `generate_batch` per engine (up to its max_batch rows a pass; with causal prompts images of
+        different grids share a pass, left-padded: echo.runtime.batching)."""
         from echo.runtime.images import display_pixels  # the engine's own reader (no onnxruntime)
 
         pixels: dict[int, np.ndarray] = {}
