@@ -1,64 +1,16 @@
-"""Exporting at scale: weights in external data files (forced on a tiny model, as a > 2 GB graph
-gets them), one copy of the weights during a float16 export, and float16 overflow refused."""
+"""Exporting at scale: one copy of the weights during a float16 export, and float16 overflow refused.
+Weights in external data files (forced on a tiny model, as a > 2 GB graph gets them) are tested on
+the Qwen-format pipeline's export: tests/qwen_format/test_pipeline.py."""
 
 from __future__ import annotations
 
-import json
-import sys
-
-import numpy as np
-import onnx
 import pytest
 import torch
 
-from echo.cli import main
 from echo.errors import UserError
 from echo.export import exporter
 from echo.export.random_tiny import make_random_checkpoint
-from echo.runtime import DecodeOptions, Engine
 from echo.training.checkpoint import load_checkpoint, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def external(tiny_export, tmp_path_factory):
-    out = tmp_path_factory.mktemp("external") / "student-external"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        argv = ["echo-train", "export", "--checkpoint", str(tiny_export.checkpoint), "--out", str(out)]
-        monkeypatch.setattr(sys, "argv", [*argv, "--external-data", "always"])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    assert (exit_info.value.code or 0) == 0
-    return out
-
-
-@pytest.mark.slow
-def test_forced_external_data_puts_every_graphs_weights_beside_it(external) -> None:
-    files = json.loads((external / "manifest.json").read_text())["files"]
-    for graph in ("vision.onnx", "decoder.onnx"):
-        data = f"{graph}.data"
-        assert data in files and (external / data).stat().st_size > 10_000
-        model = onnx.load(str(external / graph), load_external_data=False)
-        locations = {
-            entry.value
-            for tensor in model.graph.initializer
-            for entry in tensor.external_data
-            if entry.key == "location"
-        }
-        assert locations == {data}
-        assert (external / graph).stat().st_size < (external / data).stat().st_size
-
-
-@pytest.mark.slow
-def test_an_external_data_export_serves_the_same_tokens(tiny_export, external) -> None:
-    inline = Engine.load(tiny_export.export, warm_up=False)
-    split = Engine.load(external, warm_up=False)
-    rng = np.random.default_rng(5)
-    images = [rng.random((200, 180)).astype(np.float32), rng.random((90, 120)).astype(np.float32)]
-    for decode in ("onestep", "multistep", "ar"):
-        options = DecodeOptions(decode=decode)
-        assert [r.token_ids for r in split.generate_batch(images, options=options)] == [
-            r.token_ids for r in inline.generate_batch(images, options=options)
-        ]
 
 
 def test_a_float16_export_converts_the_loaded_model_in_place(tiny_export, tmp_path, monkeypatch) -> None:
@@ -105,10 +57,3 @@ def test_inf_or_nan_from_a_float16_graph_is_an_overflow_error() -> None:
     with pytest.raises(UserError, match="mistranslates"):
         exporter.check_parity({"step": 1e-3}, "float32")
     exporter.check_parity({"vision": 1e-2, "step": 1e-3}, "float16")
-
-
-@pytest.mark.slow
-def test_an_external_data_export_matches_a_fresh_export(tiny_export, external, tmp_path) -> None:
-    from echo.export.verify import fresh_export_differences
-
-    assert fresh_export_differences(external, tiny_export.checkpoint, tmp_path) == []

@@ -111,8 +111,31 @@ def test_every_stage_keeps_the_released_format_and_records_its_peak_memory(pipel
     rounds = json.loads((pipeline["dcd"] / "metrics.json").read_text())["rounds"]
     assert rounds[0]["kept"] > 0
     assert rounds[0]["store_bytes"] < rounds[0]["kept"] * 64 * (TOP_K * 8 + 32)
-    onnx_files = {p.name for p in pipeline["onnx"].iterdir()}
-    assert {"decoder.onnx.data", "vision.onnx.data"} <= onnx_files, onnx_files
+
+
+def test_forced_external_data_puts_every_graphs_weights_beside_it(pipeline) -> None:
+    import onnx
+
+    files = json.loads((pipeline["onnx"] / "manifest.json").read_text())["files"]
+    for graph in ("vision.onnx", "decoder.onnx"):
+        data = f"{graph}.data"
+        assert data in files and (pipeline["onnx"] / data).stat().st_size > 10_000
+        model = onnx.load(str(pipeline["onnx"] / graph), load_external_data=False)
+        locations = {
+            entry.value
+            for tensor in model.graph.initializer
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+        assert locations == {data}
+        assert (pipeline["onnx"] / graph).stat().st_size < (pipeline["onnx"] / data).stat().st_size
+
+
+def test_the_external_data_export_matches_a_fresh_export(pipeline, tmp_path) -> None:
+    """`verify` re-exports a model whose graphs all keep their weights apart in the same way."""
+    from echo.export.verify import fresh_export_differences
+
+    assert fresh_export_differences(pipeline["onnx"], pipeline["dcd"] / "last", tmp_path) == []
 
 
 def test_the_ar_stage_decodes_as_transformers_generate(pipeline) -> None:
