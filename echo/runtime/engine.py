@@ -220,6 +220,9 @@ class Engine:
             }
             for row, index in enumerate(indices):
                 reports[index] = self._report(output, row, seconds, timings, options, len(indices))
+        missing = [index for index, report in enumerate(reports) if report is None]
+        if missing:  # never a shorter list: callers pair reports with their studies by position
+            raise RuntimeError(f"no report was decoded for images {missing} of {len(images)}")
         return [report for report in reports if report is not None]
 
     def decode_processed(

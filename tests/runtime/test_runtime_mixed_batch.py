@@ -178,3 +178,15 @@ def test_vision_runs_once_per_pass_on_slot_tables_once_per_image_on_dense_masks(
         engine.decode_processed(images, DecodeOptions(decode="onestep", max_new_tokens=8))
         assert len(counted) == calls
         assert sum(counted) == sum(len(image.pixel_values) for image in images)
+
+
+def test_generate_batch_never_returns_fewer_reports_than_images(bundled, monkeypatch) -> None:
+    """Callers pair reports with their studies by position: a pass plan that loses an image must
+    fail loudly, never shift the reports."""
+    import echo.runtime.engine as engine_module
+
+    engine = bundled
+    monkeypatch.setattr(engine_module, "plan_passes", lambda lengths, layout, size: [[0]])
+    images = [np.zeros((64, 64), np.float32), np.ones((64, 64), np.float32)]
+    with pytest.raises(RuntimeError, match=r"no report was decoded for images \[1\] of 2"):
+        engine.generate_batch(images)
