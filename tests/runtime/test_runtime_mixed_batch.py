@@ -3,6 +3,7 @@ pad keys masked, positions per row; every row writes exactly the tokens it write
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -162,22 +163,37 @@ def test_bundled_student_decodes_mixed_grids_as_alone(bundled: Engine, decode: s
 def test_vision_runs_once_per_pass_on_slot_tables_once_per_image_on_dense_masks(
     tiny, bundled: Engine, mixed_images, monkeypatch
 ) -> None:
-    """The bundled student's vision graph predates the slot tables: its (N, N) masks cost the
-    square of a call's patches, so each image takes its own call."""
+    """Slot-table graphs (every current export, the bundled student's included) take a pass's
+    images in one call. A graph exported before the slot tables names `window_segments` among its
+    inputs; its (N, N) masks cost the square of a call's patches, so each image takes its own call
+    (a stand-in for such a graph here: no export of one is kept)."""
     bundled_inputs = [
         preprocess(display_pixels(image), bundled.preprocess_config) for image in bundled_images()
     ]
-    for engine, images, calls in ((tiny.engine, mixed_images, 1), (bundled, bundled_inputs, 4)):
+    assert "window_segments" not in bundled.vision.index_names
+    hidden = bundled.manifest.text.hidden_size
+    unit = bundled.manifest.vision.merge_size**2
+    cases = ((tiny.engine, mixed_images, 1, False), (bundled, bundled_inputs, 1, False))
+    for engine, images, calls, dense in (*cases, (bundled, bundled_inputs, 4, True)):
         counted: list[int] = []
+        fed: list[set[str]] = []
 
-        def run(pixels, index, original=engine.vision.run, counted=counted):
+        def run(pixels, index, vision=engine.vision, original=engine.vision.run, counted=counted, fed=fed):
             counted.append(len(pixels))
-            return original(pixels, index)
+            if original is not None:
+                return original(pixels, index)
+            fed.append(set(index.feeds(vision.index_names)))
+            return np.zeros((len(pixels) // unit, hidden), np.float32)
 
+        if dense:  # the stand-in answers zeros of the features' shape instead of running the graph
+            run = functools.partial(run, original=None)
+            names = ["window_segments", "frame_segments", "patch_positions"]
+            monkeypatch.setattr(engine.vision, "index_names", names)
         monkeypatch.setattr(engine.vision, "run", run)
         engine.decode_processed(images, DecodeOptions(decode="onestep", max_new_tokens=8))
         assert len(counted) == calls
         assert sum(counted) == sum(len(image.pixel_values) for image in images)
+        assert fed == ([{"window_segments", "frame_segments", "patch_positions"}] * calls if dense else [])
 
 
 def test_generate_batch_never_returns_fewer_reports_than_images(bundled, monkeypatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -144,9 +146,16 @@ def test_the_device_cache_moves_only_each_forwards_new_inputs(tiny, monkeypatch)
     assert max(ar_steps) - min(ar_steps) < 16  # an AR step sends one position whatever the past
 
 
-def test_an_export_without_the_prefix_graph_binds_a_host_cache() -> None:
-    """The bundled student predates kv_prefix.onnx: IO binding then keeps the cache in numpy."""
-    model = Path(__file__).resolve().parents[2] / "echo" / "assets" / "models" / "student-onnx"
+def test_an_export_without_the_prefix_graph_binds_a_host_cache(tmp_path) -> None:
+    """Exports made before kv_prefix.onnx (a copy of the bundled student without it stands in for
+    one): IO binding then keeps the cache in numpy."""
+    bundled = Path(__file__).resolve().parents[2] / "echo" / "assets" / "models" / "student-onnx"
+    model = tmp_path / "before-kv-prefix"
+    shutil.copytree(bundled, model)
+    (model / "kv_prefix.onnx").unlink()
+    manifest = json.loads((model / "manifest.json").read_text())
+    del manifest["files"]["kv_prefix.onnx"]
+    (model / "manifest.json").write_text(json.dumps(manifest))
     bound, plain = Engine.load(model, io_binding=True, warm_up=False), Engine.load(model, warm_up=False)
     assert bound.decoder.io_binding and bound.decoder.prefix is None
     image = np.random.default_rng(12).random((256, 256)).astype(np.float32)
