@@ -22,7 +22,7 @@ from echo.runtime.graphs import VisionGraph
 from echo.runtime.manifest import ModelManifest
 from echo.runtime.positions import left_padded_rope_index
 from echo.runtime.session import PreparedContext
-from echo.runtime.vision_inputs import Grid, vision_inputs
+from echo.runtime.vision_inputs import Grid, shared_vision_inputs
 
 PADDED_LAYOUTS = ("causal",)  # prompt layouts whose rows may be left-padded to a longer context
 
@@ -77,17 +77,21 @@ def image_features(
     geometry = manifest.vision
     dense = "window_segments" in vision.index_names
     calls = [[image] for image in images] if dense else [list(images)]
-    return np.concatenate(
-        [
-            vision.run(
-                np.concatenate([image.pixel_values for image in call]),
-                vision_inputs(
-                    [image.grid_thw for image in call], geometry.merge_size, geometry.window_patches
-                ),
-            )
-            for call in calls
-        ]
-    )
+    features = [
+        vision.run(
+            _joined([image.pixel_values for image in call]),
+            shared_vision_inputs(
+                tuple(image.grid_thw for image in call), geometry.merge_size, geometry.window_patches
+            ),
+        )
+        for call in calls
+    ]
+    return _joined(features)
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays concatenated along their first axis; a single one as it is (not copied)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def prepare_context(

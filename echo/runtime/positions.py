@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 import numpy as np
 
 from echo.runtime.vision_inputs import Grid
+
+ROW_POSITIONS = 64  # distinct context rows whose positions row_positions keeps
 
 
 def rope_index(
@@ -63,8 +66,19 @@ def left_padded_rope_index(
     length = max(len(row) for row in rows)
     positions = np.zeros((3, len(rows), length), dtype=np.int64)
     for b, (row, grids) in enumerate(zip(rows, row_grids, strict=True)):
-        ids = np.asarray([row], dtype=np.int64)  # (1, C_b)
-        positions[:, b, length - len(row) :] = rope_index(ids, grids, image_token_id, merge_size)[:, 0]
+        own = row_positions(tuple(row), tuple(tuple(grid) for grid in grids), image_token_id, merge_size)
+        positions[:, b, length - len(row) :] = own
+    return positions
+
+
+@lru_cache(maxsize=ROW_POSITIONS)
+def row_positions(
+    row: tuple[int, ...], grids: tuple[Grid, ...], image_token_id: int, merge_size: int
+) -> np.ndarray:
+    """(3, len(row)) positions of one context row, read-only: a row is the prompt around one
+    image's tokens, so rows repeat as grids do and each is computed once."""
+    positions = rope_index(np.asarray([row], dtype=np.int64), grids, image_token_id, merge_size)[:, 0]
+    positions.flags.writeable = False
     return positions
 
 
