@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from fhir.resources.R4B.bundle import Bundle
 from pydicom import Dataset
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, generate_uid
 
 from exporters.air_sr import build_air_sr
-from exporters.fhir import build_diagnostic_report
 from exporters.identity import ModelIdentity, study_info_from_dataset
 from exporters.oru import build_oru, encode_er7, new_control_id
 from exporters.readings import draft_readings
@@ -35,6 +34,9 @@ from node.config.demo_model import is_demo_model_version
 from node.config.settings import Settings
 from node.store.models import Delivery, ModelVersion
 from node.store.states import DeliveryKind, DeliveryStatus
+
+if TYPE_CHECKING:  # fhir.resources loads with the first FHIR report: a node without ECHO_FHIR never needs it
+    from fhir.resources.R4B.bundle import Bundle
 
 MANUFACTURER = "ECHO Project"
 DEMO_NOTICE = "DEMO MODEL (synthetic data only): not for clinical use."
@@ -185,6 +187,8 @@ def report_fhir(
 ) -> Bundle:
     """The draft as a FHIR transaction: its DiagnosticReport (one per study: a resend or a corrected
     draft updates it), the coded findings as Observations, the model as its Device and Provenance."""
+    from exporters.fhir import build_diagnostic_report
+
     info, _repairs = sanitize_study_info(study_info_from_dataset(source))
     return build_diagnostic_report(
         info,

@@ -31,14 +31,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
 from sqlalchemy.orm import Session, sessionmaker
 
 from echo.errors import one_line
 from exporters.dicom_sender import send_datasets
-from exporters.fhir_client import FhirOutcome, send_fhir, write_fhir
 from exporters.mllp import send_hl7
 from exporters.outcome import AckOutcome, SendStatus, StoreOutcome
 from node.config.logs import study_context
@@ -63,6 +62,9 @@ from node.delivery.work import (
 from node.store.models import Delivery, utcnow
 from node.store.states import DeliveryKind, DeliveryStatus
 
+if TYPE_CHECKING:
+    from exporters.fhir_client import FhirOutcome
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 20
@@ -70,8 +72,22 @@ LEASE_MARGIN_SECONDS = 30.0
 
 StoreSender = Callable[..., list[StoreOutcome]]  # exporters.dicom_sender.send_datasets
 Hl7Sender = Callable[..., AckOutcome]  # exporters.mllp.send_hl7
-FhirSender = Callable[..., FhirOutcome]  # exporters.fhir_client.send_fhir
-FhirWriter = Callable[[Any, Path], FhirOutcome]  # exporters.fhir_client.write_fhir
+FhirSender = Callable[..., "FhirOutcome"]  # exporters.fhir_client.send_fhir
+FhirWriter = Callable[[Any, Path], "FhirOutcome"]  # exporters.fhir_client.write_fhir
+
+
+# fhir.resources and httpx load with the first FHIR delivery: a node without ECHO_FHIR never needs them
+# (about 16 MB of a process).
+def send_fhir(*args: Any, **kwargs: Any) -> FhirOutcome:
+    from exporters.fhir_client import send_fhir as send
+
+    return send(*args, **kwargs)
+
+
+def write_fhir(bundle: Any, folder: Path) -> FhirOutcome:
+    from exporters.fhir_client import write_fhir as write
+
+    return write(bundle, folder)
 
 
 class Outbox:
