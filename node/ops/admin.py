@@ -88,10 +88,10 @@ def _outbox_line(outbox: OutboxSummary) -> str:
 
 
 def _queue_line(settings: Settings) -> str:
-    from node.broker.app import create_app, queue_depths
+    from node.broker.app import WORKER_QUEUES, create_app, queue_depths
 
-    try:
-        depths = queue_depths(create_app(settings))
+    try:  # train: retraining runs sent to a GPU worker (`echo-admin retrain --queue`)
+        depths = queue_depths(create_app(settings), queues=WORKER_QUEUES)
     except Exception as error:  # broker down or unreachable: the status must still print
         return f"broker unreachable ({type(error).__name__})"
     return ", ".join(f"{queue} {count} waiting" for queue, count in depths.items())

@@ -94,9 +94,22 @@ def test_status_counts_states_and_shows_queues_and_the_last_association(
         "skipped": "1",
         "failed": "0",
     }
-    assert "queues: gpu 0 waiting, io 0 waiting" in out
+    assert "queues: gpu 0 waiting, io 0 waiting, train 0 waiting" in out
     assert "last association: MODALITY1 from 10.1.2.3, released" in out and "1 stored, 0 failed" in out
     assert "open associations: 0" in out
+
+
+def test_status_counts_retraining_runs_waiting_for_a_gpu_worker(
+    populated: SimpleNamespace, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`echo-admin retrain --queue` sends to the train queue: an operator sees a run nobody took."""
+    from node.broker.app import RETRAIN_MODEL, create_app
+
+    app = create_app(load_settings(data_dir=populated.data_dir))
+    app.send_task(RETRAIN_MODEL, args=["v1", "/nowhere/manifest.jsonl"])
+    code, out, err = run_admin(["status"], capsys, monkeypatch, ECHO_DATA_DIR=str(populated.data_dir))
+    assert (code, err) == (0, "")
+    assert "queues: gpu 0 waiting, io 0 waiting, train 1 waiting" in out
 
 
 def test_status_still_prints_when_the_broker_is_down(
