@@ -6,7 +6,7 @@ step per block (naive); the factorised-distilled one-step student; the DCD stude
 block; the DCD student with confidence-gated refinement at each --refine-thresholds value (one
 forward per block, one more where a position's confidence is below the threshold). Columns:
 positive-finding F1 (micro) with its precision and recall, false-positive findings per normal
-study, adjacent duplicated words (share of words), drafts with both sections, fluency (the AR
+study, adjacent duplicated words (share of words), drafts with a broken sentence (echo.metrics.sentences), drafts with both sections, fluency (the AR
 model's per-token NLL of the drafts given their images, nats), ROUGE-L, BLEU-4, SemScore-MiniLM,
 4-gram repetition, tokens per forward, tokens per second (torch, batch 1, this machine).
 
@@ -38,7 +38,7 @@ from echo.training.predict import DecodeOptions, predict_rows
 
 ASSETS = Path(__file__).resolve().parent.parent / "echo" / "assets" / "models"
 COLUMNS = (
-    "decoding", "pos. F1", "P", "R", "FP/normal", "dup words", "both sect.", "AR NLL",
+    "decoding", "pos. F1", "P", "R", "FP/normal", "dup words", "broken sent.", "both sect.", "AR NLL",
     "ROUGE-L", "BLEU-4", "SemScore", "rep. 4-gram", "tok/fwd", "tok/s",
 )  # fmt: skip
 
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{f1['micro_recall']:.3f}",
             f"{r['normal_studies']['false_positives_per_study']:.3f}",
             f"{r['duplicate_words']['rate']:.4f}",
+            f"{r['broken_sentences']['reports_with_broken']:.3f}",
             f"{r['both_sections']:.3f}",
             f"{fluent['ar_nll_per_token']:.3f}" if fluent else "-",
             f"{r['rouge_l']:.3f}",

@@ -21,6 +21,7 @@ from echo.metrics.records import Prediction, Reference, parse_predictions, parse
 from echo.metrics.repetition import repetition
 from echo.metrics.rouge import rouge_l_pair
 from echo.metrics.sections import complete_share
+from echo.metrics.sentences import broken_sentence_figures
 from echo.metrics.speed import decoding_speed
 
 MISSING_IDS_SHOWN = 10
@@ -77,6 +78,7 @@ def evaluate(
     cider = cider_d(preds, refs)
     repeats = repetition(preds)
     duplicates = adjacent_duplicates(preds)
+    broken = broken_sentence_figures(preds)
     advance(1)
     fluent = None
     if fluency is not None:
@@ -126,6 +128,7 @@ def evaluate(
             "duplicates": duplicates.duplicates,
             "words": duplicates.words,
         },
+        "broken_sentences": {"reports_with_broken": broken.reports_with_broken, "broken": broken.broken},
         "both_sections": complete_share(preds),
         "fluency": fluent,
         "tokens_per_forward": speed.tokens_per_forward,

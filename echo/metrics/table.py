@@ -45,6 +45,7 @@ def summary_table(results: Mapping[str, Any]) -> Table:
         ("reports with a 4-gram 3+ times", _number(repeats["reports_with_4gram_3x"])),
         ("adjacent duplicate words (share of words)", _number(duplicates["rate"])),
         ("reports with an adjacent duplicate word", _number(duplicates["reports_with_duplicates"])),
+        ("reports with a broken sentence", _number(results["broken_sentences"]["reports_with_broken"])),
         ("reports with both sections", _number(results["both_sections"])),
         (
             "fluency: AR NLL per token (nats)",

@@ -57,6 +57,7 @@ def test_table_output_names_every_metric(files):
         "tokens per forward", "tokens per second", "pleural effusion", "1 manifest studies have no prediction (s2)",
         "positive-finding precision, micro", "positive-finding recall, micro",
         "false-positive findings per normal study", "adjacent duplicate words", "reports with both sections",
+        "reports with a broken sentence",
         "fluency: AR NLL per token",
     ):  # fmt: skip
         assert name in result.stdout, name
