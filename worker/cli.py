@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import typer
+from celery.apps import worker as celery_worker_app
 from celery.signals import setup_logging
 from celery.utils.log import get_multiprocessing_logger
 
@@ -65,6 +66,7 @@ def command(
     check_worker(settings, config)  # model, database, broker: one line and exit 2 or 3 if not
     if settings.log_format == "json":
         setup_logging.connect(_celery_logs_through_ours)
+        celery_worker_app.safe_say = _say_through_our_log  # its shutdown notice, else plain text
     log.info("consuming queues %s with %d worker process(es), pool %s", ",".join(chosen), concurrency, pool)
     log.info("%s", provider_choice(settings.ort_provider).summary())
     if pool == "solo":  # Celery enforces time limits from a pool's parent only: ours instead
@@ -90,6 +92,12 @@ def _celery_logs_through_ours(**_: object) -> None:
     if pool is not None:
         pool.propagate = True
         pool.setLevel(logging.ERROR)
+
+
+def _say_through_our_log(message: str, _file: object = None) -> None:
+    """Celery's notices to the terminal ("worker: Warm shutdown (MainProcess)"), printed from its
+    signal handlers, as one of our log lines (JSON) instead of plain text on stdout."""
+    log.info("%s", message)
 
 
 def main() -> None:

@@ -110,6 +110,9 @@ def test_the_worker_serves_its_own_figures_and_logs_json_without_patient_identif
     ]
     assert drafted and all(line["study_id"] == study_id for line in drafted), drafted
     assert any(line.get("study_id") == study_id and line["logger"] != "worker.tasks" for line in lines)
+    # Celery's shutdown notice, printed by its SIGTERM handler, is a JSON line too: stdout stays empty
+    assert [line for line in lines if line["message"] == "worker: Warm shutdown (MainProcess)"]
+    assert out.read_text() == ""
     everything = logs() + out.read_text()
     for value in (*PATIENT.values(), "Zyxwv", "Quinta"):
         assert value not in everything, f"{value!r} is in the worker's output"
