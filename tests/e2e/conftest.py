@@ -38,7 +38,6 @@ from pydicom.uid import Comprehensive3DSRStorage
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from echo.export.random_tiny import exported_random_model
 from node.config.settings import bundled_model_dir
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -75,11 +74,11 @@ def wait() -> Callable[..., object]:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_dir(request: pytest.FixtureRequest) -> Path:
     bundled = bundled_model_dir()
     if (bundled / "manifest.json").is_file():
         return bundled
-    return exported_random_model(tmp_path_factory.getbasetemp() / "echo-tiny-models")[1]
+    return request.getfixturevalue("tiny_random_export")[1]
 
 
 # --- PACS -----------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """A tiny random student, exported once per test session, its torch twin, and helpers that run
 the torch decoders on exactly the engine's inputs.
 
-The export lives under pytest's session base directory, which tests/export shares, so the two
-folders pay for one export. Helpers reach the tests as fixtures, not by import."""
+The export is tests/conftest.py's `tiny_random_export`, which tests/export shares, so the two
+folders pay for one export (one per run, xdist workers included). Helpers reach the tests as
+fixtures, not by import."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from echo.decoding import (
     decode_onestep,
     decode_refine,
 )
-from echo.export.random_tiny import exported_random_model
 from echo.runtime import Engine
 from echo.training.checkpoint import load_checkpoint
 
@@ -87,8 +87,8 @@ def manifest_variant(source: Path, target: Path, **sections: dict[str, Any]) -> 
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    checkpoint, export = exported_random_model(tmp_path_factory.getbasetemp() / "echo-tiny-models")
+def tiny_export(tiny_random_export: tuple[Path, Path]) -> SimpleNamespace:
+    checkpoint, export = tiny_random_export
     model, tokenizer, spec = load_checkpoint(checkpoint)
     return SimpleNamespace(
         checkpoint=checkpoint,
