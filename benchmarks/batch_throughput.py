@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from echo.data.preprocess import preprocess  # noqa: E402
+from echo.data.preprocess import model_input  # noqa: E402
 from echo.data.synthetic import generate_study  # noqa: E402
 from echo.runtime import Engine  # noqa: E402
 from echo.runtime.images import display_pixels  # noqa: E402
@@ -73,7 +73,7 @@ def studies(engine: Engine, n: int, folder: Path) -> tuple[list[Path], list[Path
     while len(mixed) < n or max((len(paths) for paths in by_grid.values()), default=0) < n:
         row = generate_study(SEED, index, folder)
         path = folder / row.frontal
-        grid = preprocess(display_pixels(path), engine.preprocess_config).grid_thw
+        grid = model_input(display_pixels(path), engine.preprocess_config).grid_thw
         by_grid.setdefault(grid, []).append(path)
         if len(mixed) < n:
             mixed.append(path)
@@ -87,7 +87,7 @@ def by_grid_calls(engine: Engine, images: list[np.ndarray]) -> list[list[int]]:
     passes): one generate_batch call per grid."""
     groups: dict[tuple[int, int, int], list[int]] = {}
     for index, image in enumerate(images):
-        grid = preprocess(display_pixels(image), engine.preprocess_config).grid_thw
+        grid = model_input(display_pixels(image), engine.preprocess_config).grid_thw
         groups.setdefault(grid, []).append(index)
     return list(groups.values())
 
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         mixed, one_grid = studies(engine, args.n, Path(scratch) / "synthetic")
         cut = [cut_to_aspect(display_pixels(path), ASPECTS[i % len(ASPECTS)]) for i, path in enumerate(mixed)]
         pixels = {"one grid": [display_pixels(path) for path in one_grid], "mixed grids": cut}
-        grids = {preprocess(image, engine.preprocess_config).grid_thw for image in cut}
+        grids = {model_input(image, engine.preprocess_config).grid_thw for image in cut}
         print(f"mixed grids: {len(grids)} grids among {len(cut)} images")
         sets = {name: (images, False) for name, images in pixels.items()}
         sets["mixed, by grid"] = (cut, True)

@@ -252,16 +252,15 @@ def make_random_models(work: Path, size: str, fp16: bool, console) -> dict[str, 
 
 
 def load_images(args: argparse.Namespace, student_checkpoint: Path) -> list[np.ndarray]:
-    """uint8 display images: the manifest's (as training reads them) or synthetic phantoms. Both
-    backends preprocess them the same way; batch 1, so their grids may differ."""
+    """uint8 display images: the manifest's frontal images or synthetic phantoms, at their own
+    size. Both backends bring them to the model's input as a worker does (model_input); batch 1,
+    so their grids may differ."""
     if args.data is not None:
-        from echo.data.preprocess import PreprocessConfig
-        from echo.training.examples import load_examples
+        from echo.data.preprocess import load_pixels, to_uint8
+        from echo.training.examples import split_rows
 
-        config = PreprocessConfig.from_dict(
-            json.loads((student_checkpoint / "config.json").read_text())["preprocess"]
-        )
-        return list(load_examples(args.data, args.split, config, limit=args.images).images)
+        rows = split_rows(args.data, args.split, args.images)
+        return [to_uint8(load_pixels(row.image_path(args.data.parent))) for row in rows]
     from echo.data.phantom import draw_frontal
     from echo.data.preprocess import to_uint8
     from echo.data.synthetic import study_case
@@ -448,7 +447,7 @@ def _onnx_runner(spec: RowSpec):
 def _torch_runner(spec: RowSpec):
     import torch
 
-    from echo.data.preprocess import PreprocessConfig, preprocess
+    from echo.data.preprocess import PreprocessConfig, model_input
     from echo.decoding import Context, build_context_ids, decode_ar, decode_block_diffusion, decode_onestep
     from echo.training.checkpoint import load_checkpoint
 
@@ -460,7 +459,7 @@ def _torch_runner(spec: RowSpec):
     block = model.config.block_size
 
     def run_one(image: np.ndarray) -> tuple[int, int, float, float]:
-        processed = preprocess(image.astype(np.float32) / 255.0, config)
+        processed = model_input(image.astype(np.float32) / 255.0, config)  # as the engine does
         t, h, w = processed.grid_thw
         ids = build_context_ids(
             t * h * w // config.merge_size**2,

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from echo.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess
+from echo.data.preprocess import PreprocessConfig, PreprocessedImage, model_input
 from echo.errors import UserError
 from echo.report import split_report
 from echo.runtime.batching import context_rows, plan_passes, prepare_context
@@ -202,7 +202,7 @@ class Engine:
         if not images:
             return []
         started = time.perf_counter()
-        processed = [preprocess(display_pixels(image), self.preprocess_config) for image in images]
+        processed = [model_input(display_pixels(image), self.preprocess_config) for image in images]
         preprocess_seconds = (time.perf_counter() - started) / len(images)
         lengths = [len(row) for row in context_rows([item.grid_thw for item in processed], self.manifest)]
         passes = plan_passes(lengths, self.manifest.generation.prompt_attention, self.max_batch)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from echo.data.preprocess import PreprocessConfig
 from echo.runtime.engine import DecodeOptions, Engine
-from echo.training.examples import load_examples
+from echo.training.examples import split_rows
 
 
 def predict_exported(
@@ -28,25 +27,26 @@ def predict_exported(
     threads: int | None = None,
 ) -> int:
     """Generate for a manifest's studies (`split` None: all); returns the number of rows written.
-    Images are read as the torch path reads them (echo.training.examples), so both see one input."""
+    The engine reads each study's frontal image as it serves one (echo.data.preprocess.model_input),
+    which is what the torch path feeds the model from its training examples."""
     engine = Engine.load(model_dir, providers=providers, threads=threads)
     options = DecodeOptions(decode=decode, steps=steps, threshold=threshold)
     engine.check_options(options)
-    config = PreprocessConfig.from_dict(engine.manifest.preprocess)
-    examples = load_examples(data, split, config, limit=limit)
+    rows = split_rows(data, split, limit)
+    images = [row.image_path(data.parent) for row in rows]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     count = 0
     with tmp.open("w", encoding="utf-8") as handle, Progress(transient=True) as progress:
         task = progress.add_task(
-            f"predict ({decode or engine.manifest.generation.decode}, onnxruntime)", total=len(examples)
+            f"predict ({decode or engine.manifest.generation.decode}, onnxruntime)", total=len(rows)
         )
-        for start in range(0, len(examples), batch_size):
-            stop = min(start + batch_size, len(examples))
-            reports = engine.generate_batch(list(examples.images[start:stop]), options=options)
+        for start in range(0, len(rows), batch_size):
+            stop = min(start + batch_size, len(rows))
+            reports = engine.generate_batch(images[start:stop], options=options)
             for offset, report in enumerate(reports):
                 row = {
-                    "id": examples.ids[start + offset],
+                    "id": rows[start + offset].id,
                     "report": report.text,
                     "tokens": report.tokens,
                     "forwards": report.forwards,

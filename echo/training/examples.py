@@ -1,9 +1,11 @@
 """Training examples: (frontal image, report) pairs read once, preprocessed once.
 
 The expensive part of reading a study (DICOM decode, VOI LUT, resize) happens once per example and
-is cached as uint8 images at the model's input size: ``<cache_dir>/<key>.u8`` (the images' bytes one
-after another) and ``<key>.shapes.npy``; batches then only normalise and patchify
-(``echo.data.preprocess.preprocess`` on an image that needs no resize). The images are held in
+is cached as uint8 images resized to the grid (``echo.data.preprocess.resize_to_grid``):
+``<cache_dir>/<key>.u8`` (the images' bytes one after another) and ``<key>.shapes.npy``; batches
+then run ``echo.data.preprocess.preprocess`` on them, which, where the size rule is not idempotent
+(a pinned area), resizes them once more: the engine serves raw images the same two steps
+(``echo.data.preprocess.model_input``). The images are held in
 memory, or, streamed (large sets), read from a memory map of the cache when a batch needs them.
 Caches of the earlier layout (``<key>.npz``) are still read.
 """
@@ -20,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from echo.data.manifest import read_manifest
-from echo.data.preprocess import PreprocessConfig, load_pixels
+from echo.data.manifest import ManifestRow, read_manifest
+from echo.data.preprocess import PreprocessConfig, load_pixels, resize_to_grid
 from echo.errors import UserError
 
 STREAM_ABOVE_BYTES = 2 * 2**30  # stream by default when the images could take more than this
@@ -70,13 +72,16 @@ class ExampleSet:
         )
 
 
-def _resize_to_grid(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Resize a [0, 1] float image to the size ``preprocess`` would choose, as uint8."""
-    from PIL import Image
-
-    height, width = config.resized_size(pixels.shape[0], pixels.shape[1])
-    image = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC), dtype=np.uint8)
+def split_rows(manifest: Path, split: str | None, limit: int | None = None) -> list[ManifestRow]:
+    """A manifest's rows of one split (all rows when ``split`` is None), the first `limit` only."""
+    if not manifest.is_file():
+        raise UserError(f"manifest {manifest} does not exist")
+    rows = [row for row in read_manifest(manifest) if split is None or row.split == split]
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows:
+        raise UserError(f"manifest {manifest} has no rows in split {split!r}")
+    return rows
 
 
 def load_examples(
@@ -91,13 +96,7 @@ def load_examples(
 
     `stream`: keep the images in the memory-mapped cache, not in RAM (needs `cache_dir`); None
     streams when the rows could take more than STREAM_ABOVE_BYTES at the model's largest size."""
-    if not manifest.is_file():
-        raise UserError(f"manifest {manifest} does not exist")
-    rows = [row for row in read_manifest(manifest) if split is None or row.split == split]
-    if limit is not None:
-        rows = rows[:limit]
-    if not rows:
-        raise UserError(f"manifest {manifest} has no rows in split {split!r}")
+    rows = split_rows(manifest, split, limit)
     key_source = json.dumps(
         [str(manifest.resolve()), split, limit, config.to_dict(), len(rows)], sort_keys=True
     )
@@ -138,7 +137,7 @@ def _read_rows(root: Path, rows, split: str | None, config: PreprocessConfig) ->
     with Progress(transient=True) as progress:
         task = progress.add_task(f"reading {split or 'all'} images", total=len(rows))
         for row in rows:
-            yield _resize_to_grid(load_pixels(root / row.frontal), config)
+            yield resize_to_grid(load_pixels(root / row.frontal), config)
             progress.advance(task)
 
 

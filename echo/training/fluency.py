@@ -90,14 +90,14 @@ class ArFluency:
         return Fluency(total / count if count else 0.0, count, len(reports), str(self.checkpoint))
 
     def _examples(self, ids: Sequence[str], reports: Sequence[str], config):
-        from echo.data.preprocess import load_pixels
-        from echo.training.examples import ExampleSet, _resize_to_grid
+        from echo.data.preprocess import load_pixels, resize_to_grid
+        from echo.training.examples import ExampleSet
 
         unknown = [identifier for identifier in ids if identifier not in self.rows]
         if unknown:
             raise UserError(f"fluency: study {unknown[0]!r} is not in the manifest")
         for i in ids:
             if i not in self._images:
-                self._images[i] = _resize_to_grid(load_pixels(self.rows[i].image_path(self.root)), config)
+                self._images[i] = resize_to_grid(load_pixels(self.rows[i].image_path(self.root)), config)
         images = [self._images[i] for i in ids]
         return ExampleSet(list(ids), list(reports), images, [{} for _ in ids])

@@ -249,22 +249,18 @@ def evaluate_export(
 ) -> Evaluation:
     """Draft every study of `split` with the exported model, as a worker serves it (its manifest's
     decoding, one study per call), and read the drafts with the labeler."""
-    from echo.data.preprocess import PreprocessConfig
     from echo.metrics.labeler import label_report
     from echo.runtime import Engine
-    from echo.training.examples import load_examples  # numpy and pydicom only: no torch
+    from echo.training.examples import split_rows  # no torch
 
     engine = Engine.load(model_dir)
-    config = PreprocessConfig.from_dict(engine.manifest.preprocess)
-    examples = load_examples(manifest, split, config, limit=limit)
-    advance = progress(
-        f"drafting {len(examples)} held-out studies with {engine.manifest.version}", len(examples)
-    )
+    rows = split_rows(manifest, split, limit)
+    advance = progress(f"drafting {len(rows)} held-out studies with {engine.manifest.version}", len(rows))
     drafts = []
-    for study_id, image, labels in zip(examples.ids, examples.images, examples.labels, strict=True):
-        report = engine.generate(image)
+    for row in rows:  # each study's frontal image read as a worker reads it
+        report = engine.generate(row.image_path(manifest.parent))
         predicted = {finding: str(label) for finding, label in label_report(report.text).items()}
-        drafts.append(StudyDraft(study_id, predicted, dict(labels), report.tokens, report.forwards))
+        drafts.append(StudyDraft(row.id, predicted, dict(row.labels), report.tokens, report.forwards))
         advance(1)
     return Evaluation(
         str(Path(model_dir).resolve()),

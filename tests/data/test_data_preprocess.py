@@ -24,6 +24,7 @@ from echo.data.preprocess import (
     PreprocessConfig,
     PreprocessConfigError,
     load_pixels,
+    model_input,
     preprocess,
     preprocess_dicom,
     smart_resize,
@@ -294,3 +295,24 @@ def test_preprocess_dicom_reads_a_generated_study(
     np.testing.assert_array_equal(from_path.pixel_values, from_dataset.pixel_values)
     height, width = pydicom.dcmread(row.image_path(synthetic_dir)).pixel_array.shape
     assert from_path.grid_thw == DEMO.grid_thw(height, width)
+
+
+def test_the_engine_reads_a_study_as_training_fed_it_to_the_model(
+    synthetic_dir: Path, synthetic_rows: list[ManifestRow]
+) -> None:
+    """With the bundled models' pinned area the size rule is not idempotent: training's cached image
+    (resized once) is resized again by `preprocess`. `model_input`, what the engine runs on a raw
+    image, gives exactly the training batch's pixels, on a grid `preprocess` alone would not give."""
+    from echo.training.examples import load_examples
+
+    pinned = PreprocessConfig(min_pixels=224 * 224, max_pixels=224 * 224)
+    examples = load_examples(synthetic_dir / "manifest.jsonl", None, pinned)
+    moved = 0
+    for row, cached in zip(synthetic_rows, examples.images, strict=True):
+        raw = load_pixels(row.image_path(synthetic_dir))
+        trained = preprocess(cached.astype(np.float32) / 255.0, pinned)  # echo.training.batches
+        served = model_input(raw, pinned)
+        assert served.grid_thw == trained.grid_thw, row.id
+        np.testing.assert_array_equal(served.pixel_values, trained.pixel_values)
+        moved += preprocess(raw, pinned).grid_thw != trained.grid_thw
+    assert moved > 0, "no non-square study among the fixture's: the test would show nothing"
