@@ -1,13 +1,14 @@
 """Suite-wide: how the suite splits over pytest-xdist workers, and the tiny random export that
 several folders share.
 
-Under `-n N --dist loadgroup` (the default, see [tool.pytest.ini_options]) every test gets an
-`xdist_group`, so a group always runs whole on one worker, one test after another:
+Under `-n N` (two workers by default, see [tool.pytest.ini_options]) xdist hands out the tests by
+scope, a scope running whole on one worker, one test after another (pytest_xdist_make_scheduler):
 
-- "services": every test that talks to the machine's shared services (PostgreSQL, Redis, Orthanc,
-  the FHIR server) or starts node processes (tests/e2e, tests/faults). They run serially, as in a
-  run without xdist, so no two of them ever meet on a database, a Redis database or a port;
-- every other test module is a group of its own, so its module-scoped fixtures are built once.
+- "services": every module that talks to the machine's shared services (PostgreSQL, Redis,
+  Orthanc, the FHIR server) and everything in tests/e2e and tests/faults (node processes; Redis
+  flushed, Redis and PostgreSQL faults). They run serially, as in a run without xdist, so no two of
+  them ever meet on a database, a Redis database, a Celery queue, a peer or a port;
+- every other test module is a scope of its own, so its module-scoped fixtures are built once.
 
 The fault suite's ledger table (tests/faults/conftest.py) is printed by the process that runs the
 tests; under xdist the rows travel to the controller in the reports' user_properties and are
@@ -26,35 +27,37 @@ TESTS = Path(__file__).resolve().parent
 SERVICE_FOLDERS = ("e2e", "faults")
 # Names that mean a module talks to a shared service (or builds the URL of one).
 SERVICE_WORDS = re.compile(r"redis|postgres|psycopg|orthanc|fhir_server|6379|5432", re.IGNORECASE)
-SERVICE_FIXTURES = frozenset(
-    {"postgres_url", "postgres_database", "pg_database", "redis_url", "redis_prefix", "production_site"}
-)
+SERVICES = "services"
 FAULT_LEDGER = "fault_ledger"
 
 _module_uses_services: dict[Path, bool] = {}
 
 
-def _uses_services(item: pytest.Item) -> bool:
-    path = Path(item.path)
-    relative = path.relative_to(TESTS) if path.is_relative_to(TESTS) else path
+def _uses_services(module: Path) -> bool:
+    relative = module.relative_to(TESTS) if module.is_relative_to(TESTS) else module
     if relative.parts and relative.parts[0] in SERVICE_FOLDERS:
         return True
-    if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-        return True
-    if path not in _module_uses_services:
-        text = path.read_text(errors="replace") if path.is_file() else ""
-        _module_uses_services[path] = bool(SERVICE_WORDS.search(text))
-    return _module_uses_services[path]
+    if module not in _module_uses_services:
+        text = module.read_text(errors="replace") if module.is_file() else ""
+        _module_uses_services[module] = bool(SERVICE_WORDS.search(text))
+    return _module_uses_services[module]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (it renames the tests by group)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:  # noqa: ARG001
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        path = Path(item.path)
-        module = path.relative_to(TESTS.parent).as_posix() if path.is_relative_to(TESTS.parent) else path.name
-        item.add_marker(pytest.mark.xdist_group("services" if _uses_services(item) else module))
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown (and unused) without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's loadscope scheduling with one scope for every test on shared services, one per
+    module for the rest. (Not xdist_group marks: with pytest 9.2, pytest-xdist 3.8's loadgroup
+    renames a test by setting `_nodeid`, which pytest no longer reads, so the marks group nothing.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    rootpath = config.rootpath
+
+    class ServicesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SERVICES if _uses_services(rootpath / module) else module
+
+    return ServicesTogether(config, log)
 
 
 # --- one temporary folder per run, xdist workers included -----------------------------------------
