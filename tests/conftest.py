@@ -17,7 +17,9 @@ printed here.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return SERVICES if _uses_services(rootpath / module) else module
 
     return ServicesTogether(config, log)
+
+
+# --- each test starts from the same root log level -------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level() -> Iterator[None]:
+    """Celery's test worker (celery.contrib.testing.worker.start_worker) sets the root logger to
+    ERROR and leaves it there: a later test in the same process would see no WARNING in caplog.
+    Which tests share a process depends on the xdist schedule, so every test restores it."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 # --- one temporary folder per run, xdist workers included -----------------------------------------
