@@ -5,7 +5,8 @@ neither the duplicate-word check nor the sections check sees ("The mediastinal c
 A sentence is broken when it
 - starts with a lowercase letter ("normal.", "contours are normal."), unless the sentence before it
   ends with an abbreviation ("vs.", "e.g.", "approx.", a single letter) or a number;
-- is empty or starts with punctuation (". .", ": Pulmonary edema.", "- right");
+- is empty or starts with punctuation (". .", ": Pulmonary edema.", "- right"); a section that is a
+  lone "-" is the mark of an empty section, which `echo.metrics.sections` counts, not a sentence;
 - holds a doubled stop, a stop after a comma or a stop after a space ("enlarged..", "lobe,.", "lung .").
 
 On the bundled data set's 382 validation reports (signed, synthetic) none is broken; of the drafts
@@ -26,6 +27,7 @@ _BAD_START = re.compile(r"[.,;:!?\-]")
 _BAD_STOP = re.compile(r"\.\.|\.\s+\.|,\s*\.|\s\.")
 # Abbreviations after which a sentence may go on in lowercase (radiology's common ones).
 _ABBREVIATIONS = frozenset({"vs", "e.g", "i.e", "approx", "cf", "etc", "no", "dr", "st", "fig", "ca", "resp"})
+EMPTY_SECTION = "-"
 _TRAILING_WORD = re.compile(r"([A-Za-z][A-Za-z.]*|\d+)\.$")
 
 
@@ -35,7 +37,7 @@ def broken_sentences(text: str) -> list[str]:
     for part in _HEADING.split(text):
         previous = ""
         for sentence in (s.strip() for s in _SPLIT.split(part)):
-            if not sentence:
+            if not sentence or sentence == EMPTY_SECTION:
                 continue
             if (
                 _BAD_START.match(sentence)

@@ -68,6 +68,7 @@ def node(
     (data_dir / "site-secret").chmod(0o600)
     env = environment(data_dir, port, model_dir, pacs=_module_pacs.address, ris=_module_ris.address)
     env |= {"ECHO_HL7_LISTEN": f"127.0.0.1:{hl7_port}", "ECHO_HL7_ALLOWED_FACILITIES": FACILITY}
+    env["ECHO_DRAFT_GATE"] = "false"  # the loop is under test: every site study's draft is scored
     launch("serve", ["-m", "node.serve.cli", "serve"], env)
     echo = ("echoscu", "-aet", "ECHODEMO", "-aec", "ECHO", "127.0.0.1", str(port))
     wait(lambda: dcmtk(*echo).returncode == 0, 60, "the node", launch.logs)
@@ -153,10 +154,10 @@ def test_signed_reports_score_the_drafts_and_a_retrained_model_is_gated_promoted
 ) -> None:
     first, later = site[:SITE_STUDIES], site[SITE_STUDIES:]
     send(node, dcmtk, first)
-    # Every study settles: delivered, or failed when the draft gate held a draft that stayed broken.
+    # Every study settles: delivered (the draft gate is off: any draft will do for the loop).
     wait(lambda: settled(node) == SITE_STUDIES, 420, "the site studies drafted and delivered", launch.logs)
     done = drafted_by(node, accessions(first))
-    assert len(done) >= SITE_STUDIES // 2, launch.logs()
+    assert len(done) == SITE_STUDIES, launch.logs()
     [bundled_id] = set(done.values())
 
     # The radiologists sign; the RIS sends each signed report back (one of them twice).

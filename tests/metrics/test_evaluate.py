@@ -69,7 +69,7 @@ def test_a_broken_run_shows_in_precision_duplicates_and_sections():
         ),
         _pred("s2", "FINDINGS: The the heart is enlarged. Right pneumothorax.\nIMPRESSION: -"),
         _pred(
-            "s3", "FINDINGS: Lungs are clear. Large right pneumothorax, moderate edema.\nIMPRESSION: Normal."
+            "s3", "FINDINGS: Lungs are clear. Large right pneumothorax, moderate edema.\nIMPRESSION: Normal.."
         ),
     ]
     result = evaluate(preds, REFS, with_semscore=False)
@@ -81,7 +81,7 @@ def test_a_broken_run_shows_in_precision_duplicates_and_sections():
     assert result["duplicate_words"]["duplicates"] == 1
     assert result["duplicate_words"]["reports_with_duplicates"] == pytest.approx(1 / 3)
     assert result["both_sections"] == pytest.approx(2 / 3)
-    assert result["broken_sentences"] == {"reports_with_broken": pytest.approx(1 / 3), "broken": 1}  # "-"
+    assert result["broken_sentences"] == {"reports_with_broken": pytest.approx(1 / 3), "broken": 1}  # ".."
 
 
 def test_reference_labels_fall_back_to_the_labeler():

@@ -34,6 +34,9 @@ def test_each_failure_is_named() -> None:
     assert draft_problems(draft("FINDINGS: Lungs are clear.\nIMPRESSION: -")) == [
         "missing or empty section(s): IMPRESSION"
     ]
+    # the one-step student's draft of the demo study, re-decoded multi-step: no duplicate, both sections
+    demo = "FINDINGS: The mediastinal contours. normal. The hila are normal.\nIMPRESSION: Right lung nodule.."
+    assert draft_problems(draft(demo)) == ["2 broken sentence(s): 'normal.', 'Right lung nodule..'"]
     assert draft_problems(draft(confidences=(0.9, 0.5, 0.4)), min_mean_confidence=0.8) == [
         "mean token confidence 0.600 below 0.800"
     ]
@@ -48,11 +51,13 @@ def test_a_draft_like_the_demo_one_of_issue_16_fails_on_every_count() -> None:
     problems = draft_problems(draft(text, confidences=(0.3, 0.5)), min_mean_confidence=0.8)
     assert problems == [
         "4 adjacent duplicated word(s): 'nodule nodule', 'effusion effusion', 'pleural pleural'",
+        "1 broken sentence(s): 'The mediastinal contours are..'",
         "missing or empty section(s): IMPRESSION",
         "mean token confidence 0.400 below 0.800",
     ]
-    text_more = "FINDINGS: a a b b c c d d.\nIMPRESSION: x."
+    text_more = "FINDINGS: A a b b c c d d. Heart. effusion. nodule. edema. mass.\nIMPRESSION: X."
     assert draft_problems(draft(text_more))[0].endswith("'c c', ...")
+    assert draft_problems(draft(text_more))[1] == "4 broken sentence(s): 'effusion.', 'nodule.', 'edema.', ..."
 
 
 def test_the_confidence_check_can_be_off_and_never_holds_a_draft_without_confidences() -> None:
@@ -81,7 +86,7 @@ def test_a_clean_draft_passes_with_one_decoding() -> None:
 
 
 def test_a_broken_draft_is_redecoded_with_more_steps_per_block() -> None:
-    broken = draft("FINDINGS: nodule nodule.\nIMPRESSION: -")
+    broken = draft("FINDINGS: Nodule nodule.\nIMPRESSION: -")
     fixed = draft(decode="multistep", steps=8, threshold=0.85)
     engine = StandIn(broken, fixed)
     gated = gated_generate(engine, "image", DraftGate(steps=8))
@@ -92,7 +97,7 @@ def test_a_broken_draft_is_redecoded_with_more_steps_per_block() -> None:
 
 
 def test_a_draft_that_stays_broken_is_held() -> None:
-    broken = draft("FINDINGS: nodule nodule.\nIMPRESSION: -")
+    broken = draft("FINDINGS: Nodule nodule.\nIMPRESSION: -")
     engine = StandIn(broken, replace(broken, decode="multistep", steps=8))
     gated = gated_generate(engine, "image")
     assert gated.outcome == "held" and not gated.passed
