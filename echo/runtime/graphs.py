@@ -51,6 +51,9 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, the physical cores
     options.inter_op_num_threads = 1
+    # No CPU memory arena: its chunks, sized for the largest shapes seen, stayed held for the life of
+    # the worker (~12 MB of the bundled student's process after 20 reports); speed within 3%.
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3  # errors only: the node's log is not the place for optimizer notes
     return options
 
