@@ -42,7 +42,6 @@ KEPT_SOP_CLASSES = (
     DigitalXRayImageStorageForProcessing,
 )
 
-ModuleTable = Mapping[str, list[dict[str, Any]]]
 _ORIGINAL: Callable[[], dict[str, list[dict[str, Any]]]] = hd_tables.get_module_attribute_map
 _lock = threading.Lock()
 
@@ -78,13 +77,9 @@ def _slim_table() -> SlimModuleTable:
     return SlimModuleTable({key: whole[key] for key in keys if key in whole})
 
 
-def _slim_lookup() -> ModuleTable:
-    return _slim_table()
-
-
 def slim_module_table() -> None:
     """Point highdicom's SR building at the slim table (idempotent; safe from any thread)."""
     with _lock:
         for module in (hd_base, hd_tables):  # each calls the name in its own namespace
-            if module.get_module_attribute_map is not _slim_lookup:
-                module.get_module_attribute_map = _slim_lookup
+            if module.get_module_attribute_map is not _slim_table:
+                module.get_module_attribute_map = _slim_table

@@ -30,7 +30,7 @@ from echo.runtime.result import GeneratedReport
 # study among them, 0.6 among the rest, and 20 of its 201 drafts with duplicated words or a missing
 # section left unflagged, which the other checks catch) and none of the multi-step teacher's.
 DEFAULT_MIN_MEAN_CONFIDENCE = 0.75
-DUPLICATES_SHOWN = 3
+SHOWN = 3  # examples a problem line quotes
 SENTENCE_SHOWN_CHARS = 40
 
 
@@ -49,15 +49,12 @@ def draft_problems(
     problems: list[str] = []
     duplicated = duplicate_words(report.text)
     if duplicated:
-        distinct = list(dict.fromkeys(duplicated))
-        shown = ", ".join(f"'{word} {word}'" for word in distinct[:DUPLICATES_SHOWN])
-        more = ", ..." if len(distinct) > DUPLICATES_SHOWN else ""
-        problems.append(f"{len(duplicated)} adjacent duplicated word(s): {shown}{more}")
+        pairs = [f"{word} {word}" for word in dict.fromkeys(duplicated)]
+        problems.append(f"{len(duplicated)} adjacent duplicated word(s): {_quoted(pairs)}")
     broken = broken_sentences(report.text)
     if broken:
-        shown = ", ".join(f"'{sentence[:SENTENCE_SHOWN_CHARS]}'" for sentence in broken[:DUPLICATES_SHOWN])
-        more = ", ..." if len(broken) > DUPLICATES_SHOWN else ""
-        problems.append(f"{len(broken)} broken sentence(s): {shown}{more}")
+        cut = [sentence[:SENTENCE_SHOWN_CHARS] for sentence in broken]
+        problems.append(f"{len(broken)} broken sentence(s): {_quoted(cut)}")
     missing = missing_sections(report.text)
     if missing:
         problems.append(f"missing or empty section(s): {', '.join(missing)}")
@@ -65,6 +62,12 @@ def draft_problems(
     if min_mean_confidence is not None and mean is not None and mean < min_mean_confidence:
         problems.append(f"mean token confidence {mean:.3f} below {min_mean_confidence:.3f}")
     return problems
+
+
+def _quoted(examples: Sequence[str]) -> str:
+    """The first SHOWN examples, quoted, with ", ..." when there are more."""
+    shown = ", ".join(f"'{example}'" for example in examples[:SHOWN])
+    return shown + (", ..." if len(examples) > SHOWN else "")
 
 
 @dataclass(frozen=True)
