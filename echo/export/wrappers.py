@@ -7,8 +7,8 @@ grid. Attention runs per segment, as the tower's own `Segments` path does: q, k,
 into (segments, heads, L, L) attention by slot tables, padding keys masked, so a window block
 costs N x L (L = the window's patches), never N x N; full-attention blocks use one segment per
 frame. `DecoderGraphModule` is EchoVLM.forward with the KV cache flattened into per-layer inputs
-and outputs, the LM head applied only at the positions asked for, plus the greedy head decoding
-reads (argmax and its probability, mask excluded).
+and outputs, the last layer and the LM head run only at the positions asked for, plus the greedy
+head decoding reads (argmax and its probability, mask excluded).
 Both reuse the model's own submodules, so the numerics are the model's.
 """
 
@@ -107,8 +107,10 @@ class DecoderGraphModule(nn.Module):
         *past: torch.Tensor,  # past_key_0, past_value_0, ... each (B, n_kv_heads, P, head_dim)
     ) -> tuple[torch.Tensor, ...]:
         cache = [(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
-        hidden, present = self.model.hidden_states(inputs_embeds, position_ids, attention_mask, cache)
-        logits = self.model.lm_head(hidden[:, logits_positions])  # (B, K, V)
+        hidden, present = self.model.hidden_states(
+            inputs_embeds, position_ids, attention_mask, cache, queries=logits_positions
+        )  # (B, K, H): the last layer runs at the logits positions only
+        logits = self.model.lm_head(hidden)  # (B, K, V)
         probs = (logits.float() + self.exclude).softmax(dim=-1)  # (B, T, V) float32
         top_probs, top_ids = probs.max(dim=-1)  # (B, K) each
         flat = [tensor for kv in present for tensor in kv]

@@ -47,12 +47,19 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         attend: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | None,
+        queries: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, T, H) -> the attended states and the cache (k, v) over past + T. With `queries` (K,)
+        positions < T, only those positions query: keys and values still cover every position (the
+        cache needs them), the output is (B, K, H) and `attend` is read at those rows."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k = apply_rotary(k, cos, sin)
+        if queries is not None:
+            x, cos, sin, attend = x[:, queries], cos[:, queries], sin[:, queries], attend[:, queries]
+        q = self.q_proj(x).view(b, x.shape[1], self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        q = apply_rotary(q, cos, sin)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, nkv, S, hd)
             v = torch.cat([past[1], v], dim=2)
@@ -62,7 +69,7 @@ class Attention(nn.Module):
             k = k[:, :, None].expand(-1, -1, groups, -1, -1).reshape(b, self.n_heads, -1, self.head_dim)
             v = v[:, :, None].expand(-1, -1, groups, -1, -1).reshape(b, self.n_heads, -1, self.head_dim)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None])  # (B, nh, T, hd)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), present
+        return self.o_proj(out.transpose(1, 2).reshape(b, x.shape[1], -1)), present
 
 
 class DecoderLayer(nn.Module):
@@ -80,9 +87,11 @@ class DecoderLayer(nn.Module):
         sin: torch.Tensor,
         attend: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | None,
+        queries: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attended, present = self.self_attn(self.input_layernorm(x), cos, sin, attend, past)
-        x = x + attended
+        """With `queries`, the layer's output is at those positions only (see Attention.forward)."""
+        attended, present = self.self_attn(self.input_layernorm(x), cos, sin, attend, past, queries)
+        x = (x if queries is None else x[:, queries]) + attended
         return x + self.mlp(self.post_attention_layernorm(x)), present
 
 
@@ -103,8 +112,13 @@ class TextModel(nn.Module):
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         past_key_values: KVCache | None = None,
+        queries: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
-        """(B, T, H) -> final-norm hidden states (B, T, H) and the cache covering past + T."""
+        """(B, T, H) -> final-norm hidden states (B, T, H) and the cache covering past + T. With
+        `queries` (K,) positions < T, the states are (B, K, H) at those positions: the last layer
+        runs its queries, MLP and norm there only (every layer's keys and values still cover all T,
+        and no earlier layer's output depends on it). The exported decoder graph asks for the
+        positions that get logits."""
         cfg = self.config
         b, t, _ = inputs_embeds.shape
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
@@ -129,6 +143,9 @@ class TextModel(nn.Module):
         present: KVCache = []
         for index, layer in enumerate(self.layers):
             past = None if past_key_values is None else past_key_values[index]
-            x, kv = run_layer(layer, self.gradient_checkpointing and self.training, x, cos, sin, attend, past)
+            only = queries if index == len(self.layers) - 1 else None
+            x, kv = run_layer(
+                layer, self.gradient_checkpointing and self.training, x, cos, sin, attend, past, only
+            )
             present.append(kv)
         return self.norm(x), present

@@ -173,10 +173,14 @@ class EchoVLM(nn.Module):
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         past_key_values: KVCache | None = None,
+        queries: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
         """The decoder without the head: (B, T, H) normed states, so training can apply lm_head
-        to the positions that carry a loss only."""
-        return self.model(inputs_embeds, position_ids.to(self.device), attention_mask, past_key_values)
+        to the positions that carry a loss only; with `queries` (K,), (B, K, H) at those positions,
+        the last layer run there only (TextModel.forward)."""
+        return self.model(
+            inputs_embeds, position_ids.to(self.device), attention_mask, past_key_values, queries
+        )
 
     def forward(
         self,

@@ -43,6 +43,10 @@ def test_vision_features_match_torch(tiny_export, sessions, grids, seed) -> None
         (DecoderCase(batch=1, length=1, past=40), 203),  # an AR step
         (DecoderCase(batch=2, length=16, past=37), 204),  # a fused one-step block
         (DecoderCase(batch=4, length=8, past=9), 205),
+        # logits at some positions only: the last layer runs there alone, the cache still whole
+        (DecoderCase(batch=1, length=73, past=0, logits_from=65), 206),  # prefill fused with a block
+        (DecoderCase(batch=2, length=16, past=37, logits_from=8), 207),  # a block after its context
+        (DecoderCase(batch=1, length=9, past=40, logits_from=8), 208),  # an AR step after a token
     ],
 )
 def test_decoder_logits_and_cache_match_torch(tiny_export, sessions, case, seed) -> None:
