@@ -31,6 +31,13 @@ def command(
     split: Annotated[str, typer.Option(help="manifest split to predict ('all' for every row)")] = "test",
     limit: Annotated[int | None, typer.Option(help="first N studies only")] = None,
     batch_size: Annotated[int, typer.Option(help="studies per decoding call (1 gives exact timings)")] = 1,
+    gate: Annotated[
+        bool,
+        typer.Option(
+            help="an exported model only: each draft goes through the worker's draft gate (re-decoded "
+            "when broken, held when it stays broken); the rows say which, `evaluate` scores the sent ones"
+        ),
+    ] = False,
 ) -> None:
     """Generate reports for a manifest's studies."""
     if batch_size < 1:
@@ -48,7 +55,10 @@ def command(
             split=None if split == "all" else split,
             limit=limit,
             batch_size=batch_size,
+            gate=gate,
         )
+    elif gate:
+        raise UserError("--gate needs an exported model (the worker's draft gate runs on onnxruntime)")
     else:
         from echo.training.checkpoint import load_checkpoint, preprocess_config_of
         from echo.training.examples import load_examples

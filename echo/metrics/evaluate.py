@@ -3,6 +3,10 @@
 Predictions are matched to manifest rows by id. A manifest study without a prediction is counted
 and listed (a partial run is still worth scoring, but the reader must see it); a prediction whose id
 is not in the manifest is an error, since it means the two files do not belong together.
+
+Predictions written through the draft gate: a held draft was never sent, so every quality metric
+is over the drafts the gate sent; the speed counts every forward spent, the held drafts' and the
+re-decodes' included (what serving them cost).
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from echo.metrics.cider import cider_d
 from echo.metrics.duplicates import adjacent_duplicates
 from echo.metrics.findings_f1 import f1_from_labels, normal_studies
 from echo.metrics.labeler import label_report
-from echo.metrics.records import Prediction, Reference, parse_predictions, parse_references
+from echo.metrics.records import (
+    GATE_OUTCOMES,
+    Prediction,
+    Reference,
+    parse_predictions,
+    parse_references,
+)
 from echo.metrics.repetition import repetition
 from echo.metrics.rouge import rouge_l_pair
 from echo.metrics.sections import complete_share
@@ -57,7 +67,10 @@ def evaluate(
             f"{len(strangers)} prediction id(s) are not in the manifest, e.g. {strangers[0]!r}: "
             "are the predictions for this manifest?"
         )
-    pairs = [(by_id[r.id], r) for r in references if r.id in by_id]
+    matched = [(by_id[r.id], r) for r in references if r.id in by_id]
+    pairs = [(p, r) for p, r in matched if not p.held]
+    if not pairs:
+        raise UserError("no prediction to score: every matched draft was held by the draft gate")
     missing = [r.id for r in references if r.id not in by_id]
     preds = [p.report for p, _ in pairs]
     refs = [r.report for _, r in pairs]
@@ -91,12 +104,13 @@ def evaluate(
         semantic = semscore(
             preds, refs, model=semscore_model, on_batch=progress("SemScore-MiniLM", len(pairs))
         )
-    timings = [t for p, _ in pairs if (t := p.timing()) is not None]
+    timings = [t for p, _ in matched if (t := p.timing()) is not None]
     speed = decoding_speed([t[0] for t in timings], [t[1] for t in timings], [t[2] for t in timings])
     return {
         "studies": len(references),
         "predictions": len(predictions),
         "evaluated": len(pairs),
+        "gate": _gate_counts([p for p, _ in matched]),
         "missing_predictions": len(missing),
         "missing_ids": missing[:MISSING_IDS_SHOWN],
         "reference_labels": _label_source(pairs),
@@ -135,6 +149,13 @@ def evaluate(
         "tokens_per_second": speed.tokens_per_second,
         "timed_reports": speed.timed_reports,
     }
+
+
+def _gate_counts(predictions: list[Prediction]) -> dict[str, int] | None:
+    """How many drafts the gate passed, fixed by a re-decode and held; None when no row says."""
+    if all(p.gate is None for p in predictions):
+        return None
+    return {outcome: sum(p.gate == outcome for p in predictions) for outcome in GATE_OUTCOMES}
 
 
 def _labels(

@@ -2,7 +2,8 @@
 
 A predictions row is ``{"id", "report", "tokens", "forwards", "seconds"}``; the three counters are
 optional (reports written by another system have none) but, when present, must be non-negative
-numbers. A manifest row needs ``id`` and ``report``; its ``labels`` ({finding: "positive" |
+numbers. A row written through the draft gate (``echo-train predict --gate``) also says what the
+gate did: ``"gate"`` is "passed", "redecoded" or "held" (a held draft is never sent). A manifest row needs ``id`` and ``report``; its ``labels`` ({finding: "positive" |
 "negative" | "uncertain"}) are the ground truth when present. Every defect is one UserError line
 naming the row, because a metric silently computed over a malformed file is worse than none.
 """
@@ -16,6 +17,8 @@ from typing import Any
 from echo.errors import UserError
 from echo.findings import FINDINGS, Label
 
+GATE_OUTCOMES = ("passed", "redecoded", "held")
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -24,6 +27,11 @@ class Prediction:
     tokens: int | None = None
     forwards: int | None = None
     seconds: float | None = None
+    gate: str | None = None  # the draft gate's outcome (GATE_OUTCOMES); None: no gate
+
+    @property
+    def held(self) -> bool:
+        return self.gate == "held"
 
     def timing(self) -> tuple[int, int, float] | None:
         """(tokens, forwards, seconds) when the row has all three."""
@@ -62,6 +70,7 @@ def _prediction(row: Mapping[str, Any], where: str) -> Prediction:
         tokens=_count(row, "tokens", where),
         forwards=_count(row, "forwards", where),
         seconds=_seconds(row, where),
+        gate=_gate(row, where),
     )
 
 
@@ -104,6 +113,13 @@ def _seconds(row: Mapping[str, Any], where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
         raise UserError(f'{where}: "seconds" must be a non-negative number, got {value!r}')
     return float(value)
+
+
+def _gate(row: Mapping[str, Any], where: str) -> str | None:
+    value = row.get("gate")
+    if value is not None and value not in GATE_OUTCOMES:
+        raise UserError(f'{where}: "gate" must be one of {", ".join(GATE_OUTCOMES)}, got {value!r}')
+    return value
 
 
 def _labels(labels: Mapping[str, Any], where: str) -> dict[str, Label]:

@@ -23,8 +23,19 @@ def summary_table(results: Mapping[str, Any]) -> Table:
     normals = results["normal_studies"]
     duplicates = results["duplicate_words"]
     fluency = results["fluency"]
+    gate = results.get("gate")
     rows = [
         ("studies evaluated", f"{results['evaluated']} of {results['studies']}"),
+        *(
+            []
+            if gate is None
+            else [
+                (
+                    "draft gate: passed / re-decoded / held",
+                    f"{gate['passed']} / {gate['redecoded']} / {gate['held']}",
+                )
+            ]
+        ),
         ("positive-finding F1, micro", _number(f1["micro"])),
         ("positive-finding precision, micro", _number(f1["micro_precision"])),
         ("positive-finding recall, micro", _number(f1["micro_recall"])),
@@ -92,6 +103,13 @@ def render(results: Mapping[str, Any]) -> Group:
                 f"{results['missing_predictions']} manifest studies have no prediction ({shown}{more}); "
                 "they are left out of every metric.",
                 style="yellow",
+            )
+        )
+    if results.get("gate") and results["gate"]["held"]:
+        parts.append(
+            Text(
+                f"{results['gate']['held']} drafts held by the draft gate (never sent) are left out of the "
+                "quality metrics; tokens per forward and per second count every forward spent, theirs included."
             )
         )
     if results["evaluated"] and results["timed_reports"] < results["evaluated"]:

@@ -140,6 +140,16 @@ def test_progress_stages_cover_the_work():
             "manifest row 1: label 'yes' of nodule is not positive, negative or uncertain",
         ),
         ([_pred("s1", "x")], [REFS[0], REFS[0]], r"manifest: id 's1' appears twice \(rows 1 and 2\)"),
+        (
+            [{**_pred("s1", "x"), "gate": "sent"}],
+            REFS,
+            "predictions row 1: \"gate\" must be one of passed, redecoded, held, got 'sent'",
+        ),
+        (
+            [{**_pred("s1", "x"), "gate": "held"}],
+            REFS,
+            "no prediction to score: every matched draft was held by the draft gate",
+        ),
     ],
 )
 def test_bad_rows_are_user_errors(preds, refs, message):
@@ -152,3 +162,20 @@ def test_numeric_ids_match_string_ids():
         [{"id": 7, "report": "Cardiomegaly."}], [{"id": "7", "report": "Cardiomegaly."}], with_semscore=False
     )
     assert result["evaluated"] == 1
+
+
+def test_drafts_the_gate_held_are_not_scored_but_their_forwards_count():
+    """A held draft was never sent: quality is over the sent drafts, speed over every forward spent."""
+    wrong = "FINDINGS: Large right pneumothorax.\nIMPRESSION: Pneumothorax."
+    preds = [
+        {**_pred("s1", REFS[0]["report"], tokens=16, forwards=2), "gate": "passed"},
+        {**_pred("s2", REFS[1]["report"], tokens=16, forwards=18), "gate": "redecoded"},
+        {**_pred("s3", wrong, tokens=16, forwards=20), "gate": "held"},
+    ]
+    result = evaluate(preds, REFS, with_semscore=False)
+    assert result["gate"] == {"passed": 1, "redecoded": 1, "held": 1}
+    assert result["evaluated"] == 2 and result["missing_predictions"] == 0
+    assert result["positive_f1"]["micro_precision"] == 1.0  # the held pneumothorax is not counted
+    assert result["tokens_per_forward"] == pytest.approx(48 / 40)
+    assert evaluate(preds[:2], REFS, with_semscore=False)["gate"] == {"passed": 1, "redecoded": 1, "held": 0}
+    assert evaluate([_pred("s1", "x")], REFS, with_semscore=False)["gate"] is None

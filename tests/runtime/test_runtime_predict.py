@@ -63,3 +63,24 @@ def test_refine_predictions_equal_the_torch_checkpoints(tiny, manifest, tmp_path
     assert [row["confidence"] for row in rows] == pytest.approx([row["confidence"] for row in want], abs=1e-5)
     blocks = tiny.spec.max_new_tokens // tiny.engine.manifest.generation.block_size
     assert all(blocks <= row["forwards"] <= 2 * blocks for row in rows)
+
+
+def test_gated_predictions_are_the_worker_s_draft_gate(tiny, manifest, tmp_path) -> None:
+    """`--gate`: a draft that passes is the one-step draft; a failed one is re-decoded multi-step and
+    its row counts both decodes' forwards; one that stays broken says it was held and why."""
+    runs = {}
+    for name, options in (("onestep", {}), ("multistep", {"decode": "multistep"}), ("gated", {"gate": True})):
+        out = tmp_path / f"{name}.jsonl"
+        predict_exported(tiny.export, manifest, out, split=None, threads=1, **options)
+        runs[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    outcomes = [row["gate"] for row in runs["gated"]]
+    assert set(outcomes) <= {"passed", "redecoded", "held"} and outcomes != ["passed"] * 3  # random weights
+    for gated, first, again in zip(runs["gated"], runs["onestep"], runs["multistep"], strict=True):
+        if gated["gate"] == "passed":
+            assert (gated["report"], gated["forwards"]) == (first["report"], first["forwards"])
+        else:
+            assert gated["report"] == again["report"] and gated["decoding"].startswith("multistep")
+            assert gated["forwards"] == first["forwards"] + again["forwards"]
+        assert ("problems" in gated) == (gated["gate"] == "held")
+    with pytest.raises(UserError, match="--gate decodes as a worker does"):
+        predict_exported(tiny.export, manifest, tmp_path / "x.jsonl", gate=True, batch_size=4)
