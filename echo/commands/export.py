@@ -24,6 +24,14 @@ def command(
     fp16: Annotated[
         bool, typer.Option("--fp16", help="Float16 graphs and embeddings (for GPU providers).")
     ] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="int8 dynamic quantisation of the decoder's matrix products (CPU serving; the drafts "
+            "change: compare with `echo-train predict` + `evaluate` before serving it).",
+        ),
+    ] = False,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 17 or later.")] = DEFAULT_OPSET,
     name: Annotated[
         str | None,
@@ -59,6 +67,7 @@ def command(
             checkpoint,
             out,
             fp16=fp16,
+            int8=int8,
             opset=opset,
             name=name,
             force=force,
@@ -67,6 +76,7 @@ def command(
         )
     size = sum(path.stat().st_size for path in out.iterdir() if path.is_file())
     console.print(
-        f"wrote {out}: {manifest.name} version {manifest.version}, {manifest.dtype}, opset {manifest.opset}, "
+        f"wrote {out}: {manifest.name} version {manifest.version}, {manifest.quantization or manifest.dtype}, "
+        f"opset {manifest.opset}, "
         f"decode {manifest.generation.decode}, {size / 1e6:.1f} MB"
     )

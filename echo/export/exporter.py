@@ -36,6 +36,7 @@ from echo.export.parity import (
     graph_errors,
     reference_cases,
 )
+from echo.export.quantize import QUANTIZATION, quantize_decoder
 from echo.export.wrappers import DecoderGraphModule, VisionGraphModule
 from echo.model.checkpoint import weight_files
 from echo.model.vlm import EchoVLM
@@ -86,13 +87,17 @@ def export_checkpoint(
     name: str | None = None,
     force: bool = False,
     external_data: str = "auto",
+    int8: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> ModelManifest:
     """Export `checkpoint` to `out`; `on_step(step)` is called as each of EXPORT_STEPS finishes.
     fp16 writes float16 graphs and embeddings (for GPUs), checked against the float32 model.
     external_data: "auto" puts a graph's weights in GRAPH.onnx.data when it exceeds protobuf's
-    2 GB, "always" does so for every graph."""
+    2 GB, "always" does so for every graph. int8 quantises the decoder's matrix products
+    (echo.export.quantize), checked against the float32 model with a looser tolerance."""
     check_opset(opset)
+    if int8 and fp16:
+        raise UserError("--int8 quantises a float32 graph: leave out --fp16")
     _check_target(out, force)
     if external_data not in EXTERNAL_DATA:
         raise UserError(f"--external-data must be one of {', '.join(EXTERNAL_DATA)}, got {external_data!r}")
@@ -121,6 +126,9 @@ def export_checkpoint(
         write_kv_prefix_graph(work / PREFIX_GRAPH, *text, dtype, opset)
         done(EXPORT_STEPS[2])
         check_parity(graph_errors(cases, work), dtype)
+        if int8:
+            quantize_decoder(work / DECODER_GRAPH)
+            check_parity(graph_errors(cases, work), QUANTIZATION)
         done(EXPORT_STEPS[3])
         table = model.model.embed_tokens.weight.detach().cpu().numpy()
         np.save(work / EMBEDDINGS_FILE, np.ascontiguousarray(table))
@@ -166,6 +174,7 @@ def export_checkpoint(
             "tokens": asdict(tokens),
             "generation": asdict(generation),
             "preprocess": preprocess.to_dict(),
+            **({"quantization": QUANTIZATION} if int8 else {}),  # float versions read as before
         }
         manifest = ModelManifest(
             name=name or checkpoint.resolve().name,
@@ -179,6 +188,7 @@ def export_checkpoint(
             preprocess=preprocess.to_dict(),
             files=files,
             source=_source(checkpoint),
+            quantization=QUANTIZATION if int8 else None,
         )
         manifest.check(str(work / MANIFEST_NAME))
         (work / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
@@ -206,6 +216,12 @@ def check_parity(errors: dict[str, float], dtype: str) -> None:
     error, tolerance = errors[worst], TOLERANCE[dtype]
     if error <= tolerance:
         return
+    if dtype == QUANTIZATION:
+        found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
+        raise UserError(
+            f"the int8 {worst} graph strays too far from the float32 model on the parity inputs ({found}); "
+            "export float32 (without --int8)"
+        )
     if dtype == "float16":
         found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
         raise UserError(

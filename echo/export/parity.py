@@ -27,7 +27,9 @@ from echo.runtime.manifest import DECODER_GRAPH, VISION_GRAPH, decoder_input_nam
 from echo.runtime.masks import block_causal_mask
 from echo.runtime.vision_inputs import Grid, vision_inputs
 
-TOLERANCE = {"float32": 1e-4, "float16": 2e-2}  # fp16 graphs are compared with the fp32 model
+# fp16 and int8 graphs are compared with the fp32 model; int8 ("int8-dynamic") logits stray ~8% on
+# the random parity inputs (the bundled student), so its bound catches a broken graph, not noise
+TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "int8-dynamic": 0.25}
 FLOAT16_MAX = 65504.0
 
 

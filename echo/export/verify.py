@@ -36,6 +36,7 @@ def fresh_export_differences(model_dir: Path, checkpoint: Path, scratch: Path) -
             checkpoint,
             target,
             fp16=existing.dtype == "float16",
+            int8=existing.quantization is not None,
             opset=existing.opset,
             name=existing.name,
             force=True,
@@ -63,7 +64,7 @@ def compare_exports(model_dir: Path, fresh_dir: Path, checkpoint: Path) -> list[
             continue
         if name in (VISION_GRAPH, DECODER_GRAPH) and name in existing.files and name in fresh.files:
             error = _graph_error(model_dir / name, checkpoint, name)
-            if error > TOLERANCE[existing.dtype]:
+            if error > TOLERANCE[existing.quantization or existing.dtype]:
                 differences.append(f"{name}: outputs differ from a fresh export (relative error {error:.2e})")
         elif name not in existing.files:
             if name not in _ADDED_SINCE:

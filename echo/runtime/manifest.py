@@ -25,6 +25,7 @@ DECODER_GRAPH = "decoder.onnx"
 EMBEDDINGS_FILE = "embeddings.npy"
 TOKENIZER_FILE = "tokenizer.json"
 DTYPES: tuple[str, ...] = ("float32", "float16")
+QUANTIZATIONS: tuple[str | None, ...] = (None, "int8-dynamic")
 
 VISION_INPUTS: tuple[str, ...] = (
     "pixel_values",
@@ -120,9 +121,15 @@ class ModelManifest:
         default_factory=dict
     )  # checkpoint path, its weights' sha256, exporter versions
     format: str = FORMAT
+    # None: the graphs compute in `dtype`; "int8-dynamic": the decoder's matrix products use int8
+    # weights (per channel) and int8 activations quantised at run time (echo.export.quantize)
+    quantization: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        data = asdict(self)
+        if data["quantization"] is None:  # a float export's manifest reads as it always has
+            del data["quantization"]
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str) -> ModelManifest:
@@ -143,6 +150,7 @@ class ModelManifest:
                 preprocess=dict(data["preprocess"]),
                 files={str(k): str(v) for k, v in data["files"].items()},
                 source=dict(data.get("source") or {}),
+                quantization=data.get("quantization"),
             )
         except KeyError as error:
             raise UserError(f"{origin}: missing field {error}") from None
@@ -156,6 +164,12 @@ class ModelManifest:
         problems = []
         if self.dtype not in DTYPES:
             problems.append(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.quantization not in QUANTIZATIONS:
+            problems.append(
+                f"quantization {self.quantization!r} is not one of {', '.join(map(str, QUANTIZATIONS))}"
+            )
+        if self.quantization is not None and self.dtype != "float32":
+            problems.append(f"quantization {self.quantization!r} needs float32 graphs, not {self.dtype}")
         if self.generation.decode not in DECODES:
             problems.append(f"decode {self.generation.decode!r} is not one of {', '.join(DECODES)}")
         if self.generation.decode != "ar" and self.tokens.mask is None:
