@@ -230,8 +230,9 @@ class StudyInference:
 
     def _generate(self, engine: ReportEngine, instances: list[tuple[int, str]], pick: ViewPick) -> GatedDraft:
         """The served decoding's draft, through the draft gate: a broken draft (duplicated words, a
-        missing section, low confidence) is decoded again with more steps; still broken, no draft
-        is sent and the study fails with the reason (`echo-admin requeue` tries again)."""
+        missing section, low confidence) is decoded again with more steps, then one token per step;
+        still broken, no draft is sent and the study fails with the reason (`echo-admin requeue`
+        tries again)."""
         path = dict(instances)[pick.candidate.instance_id]
         try:
             if not self.settings.draft_gate:  # the site turned the gate off: the draft as decoded
@@ -245,8 +246,8 @@ class StudyInference:
             raise UnusableStudy("the chosen image left the spool before it was read") from error
         if gated.problems:
             raise UnusableStudy(
-                f"{DRAFT_GATE_HELD}: {'; '.join(gated.problems)} (decoded as {gated.report.decoding} "
-                "after the served decoding failed too); no draft sent"
+                f"{DRAFT_GATE_HELD}: {'; '.join(gated.problems)} (decoded {len(gated.drafts)} ways, last as "
+                f"{gated.report.decoding}); no draft sent"
             )
         return gated
 

@@ -50,8 +50,8 @@ RIS_DOWN = timedelta(minutes=25)
 DEMO_F1, SITE_F1 = 0.31, 0.52  # the two versions' agreement with the signed reports, about
 
 FAILURES = (
-    f"inference: {DRAFT_GATE_HELD}: repeated words; no impression (decoded as multistep steps=8 after the "
-    "served decoding failed too); no draft sent",
+    f"inference: {DRAFT_GATE_HELD}: repeated words; no impression (decoded 3 ways, last as multistep "
+    "steps=8 tau=1.00); no draft sent",
     "inference gave up: 3 attempts lost with their worker (killed or past the time limit)",
     "instances disagree on PatientID: not drafted",
 )

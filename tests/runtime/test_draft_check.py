@@ -96,11 +96,26 @@ def test_a_broken_draft_is_redecoded_with_more_steps_per_block() -> None:
     assert gated.drafts == (broken, fixed)
 
 
+def test_a_redecode_that_fails_too_gets_a_last_sequential_decode() -> None:
+    broken = draft("FINDINGS: Nodule nodule.\nIMPRESSION: -")
+    still = replace(broken, decode="multistep", steps=8, threshold=0.85)
+    fixed = draft(decode="multistep", steps=8, threshold=1.0)
+    engine = StandIn(broken, still, fixed)
+    gated = gated_generate(engine, "image", DraftGate(steps=8))
+    assert engine.calls == [
+        {},
+        {"decode": "multistep", "steps": 8, "threshold": None},
+        {"decode": "multistep", "steps": 8, "threshold": 1.0},  # one token per step
+    ]
+    assert gated.report is fixed and gated.outcome == "redecoded" and gated.drafts == (broken, still, fixed)
+    assert len(gated.first_problems) == 2  # why the served draft was re-decoded
+
+
 def test_a_draft_that_stays_broken_is_held() -> None:
     broken = draft("FINDINGS: Nodule nodule.\nIMPRESSION: -")
-    engine = StandIn(broken, replace(broken, decode="multistep", steps=8))
+    engine = StandIn(broken, replace(broken, decode="multistep", steps=8), replace(broken, decode="multistep"))
     gated = gated_generate(engine, "image")
-    assert gated.outcome == "held" and not gated.passed
+    assert len(engine.calls) == 3 and gated.outcome == "held" and not gated.passed
     assert gated.problems == (
         "1 adjacent duplicated word(s): 'nodule nodule'",
         "missing or empty section(s): IMPRESSION",
@@ -115,7 +130,11 @@ def test_a_draft_that_stays_broken_is_held() -> None:
 def test_a_redecode_identical_to_the_served_decoding_is_not_run() -> None:
     broken = draft("FINDINGS: x x.\nIMPRESSION: y.", decode="multistep", steps=4, threshold=0.5)
     engine = StandIn(broken)
-    gated = gated_generate(engine, "image", DraftGate(steps=4, threshold=0.5))
+    gated = gated_generate(engine, "image", DraftGate(steps=4, threshold=0.5, sequential_fallback=False))
+    assert len(engine.calls) == 1 and gated.outcome == "held"
+    sequential = replace(broken, threshold=1.0)
+    engine = StandIn(sequential)  # served one token per step already: nothing left to try
+    gated = gated_generate(engine, "image", DraftGate(redecode="multistep", steps=4, threshold=1.0))
     assert len(engine.calls) == 1 and gated.outcome == "held"
 
 
@@ -131,9 +150,10 @@ def test_the_engine_redecodes_a_forced_failure_and_says_so(tiny) -> None:
     the multi-step decoder, the draft says so, and it is still held (the random model stays unsure)."""
     image = tiny.images(seed=11)[0]
     gated = gated_generate(tiny.engine, image, DraftGate(min_mean_confidence=1.0, steps=8))
-    first, second = gated.drafts
-    assert first.decode == "onestep" and second.decode == "multistep"
+    first, second, third = gated.drafts
+    assert first.decode == "onestep" and second.decode == third.decode == "multistep"
     assert second.decoding == "multistep steps=8 tau=0.85"
-    assert second.forwards > first.forwards
-    assert gated.report is second and gated.outcome == "held"
+    assert third.decoding == "multistep steps=8 tau=1.00"
+    assert third.forwards >= second.forwards > first.forwards
+    assert gated.report is third and gated.outcome == "held"
     assert any(p.startswith("mean token confidence") for p in gated.problems)

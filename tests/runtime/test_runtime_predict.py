@@ -66,21 +66,30 @@ def test_refine_predictions_equal_the_torch_checkpoints(tiny, manifest, tmp_path
 
 
 def test_gated_predictions_are_the_worker_s_draft_gate(tiny, manifest, tmp_path) -> None:
-    """`--gate`: a draft that passes is the one-step draft; a failed one is re-decoded multi-step and
-    its row counts both decodes' forwards; one that stays broken says it was held and why."""
+    """`--gate`: a draft that passes is the one-step draft; a failed one is re-decoded multi-step,
+    then one token per step, and its row counts every decode's forwards; one that stays broken
+    says it was held and why."""
     runs = {}
-    for name, options in (("onestep", {}), ("multistep", {"decode": "multistep"}), ("gated", {"gate": True})):
+    for name, options in (
+        ("onestep", {}),
+        ("multistep", {"decode": "multistep"}),
+        ("sequential", {"decode": "multistep", "threshold": 1.0}),
+        ("gated", {"gate": True}),
+    ):
         out = tmp_path / f"{name}.jsonl"
         predict_exported(tiny.export, manifest, out, split=None, threads=1, **options)
         runs[name] = [json.loads(line) for line in out.read_text().splitlines()]
     outcomes = [row["gate"] for row in runs["gated"]]
     assert set(outcomes) <= {"passed", "redecoded", "held"} and outcomes != ["passed"] * 3  # random weights
-    for gated, first, again in zip(runs["gated"], runs["onestep"], runs["multistep"], strict=True):
+    rows = zip(runs["gated"], runs["onestep"], runs["multistep"], runs["sequential"], strict=True)
+    for gated, first, again, last in rows:
         if gated["gate"] == "passed":
             assert (gated["report"], gated["forwards"]) == (first["report"], first["forwards"])
-        else:
-            assert gated["report"] == again["report"] and gated["decoding"].startswith("multistep")
+        elif gated["report"] == again["report"] and gated["gate"] == "redecoded":
             assert gated["forwards"] == first["forwards"] + again["forwards"]
+        else:
+            assert gated["report"] == last["report"] and gated["decoding"].endswith("tau=1.00")
+            assert gated["forwards"] == first["forwards"] + again["forwards"] + last["forwards"]
         assert ("problems" in gated) == (gated["gate"] == "held")
     with pytest.raises(UserError, match="--gate decodes as a worker does"):
         predict_exported(tiny.export, manifest, tmp_path / "x.jsonl", gate=True, batch_size=4)
