@@ -4,7 +4,10 @@ decodings, on one split of the synthetic data set, in one run.
 Rows: AR greedy; teacher tau=0.85 (multi-step, low_confidence_dynamic); the teacher forced to one
 step per block (naive); the factorised-distilled one-step student; the DCD student one step per
 block; the DCD student with confidence-gated refinement at each --refine-thresholds value (one
-forward per block, one more where a position's confidence is below the threshold). Columns:
+forward per block, one more where a position's confidence is below the threshold); and what the
+node serves: the exported student (--served, onnxruntime) through the worker's draft gate, scored
+on the drafts it sends, its held share in its own column and every forward it spent counted in
+its tokens per forward. Columns:
 positive-finding F1 (micro) with its precision and recall, false-positive findings per normal
 study, adjacent duplicated words (share of words), drafts with a broken sentence (echo.metrics.sentences), drafts with both sections, fluency (the AR
 model's per-token NLL of the drafts given their images, nats), ROUGE-L, BLEU-4, SemScore-MiniLM,
@@ -39,8 +42,9 @@ from echo.training.predict import DecodeOptions, predict_rows
 ASSETS = Path(__file__).resolve().parent.parent / "echo" / "assets" / "models"
 COLUMNS = (
     "decoding", "pos. F1", "P", "R", "FP/normal", "dup words", "broken sent.", "both sect.", "AR NLL",
-    "ROUGE-L", "BLEU-4", "SemScore", "rep. 4-gram", "tok/fwd", "tok/s",
+    "ROUGE-L", "BLEU-4", "SemScore", "rep. 4-gram", "held", "tok/fwd", "tok/s",
 )  # fmt: skip
+SERVED = "served: student ONNX one step + draft gate"
 
 
 def thresholds(text: str) -> list[float]:
@@ -51,6 +55,28 @@ def thresholds(text: str) -> list[float]:
     if any(not 0.0 <= value <= 1.0 for value in values):
         raise argparse.ArgumentTypeError("refine thresholds must be within [0, 1]")
     return values
+
+
+def served_predictions(args: argparse.Namespace) -> list[dict]:
+    """The served row's drafts: `echo-train predict --gate` on the exported student, kept with the
+    other rows' predictions when --predictions is given."""
+    from tempfile import TemporaryDirectory
+
+    from echo.runtime.predict import predict_exported
+
+    with TemporaryDirectory() as scratch:
+        out = (args.predictions or Path(scratch)) / "served_gated.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        predict_exported(
+            args.served, args.data, out, split=args.split, limit=args.limit, threads=args.threads, gate=True
+        )
+        return read_jsonl(out, "served predictions")
+
+
+def held_share(result: dict) -> str:
+    """The share of studies the draft gate held (no draft sent); "-" for a row without the gate."""
+    gate = result.get("gate")
+    return "-" if not gate else f"{gate['held'] / sum(gate.values()):.3f}"
 
 
 def rows_to_run(args: argparse.Namespace) -> list[tuple[str, Path, DecodeOptions]]:
@@ -96,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--predictions", type=Path, default=None, help="keep each row's predictions in this folder"
     )
+    parser.add_argument(
+        "--served",
+        type=lambda text: Path(text) if text else None,
+        default=ASSETS / "student-onnx",
+        help="the exported student the node serves, drafted through the draft gate ('' for no such row)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     references = read_jsonl(args.data, "manifest")
@@ -136,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         confident = [p["confidence"] for p in predictions if p.get("confidence") is not None]
         results[name]["mean_token_confidence"] = sum(confident) / len(confident) if confident else None
+    if args.served is not None:
+        predictions = served_predictions(args)
+        wanted = wanted or {p["id"] for p in predictions}
+        results[SERVED] = evaluate(
+            predictions,
+            [r for r in references if r["id"] in wanted],
+            with_semscore=not args.no_semscore,
+            semscore_model=semscore_model,
+            fluency=fluency,
+        )
     signed = [r for r in references if r["id"] in wanted]
     floor = fluency([r["id"] for r in signed], [r["report"] for r in signed]) if signed else None
     studies = next(iter(results.values()))["evaluated"] if results else 0
@@ -161,11 +203,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['bleu_4']:.3f}",
             f"{r['semscore_minilm']:.3f}" if r["semscore_minilm"] is not None else "-",
             f"{r['repetition']['repeated_4gram_share']:.3f}",
+            held_share(r),
             f"{r['tokens_per_forward']:.2f}",
             f"{r['tokens_per_second']:.1f}",
         )
     console = Console(width=max(180, Console().width))
     console.print(table)
+    if SERVED in results:
+        console.print(
+            f"{SERVED}: onnxruntime, scored on the drafts the gate sent (held: no draft); its tok/fwd "
+            "counts every forward of every decode, its tok/s is not comparable with the torch rows'"
+        )
     if floor is not None:
         console.print(
             f"AR NLL of the signed reports of these studies: {floor.nll_per_token:.3f} nats per token "
