@@ -137,8 +137,11 @@ class GatedDraft:
 def gated_generate(engine: DraftEngine, image: Any, gate: DraftGate | None = None) -> GatedDraft:
     """The served decoding's draft; while it has problems, the gate's re-decodes of the same image,
     in order, until a draft passes. A re-decode that would repeat a decoding already run with the
-    same settings is not run (decoding is deterministic: it would write the same draft)."""
+    same settings is not run (decoding is deterministic: it would write the same draft). An engine
+    with `prepare` reads and preprocesses the image once and computes its vision features once."""
     gate = gate or DraftGate()
+    prepare = getattr(engine, "prepare", None)  # echo.runtime.Engine: read the image once, not per decode
+    image = image if prepare is None else prepare(image)
     first = engine.generate(image)
     first_problems = tuple(draft_problems(first, gate.min_mean_confidence))
     drafts, problems = [first], first_problems

@@ -58,6 +58,7 @@ from echo.runtime.manifest import (
     decoder_output_names,
     load_manifest,
 )
+from echo.runtime.prepared import PreparedImage
 from echo.runtime.providers import GPU_PROVIDERS, choose_providers
 from echo.runtime.remasking import remasking_strategy
 from echo.runtime.result import GeneratedReport
@@ -186,12 +187,19 @@ class Engine:
         threshold: float | None = None,
         remasking: str = "low_confidence_dynamic",
     ) -> GeneratedReport:
-        """Draft the report for one image (a path, a pydicom Dataset or a 2-D array)."""
+        """Draft the report for one image (a path, a pydicom Dataset, a 2-D array, or a
+        PreparedImage from `prepare`)."""
         options = DecodeOptions(decode, max_new_tokens, steps, threshold, remasking)
         return self.generate_batch([image], options=options)[0]
 
+    def prepare(self, image: ImageSource) -> PreparedImage:
+        """`image` read and preprocessed for this model; decoding it again reuses its vision features."""
+        started = time.perf_counter()
+        processed = model_input(display_pixels(image), self.preprocess_config)
+        return PreparedImage(processed, time.perf_counter() - started)
+
     def generate_batch(
-        self, images: Sequence[ImageSource], *, options: DecodeOptions | None = None
+        self, images: Sequence[ImageSource | PreparedImage], *, options: DecodeOptions | None = None
     ) -> list[GeneratedReport]:
         """Reports for several studies, in order, decoded together up to max_batch at a time (one
         decoder forward per step for all rows of a pass). With the "causal" prompt layout images of
@@ -201,15 +209,23 @@ class Engine:
         self.check_options(options)
         if not images:
             return []
-        started = time.perf_counter()
-        processed = [model_input(display_pixels(image), self.preprocess_config) for image in images]
-        preprocess_seconds = (time.perf_counter() - started) / len(images)
+        given = [isinstance(image, PreparedImage) for image in images]
+        prepared = [
+            image if ready else self.prepare(image) for image, ready in zip(images, given, strict=True)
+        ]
+        preprocess_seconds = sum(image.charge_preprocess() for image in prepared) / len(images)
+        processed = [image.processed for image in prepared]
         lengths = [len(row) for row in context_rows([item.grid_thw for item in processed], self.manifest)]
         passes = plan_passes(lengths, self.manifest.generation.prompt_attention, self.max_batch)
         reports: list[GeneratedReport | None] = [None] * len(images)
         for indices in passes:
             group_started = time.perf_counter()
-            output, vision_seconds = self._decode([processed[i] for i in indices], options)
+            alone = prepared[indices[0]] if len(indices) == 1 else None
+            output, vision_seconds, context = self._decode(
+                [processed[i] for i in indices], options, None if alone is None else alone.context
+            )
+            if alone is not None and given[indices[0]] and alone.context is None:
+                alone.keep(context)  # the caller's PreparedImage: its next decode skips the vision graph
             seconds = time.perf_counter() - group_started + preprocess_seconds * len(indices)
             timings = {
                 "preprocess": preprocess_seconds * len(indices),
@@ -237,16 +253,24 @@ class Engine:
     # ---- internals ------------------------------------------------------------------------------
 
     def _decode(
-        self, images: Sequence[PreprocessedImage], options: DecodeOptions
-    ) -> tuple[DecodeOutput, float]:
-        gen, tokens = self.manifest.generation, self.manifest.tokens
+        self,
+        images: Sequence[PreprocessedImage],
+        options: DecodeOptions,
+        context: PreparedContext | None = None,
+    ) -> tuple[DecodeOutput, float, PreparedContext]:
+        """The pass's tokens, the seconds its vision features took (0 when `context`, the images'
+        rows from an earlier decode, is given) and its context rows."""
         started = time.perf_counter()
-        context = self._prepare(images)
+        context = context or self._prepare(images)
         vision_seconds = time.perf_counter() - started
+        return self._decode_context(context, options), vision_seconds, context
+
+    def _decode_context(self, context: PreparedContext, options: DecodeOptions) -> DecodeOutput:
+        gen, tokens = self.manifest.generation, self.manifest.tokens
         decode = options.decode or gen.decode
         max_new = options.max_new_tokens or gen.max_new_tokens
         if decode == "ar":
-            return decode_ar(self.decoder, self.embeddings, context, max_new, tokens.eos), vision_seconds
+            return decode_ar(self.decoder, self.embeddings, context, max_new, tokens.eos)
         assert tokens.mask is not None, "a block decoder needs the mask token"
         blocks = {
             "block_size": gen.block_size,
@@ -272,7 +296,7 @@ class Engine:
                     steps_per_block=options.steps,
                     threshold=threshold,
                 )
-        return output, vision_seconds
+        return output
 
     def threshold_for(self, decode: str, options: DecodeOptions) -> float | None:
         """The threshold a decoding runs with: the call's, else the manifest's (multistep: tau,

@@ -145,11 +145,19 @@ def test_bad_gate_settings_are_user_errors() -> None:
         DraftGate(steps=0)
 
 
-def test_the_engine_redecodes_a_forced_failure_and_says_so(tiny) -> None:
+def test_the_engine_redecodes_a_forced_failure_and_says_so(tiny, monkeypatch) -> None:
     """A confidence floor of 1 fails every draft of the random model: the gate re-decodes it with
-    the multi-step decoder, the draft says so, and it is still held (the random model stays unsure)."""
+    the multi-step decoder, then one token per step, the drafts say so, and it is still held (the
+    random model stays unsure). The image is read and run through the vision graph once."""
     image = tiny.images(seed=11)[0]
+    vision_runs = []
+    run = tiny.engine.vision.run
+    monkeypatch.setattr(tiny.engine.vision, "run", lambda *args: vision_runs.append(1) or run(*args))
     gated = gated_generate(tiny.engine, image, DraftGate(min_mean_confidence=1.0, steps=8))
+    assert len(vision_runs) == 1
+    assert [draft.timings["preprocess"] > 0 for draft in gated.drafts] == [True, False, False]
+    fresh = [tiny.engine.generate(image, **options) for options in DraftGate(steps=8).redecodes()]
+    assert [draft.token_ids for draft in gated.drafts[1:]] == [draft.token_ids for draft in fresh]
     first, second, third = gated.drafts
     assert first.decode == "onestep" and second.decode == third.decode == "multistep"
     assert second.decoding == "multistep steps=8 tau=0.85"

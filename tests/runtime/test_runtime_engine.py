@@ -145,3 +145,21 @@ def _dicom(pixels: np.ndarray, path) -> pydicom.Dataset:
     ds.PixelData = pixels.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return pydicom.dcmread(path)
+
+
+def test_a_prepared_image_is_read_once_and_its_vision_features_reused(tiny, monkeypatch) -> None:
+    """Engine.prepare: the draft gate decodes one image up to three ways; the later decodes skip the
+    reading, the preprocessing and the vision graph and write what a fresh decode writes."""
+    image = tiny.images(seed=21)[0]
+    fresh = [tiny.engine.generate(image, decode=decode) for decode in ("onestep", "multistep", "ar")]
+    vision_runs = []
+    run = tiny.engine.vision.run
+    monkeypatch.setattr(tiny.engine.vision, "run", lambda *args: vision_runs.append(1) or run(*args))
+    prepared = tiny.engine.prepare(image)
+    again = [tiny.engine.generate(prepared, decode=decode) for decode in ("onestep", "multistep", "ar")]
+    assert [r.token_ids for r in again] == [r.token_ids for r in fresh]
+    assert len(vision_runs) == 1
+    assert again[0].timings["preprocess"] > 0 and again[1].timings["preprocess"] == 0.0
+    assert prepared.context is not None and not prepared.context.embeds.flags.writeable
+    batch = tiny.engine.generate_batch([prepared, image], options=DecodeOptions(decode="onestep"))
+    assert batch[0].token_ids == fresh[0].token_ids
