@@ -57,7 +57,9 @@ def test_a_draft_like_the_demo_one_of_issue_16_fails_on_every_count() -> None:
     ]
     text_more = "FINDINGS: A a b b c c d d. Heart. effusion. nodule. edema. mass.\nIMPRESSION: X."
     assert draft_problems(draft(text_more))[0].endswith("'c c', ...")
-    assert draft_problems(draft(text_more))[1] == "4 broken sentence(s): 'effusion.', 'nodule.', 'edema.', ..."
+    assert (
+        draft_problems(draft(text_more))[1] == "4 broken sentence(s): 'effusion.', 'nodule.', 'edema.', ..."
+    )
 
 
 def test_the_confidence_check_can_be_off_and_never_holds_a_draft_without_confidences() -> None:
@@ -113,7 +115,9 @@ def test_a_redecode_that_fails_too_gets_a_last_sequential_decode() -> None:
 
 def test_a_draft_that_stays_broken_is_held() -> None:
     broken = draft("FINDINGS: Nodule nodule.\nIMPRESSION: -")
-    engine = StandIn(broken, replace(broken, decode="multistep", steps=8), replace(broken, decode="multistep"))
+    engine = StandIn(
+        broken, replace(broken, decode="multistep", steps=8), replace(broken, decode="multistep")
+    )
     gated = gated_generate(engine, "image")
     assert len(engine.calls) == 3 and gated.outcome == "held" and not gated.passed
     assert gated.problems == (
