@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     fluency = ArFluency(args.fluency_model, args.data)
     results: dict[str, dict] = {}
     semscore_model = None
-    wanted: set[str] = set()
+    runs: list[tuple[str, list[dict]]] = []
     examples_by_config: dict[str, ExampleSet] = {}  # every checkpoint's images read once per preprocessing
     for name, path, options in rows_to_run(args):
         if not (path / "config.json").is_file():
@@ -154,30 +154,24 @@ def main(argv: list[str] | None = None) -> int:
             (args.predictions / f"{slug}.jsonl").write_text(
                 "".join(json.dumps(p) + "\n" for p in predictions)
             )
-        wanted = {p["id"] for p in predictions}
+        runs.append((name, predictions))
+    if args.served is not None:
+        runs.append((SERVED, served_predictions(args)))
+    for name, predictions in runs:
         if semscore_model is None and not args.no_semscore:
             from echo.metrics.semscore import load_minilm
 
             semscore_model = load_minilm()
         results[name] = evaluate(
             predictions,
-            [r for r in references if r["id"] in wanted],
+            [r for r in references if r["id"] in {p["id"] for p in predictions}],
             with_semscore=not args.no_semscore,
             semscore_model=semscore_model,
             fluency=fluency,
         )
         confident = [p["confidence"] for p in predictions if p.get("confidence") is not None]
         results[name]["mean_token_confidence"] = sum(confident) / len(confident) if confident else None
-    if args.served is not None:
-        predictions = served_predictions(args)
-        wanted = wanted or {p["id"] for p in predictions}
-        results[SERVED] = evaluate(
-            predictions,
-            [r for r in references if r["id"] in wanted],
-            with_semscore=not args.no_semscore,
-            semscore_model=semscore_model,
-            fluency=fluency,
-        )
+    wanted = {p["id"] for p in runs[0][1]} if runs else set()  # every row drafts the same studies
     signed = [r for r in references if r["id"] in wanted]
     floor = fluency([r["id"] for r in signed], [r["report"] for r in signed]) if signed else None
     studies = next(iter(results.values()))["evaluated"] if results else 0
