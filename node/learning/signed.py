@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,6 +67,7 @@ class Stored:
 def store_signed(session: Session, incoming: SignedReportIn, now: datetime | None = None) -> Stored:
     """Store `incoming` once, replace the accession's current report, match it; flushes, no commit."""
     now = now or utcnow()
+    _one_store_per_order(session, incoming.accession_number or incoming.study_instance_uid)
     existing = _by_key(session, incoming.source, incoming.message_key)
     if existing is not None:
         return Stored(existing, duplicate=True, replaced=None)
@@ -100,6 +101,18 @@ def store_signed(session: Session, incoming: SignedReportIn, now: datetime | Non
     match(session, row, now)
     session.flush()
     return Stored(row, duplicate=False, replaced=previous)
+
+
+def _one_store_per_order(session: Session, order: str | None) -> None:
+    """On PostgreSQL, wait for any other transaction storing a report of this order (accession, else
+    Study Instance UID) to end: two reports of one order arriving at once (a final and its
+    correction, on two HL7 connections) would otherwise both read "no current report" and both stay
+    current. The lock ends with the transaction. SQLite needs none: its write lock serialises the
+    transactions, and one that read before the other's commit fails to write rather than write on
+    what it read."""
+    if order and session.get_bind().dialect.name == "postgresql":
+        key = func.hashtextextended(f"echo signed report {order}", 0)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def current_for(session: Session, accession_number: str | None, study_uid: str | None) -> SignedReport | None:

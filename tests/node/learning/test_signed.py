@@ -108,3 +108,46 @@ def test_reports_whose_study_never_comes_do_not_crowd_out_newer_ones(sqlite_db):
         late = store_signed(session, signed("RIS|late", accession="A7")).row
         study = add_study(session, "1.2.7", "A7")
         assert match_pending(session, limit=2) == [late] and late.study_id == study.id
+
+
+def test_two_reports_of_one_order_stored_at_once_leave_one_current_on_postgresql(postgres_url):
+    """A final report and its correction on two connections at the same moment: the second store
+    waits for the first transaction and replaces its report (without the per-order lock both read
+    "no current report" and both stayed current)."""
+    import threading
+    import uuid
+
+    from node.config.settings import load_settings
+    from node.store.database import migrate, open_database
+
+    database = open_database(load_settings(database_url=postgres_url))
+    migrate(database.engine)
+    accession = f"RACE-{uuid.uuid4().hex[:8]}"
+    first_stored, second_done = threading.Event(), threading.Event()
+
+    def store_second() -> None:
+        first_stored.wait(10)
+        with database.sessions.begin() as session:
+            store_signed(session, signed(f"RIS|{accession}|2", accession=accession, status="C"), NOW)
+        second_done.set()
+
+    other = threading.Thread(target=store_second)
+    other.start()
+    try:
+        with database.sessions.begin() as session:
+            store_signed(session, signed(f"RIS|{accession}|1", accession=accession), NOW)
+            first_stored.set()
+            assert not second_done.wait(1.0)  # the second store waits for this transaction
+        other.join(10)
+        assert second_done.is_set()
+        with database.sessions() as session:
+            rows = session.scalars(
+                select(SignedReport)
+                .where(SignedReport.accession_number == accession)
+                .order_by(SignedReport.id)
+            ).all()
+        assert [row.result_status for row in rows] == ["F", "C"]
+        assert rows[0].replaced_by_id == rows[1].id and rows[1].replaced_by_id is None
+    finally:
+        other.join(10)
+        database.dispose()
