@@ -216,20 +216,18 @@ def check_parity(errors: dict[str, float], dtype: str) -> None:
     error, tolerance = errors[worst], TOLERANCE[dtype]
     if error <= tolerance:
         return
+    found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
     if dtype == QUANTIZATION:
-        found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
         raise UserError(
             f"the int8 {worst} graph strays too far from the float32 model on the parity inputs ({found}); "
             "export float32 (without --int8)"
         )
     if dtype == "float16":
-        found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
         raise UserError(
             f"the float16 {worst} graph overflows or loses precision on the parity inputs ({found}): "
             "this model's activations exceed float16's range (common in bf16-trained Qwen2 models); "
             "export float32 instead (without --fp16)"
         )
-    found = "inf or nan" if error == float("inf") else f"relative error {error:.2e} > {tolerance:.0e}"
     raise UserError(
         f"the exported {worst} graph disagrees with the checkpoint ({found}); "
         "the model uses an operator the exporter mistranslates"

@@ -26,16 +26,6 @@ def summary_table(results: Mapping[str, Any]) -> Table:
     gate = results.get("gate")
     rows = [
         ("studies evaluated", f"{results['evaluated']} of {results['studies']}"),
-        *(
-            []
-            if gate is None
-            else [
-                (
-                    "draft gate: passed / re-decoded / held",
-                    f"{gate['passed']} / {gate['redecoded']} / {gate['held']}",
-                )
-            ]
-        ),
         ("positive-finding F1, micro", _number(f1["micro"])),
         ("positive-finding precision, micro", _number(f1["micro_precision"])),
         ("positive-finding recall, micro", _number(f1["micro_recall"])),
@@ -65,6 +55,9 @@ def summary_table(results: Mapping[str, Any]) -> Table:
         ("tokens per forward", _number(results["tokens_per_forward"], 2)),
         ("tokens per second", _number(results["tokens_per_second"], 1)),
     ]
+    if gate is not None:
+        counts = f"{gate['passed']} / {gate['redecoded']} / {gate['held']}"
+        rows.insert(1, ("draft gate: passed / re-decoded / held", counts))
     for name, value in rows:
         table.add_row(name, value)
     return table

@@ -104,13 +104,11 @@ class DraftGate:
         if self.steps is not None and self.steps < 1:
             raise UserError(f"the draft gate's re-decode steps must be >= 1, got {self.steps}")
 
-    def redecode_options(self) -> dict[str, Any]:
-        return {"decode": self.redecode, "steps": self.steps, "threshold": self.threshold}
-
     def redecodes(self) -> list[dict[str, Any]]:
         """The decodings a failed draft is re-run with, in order, until one passes."""
+        first = {"decode": self.redecode, "steps": self.steps, "threshold": self.threshold}
         sequential = {"decode": "multistep", "steps": self.steps, "threshold": SEQUENTIAL_THRESHOLD}
-        return [self.redecode_options(), *([sequential] if self.sequential_fallback else [])]
+        return [first, *([sequential] if self.sequential_fallback else [])]
 
 
 @dataclass(frozen=True)

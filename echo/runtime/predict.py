@@ -3,7 +3,7 @@
 
 With `gate`, each study goes through the worker's draft gate (echo.runtime.draft_check): the row
 holds the draft that would be sent (or, when held, the last one decoded), ``"gate"`` what the gate
-did and ``"problems"`` why a held draft was held; ``forwards`` and ``seconds`` count both decodes."""
+did and ``"problems"`` why a held draft was held; ``forwards`` and ``seconds`` count every decode."""
 
 from __future__ import annotations
 
