@@ -37,6 +37,14 @@ def command(
         str | None,
         typer.Option("--name", help="Model name in the manifest (default: the checkpoint's folder name)."),
     ] = None,
+    redecode_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--redecode-checkpoint",
+            help="A second checkpoint (the multi-step teacher; same tokenizer and image preprocessing) "
+            "exported into OUT/redecode: the worker's draft gate re-decodes a failed draft with it first.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out directory.")] = False,
     external_data: Annotated[
         str,
@@ -51,8 +59,9 @@ def command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if not checkpoint.is_dir():
-        raise UserError(f"--checkpoint {checkpoint} is not a directory")
+    for option, given in (("--checkpoint", checkpoint), ("--redecode-checkpoint", redecode_checkpoint)):
+        if given is not None and not given.is_dir():
+            raise UserError(f"{option} {given} is not a directory")
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -72,11 +81,14 @@ def command(
             name=name,
             force=force,
             external_data=external_data,
+            redecode=redecode_checkpoint,
             on_step=finished,
         )
-    size = sum(path.stat().st_size for path in out.iterdir() if path.is_file())
+    size = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())
     console.print(
         f"wrote {out}: {manifest.name} version {manifest.version}, {manifest.quantization or manifest.dtype}, "
         f"opset {manifest.opset}, "
-        f"decode {manifest.generation.decode}, {size / 1e6:.1f} MB"
+        f"decode {manifest.generation.decode}"
+        + (f", re-decodes with {manifest.redecode}/" if manifest.redecode else "")
+        + f", {size / 1e6:.1f} MB"
     )

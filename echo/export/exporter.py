@@ -54,6 +54,7 @@ from echo.runtime.manifest import (
     TextGeometry,
     TokenIds,
     VisionGeometry,
+    check_redecode_pair,
     content_version,
     decoder_input_names,
     decoder_output_names,
@@ -75,6 +76,8 @@ EXPORT_STEPS: tuple[str, ...] = (
 _TRACE_GRIDS = ((1, 8, 12), (1, 4, 6))
 _TRACE_BATCH, _TRACE_LENGTH, _TRACE_PAST = 2, 5, 7
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+REDECODE_DIR = "redecode"  # where --redecode-checkpoint's export goes inside OUT
+REDECODE_NAME = "teacher"  # its manifest's name: the drafts it writes say "... by teacher VERSION"
 EXTERNAL_DATA: tuple[str, ...] = ("auto", "always")
 
 
@@ -88,13 +91,16 @@ def export_checkpoint(
     force: bool = False,
     external_data: str = "auto",
     int8: bool = False,
+    redecode: Path | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> ModelManifest:
     """Export `checkpoint` to `out`; `on_step(step)` is called as each of EXPORT_STEPS finishes.
     fp16 writes float16 graphs and embeddings (for GPUs), checked against the float32 model.
     external_data: "auto" puts a graph's weights in GRAPH.onnx.data when it exceeds protobuf's
     2 GB, "always" does so for every graph. int8 quantises the decoder's matrix products
-    (echo.export.quantize), checked against the float32 model with a looser tolerance."""
+    (echo.export.quantize), checked against the float32 model with a looser tolerance. redecode: a
+    second checkpoint (the multi-step teacher) exported the same way into OUT/redecode, which the
+    draft gate re-decodes failed drafts with; it must share the tokenizer and image preprocessing."""
     check_opset(opset)
     if int8 and fp16:
         raise UserError("--int8 quantises a float32 graph: leave out --fp16")
@@ -125,10 +131,12 @@ def export_checkpoint(
         text = config.num_hidden_layers, config.num_key_value_heads, config.head_dim
         write_kv_prefix_graph(work / PREFIX_GRAPH, *text, dtype, opset)
         done(EXPORT_STEPS[2])
-        check_parity(graph_errors(cases, work), dtype)
+        # the float32 model still at hand (not converted to float16): the reference is taken again too
+        again = (lambda: reference_cases(model)) if dtype == "float32" else (lambda: cases)
+        check_graphs(cases, work, dtype, again)
         if int8:
             quantize_decoder(work / DECODER_GRAPH)
-            check_parity(graph_errors(cases, work), QUANTIZATION)
+            check_graphs(cases, work, QUANTIZATION, again)
         done(EXPORT_STEPS[3])
         table = model.model.embed_tokens.weight.detach().cpu().numpy()
         np.save(work / EMBEDDINGS_FILE, np.ascontiguousarray(table))
@@ -136,6 +144,12 @@ def export_checkpoint(
         done(EXPORT_STEPS[4])
 
         files = {path.name: sha256_of(path) for path in sorted(work.iterdir()) if path.is_file()}
+        nested = None
+        if redecode is not None:
+            nested = export_checkpoint(
+                redecode, work / REDECODE_DIR, fp16=fp16, opset=opset, name=REDECODE_NAME,
+                external_data=external_data, int8=int8,
+            )  # fmt: skip
         tokens = TokenIds(
             mask=config.mask_token_id,
             eos=config.eos_token_id,
@@ -175,10 +189,15 @@ def export_checkpoint(
             "generation": asdict(generation),
             "preprocess": preprocess.to_dict(),
             **({"quantization": QUANTIZATION} if int8 else {}),  # float versions read as before
+            # its content version, not its manifest's bytes (which name where its checkpoint lay)
+            **({"redecode": {"dir": REDECODE_DIR, "version": nested.version}} if nested else {}),
         }
+        version = content_version(files, described)
+        if nested is not None:  # listed, so loading checks it; its own manifest checks its files
+            files[f"{REDECODE_DIR}/{MANIFEST_NAME}"] = sha256_of(work / REDECODE_DIR / MANIFEST_NAME)
         manifest = ModelManifest(
             name=name or checkpoint.resolve().name,
-            version=content_version(files, described),
+            version=version,
             dtype=dtype,
             opset=opset,
             tokens=tokens,
@@ -189,8 +208,11 @@ def export_checkpoint(
             files=files,
             source=_source(checkpoint),
             quantization=QUANTIZATION if int8 else None,
+            redecode=REDECODE_DIR if redecode is not None else None,
         )
         manifest.check(str(work / MANIFEST_NAME))
+        if nested is not None:
+            check_redecode_pair(manifest, nested, f"--redecode-checkpoint {redecode}")
         (work / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         _move_into_place(work, out)
         done(EXPORT_STEPS[5])
@@ -208,6 +230,17 @@ def check_float16_range(peak: Peak) -> None:
             f"parity inputs, beyond float16's {FLOAT16_MAX:.0f} (common in bf16-trained Qwen2 models); "
             "export float32 instead (without --fp16)"
         )
+
+
+def check_graphs(cases: dict, work: Path, dtype: str, again: Callable[[], dict]) -> None:
+    """check_parity on the graphs in `work`; a disagreement is measured once more, against
+    `again()`'s reference cases, before it fails the export. A mistranslated operator disagrees
+    every time; a one-off glitch of a multi-threaded CPU run does not (seen once under load: a
+    vision error of 1.6e-3 on a graph that measures 3e-6 on every other run)."""
+    try:
+        check_parity(graph_errors(cases, work), dtype)
+    except UserError:
+        check_parity(graph_errors(again(), work), dtype)
 
 
 def check_parity(errors: dict[str, float], dtype: str) -> None:

@@ -26,10 +26,15 @@ _UNCOMPARED = ("files", "version", "source")
 _ADDED_SINCE = (PREFIX_GRAPH,)
 
 
-def fresh_export_differences(model_dir: Path, checkpoint: Path, scratch: Path) -> list[str]:
+def fresh_export_differences(
+    model_dir: Path, checkpoint: Path, scratch: Path, redecode_checkpoint: Path | None = None
+) -> list[str]:
     """What differs between `model_dir` and a fresh export of `checkpoint` (empty: they match).
-    `scratch` is a directory the fresh export may be written into (it is removed afterwards)."""
+    `scratch` is a directory the fresh export may be written into (it is removed afterwards). An
+    export with a re-decode model is exported afresh with `redecode_checkpoint` and compared too."""
     existing = load_manifest(model_dir)
+    if existing.redecode is not None and redecode_checkpoint is None:
+        return [f"{existing.redecode}/: a re-decode model; its checkpoint is needed to compare it"]
     target = scratch / "fresh-export"
     try:
         export_checkpoint(
@@ -41,8 +46,9 @@ def fresh_export_differences(model_dir: Path, checkpoint: Path, scratch: Path) -
             name=existing.name,
             force=True,
             external_data=_external_data(existing.files),
+            redecode=redecode_checkpoint if existing.redecode is not None else None,
         )
-        return compare_exports(model_dir, target, checkpoint)
+        return compare_exports(model_dir, target, checkpoint, redecode_checkpoint)
     finally:
         shutil.rmtree(target, ignore_errors=True)
 
@@ -53,14 +59,23 @@ def _external_data(files: dict[str, str]) -> str:
     return "always" if all(f"{graph}.data" in files for graph in graphs) else "auto"
 
 
-def compare_exports(model_dir: Path, fresh_dir: Path, checkpoint: Path) -> list[str]:
+def compare_exports(
+    model_dir: Path, fresh_dir: Path, checkpoint: Path, redecode_checkpoint: Path | None = None
+) -> list[str]:
     """Differences between two exports of `checkpoint`: manifest fields (bar files, version and
     source) and files; a graph whose bytes differ counts only if its outputs disagree with the
-    checkpoint beyond the parity tolerance."""
+    checkpoint beyond the parity tolerance. Re-decode models are compared the same way, against
+    `redecode_checkpoint`."""
     existing, fresh = load_manifest(model_dir), load_manifest(fresh_dir)
     differences = _manifest_differences(_read(model_dir), _read(fresh_dir))
     for name in sorted(set(existing.files) | set(fresh.files)):
         if existing.files.get(name) == fresh.files.get(name):
+            continue
+        if name == existing.redecode_manifest == fresh.redecode_manifest and redecode_checkpoint:
+            nested = compare_exports(
+                model_dir / existing.redecode, fresh_dir / existing.redecode, redecode_checkpoint
+            )
+            differences += [f"{existing.redecode}/{difference}" for difference in nested]
             continue
         if name in (VISION_GRAPH, DECODER_GRAPH) and name in existing.files and name in fresh.files:
             error = _graph_error(model_dir / name, checkpoint, name)

@@ -8,23 +8,26 @@
 A draft fails when it has adjacent duplicated words ("the the"), a broken sentence ("The mediastinal
 contours. normal.", "effusion..": `echo.metrics.sentences`), a FINDINGS or IMPRESSION section that
 is missing or empty, or a mean token confidence below a floor (the model was unsure of what it
-wrote). The re-decode runs the same image with more forwards per block (by default the multi-step
-decoder, up to one token per step), which is what the one-step student trades away; when that
-draft fails too, a last decode commits exactly one token per step (the multi-step decoder at
-threshold 1: every position waits until it is the most confident one left). Pure functions of the
+wrote). When the exported model carries a re-decode model (the multi-step teacher, `echo-train export
+--redecode-checkpoint`), that model writes the first re-decode with its own served decoding. Then,
+or without one, the student re-decodes the same image with more forwards per block (by default the
+multi-step decoder, up to one token per step), which is what the one-step student trades away;
+when that draft fails too, a last decode commits exactly one token per step (the multi-step decoder
+at threshold 1: every position waits until it is the most confident one left). Pure functions of the
 report and the engine: the worker decides what a failure does to the study and counts it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from echo.errors import UserError
 from echo.metrics.duplicates import duplicate_words
 from echo.metrics.sections import missing_sections
 from echo.metrics.sentences import broken_sentences
+from echo.runtime.prepared import PreparedImage
 from echo.runtime.result import GeneratedReport
 
 # Below this mean token confidence a draft is re-decoded. Chosen on the 382 validation studies of
@@ -78,23 +81,24 @@ def _quoted(examples: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class DraftGate:
     """The gate's settings: the confidence floor, the decoding a failed draft is re-run with
-    (steps None: the block size, one token per step at most; threshold None: the manifest's) and
-    whether a draft that fails again gets a last, sequential decode (one token per step).
+    (steps None: the block size, one token per step at most; threshold None: the manifest's),
+    whether a draft that fails again gets a last, sequential decode (one token per step), and
+    whether the engine's re-decode model (the teacher, when the export carries one) goes first.
 
-    With these defaults and the bundled student on the 382 validation studies: 144 drafts pass,
-    157 are fixed by a re-decode (126 by the first, 31 more by the sequential one), 81 stay broken
-    (held); the sent drafts' finding precision is 0.740 (F1 0.601) against 0.527 for all one-step
-    drafts. Without the sequential decode 112 were held (F1 0.581, precision 0.744); on seed 31,
-    which the build never used, it takes the held drafts from 121 to 97 of 400 at the same
-    precision (0.747 vs 0.751). Without the broken-sentence check 158 passed, 151 were fixed and 73
-    held, and 51 of the 309 drafts sent had a broken sentence. Re-decoding with "refine" instead
-    held 172 (before the broken-sentence check)."""
+    With these defaults and the bundled student, which carries the teacher, on the 382 validation
+    studies: 144 drafts pass, 226 are fixed by a re-decode (206 by the teacher, 20 more by the
+    student's own two), 12 stay broken (held); the sent drafts' finding F1 is 0.664, precision
+    0.783 (0.527 for all one-step drafts). Without the teacher 157 were fixed and 81 held (F1 0.601,
+    precision 0.740); without the sequential decode either, 112 held (F1 0.581). Without the
+    broken-sentence check 51 of the drafts sent had a broken sentence. Re-decoding with "refine"
+    instead held 172 (before the broken-sentence check)."""
 
     min_mean_confidence: float | None = DEFAULT_MIN_MEAN_CONFIDENCE
     redecode: str = "multistep"
     steps: int | None = None
     threshold: float | None = None
     sequential_fallback: bool = True
+    redecode_model: bool = True  # the engine's re-decode model (when it has one) re-decodes first
 
     def __post_init__(self) -> None:
         if self.min_mean_confidence is not None and not 0.0 <= self.min_mean_confidence <= 1.0:
@@ -134,27 +138,42 @@ class GatedDraft:
 
 def gated_generate(engine: DraftEngine, image: Any, gate: DraftGate | None = None) -> GatedDraft:
     """The served decoding's draft; while it has problems, the gate's re-decodes of the same image,
-    in order, until a draft passes. A re-decode that would repeat a decoding already run with the
-    same settings is not run (decoding is deterministic: it would write the same draft). An engine
-    with `prepare` reads and preprocesses the image once and computes its vision features once."""
+    in order, until a draft passes: the engine's re-decode model first (when it has one), then the
+    engine's own. A re-decode that would repeat a decoding already run with the same settings is
+    not run (decoding is deterministic: it would write the same draft). An engine with `prepare`
+    reads and preprocesses the image once and computes its vision features once."""
     gate = gate or DraftGate()
     prepare = getattr(engine, "prepare", None)  # echo.runtime.Engine: read the image once, not per decode
     image = image if prepare is None else prepare(image)
     first = engine.generate(image)
     first_problems = tuple(draft_problems(first, gate.min_mean_confidence))
     drafts, problems = [first], first_problems
-    for options in gate.redecodes():
+    redecoder = getattr(engine, "redecoder", None) if gate.redecode_model else None
+    plan = [(engine, options) for options in gate.redecodes()]
+    if redecoder is not None:
+        plan.insert(0, (redecoder, {}))  # its own served decoding (the teacher's multi-step)
+    for writer, options in plan:
         if not problems:
             break
-        if any(_same_decoding(draft, options) for draft in drafts):
+        if writer is engine and any(_same_decoding(draft, options) for draft in drafts):
             continue
-        drafts.append(engine.generate(image, **options))
+        drafts.append(engine.generate(image, **options) if writer is engine else _redecode(writer, image))
         problems = tuple(draft_problems(drafts[-1], gate.min_mean_confidence))
     return GatedDraft(drafts[-1], problems, tuple(drafts), first_problems)
 
 
+def _redecode(redecoder: Any, image: Any) -> GeneratedReport:
+    """The re-decode model's draft of `image`, named as its author (the SR and ORU say who wrote
+    it). It gets the pixels the served model read (same preprocessing: checked at load) and runs
+    its own vision graph: its features and context are its own."""
+    if isinstance(image, PreparedImage):
+        image = PreparedImage(image.processed, 0.0, charged=True)  # read and preprocessed once only
+    report = redecoder.generate(image)
+    return replace(report, author=f"{redecoder.manifest.name} {report.model_version}")
+
+
 def _same_decoding(report: GeneratedReport, options: dict[str, Any]) -> bool:
-    return (report.decode, report.steps, report.threshold) == (
+    return report.author is None and (report.decode, report.steps, report.threshold) == (
         options["decode"],
         options["steps"],
         options["threshold"],

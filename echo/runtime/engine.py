@@ -54,6 +54,7 @@ from echo.runtime.manifest import (
     VISION_INPUTS,
     VISION_OUTPUTS,
     ModelManifest,
+    check_redecode_pair,
     decoder_input_names,
     decoder_output_names,
     load_manifest,
@@ -101,6 +102,7 @@ class Engine:
         self.max_batch = max_batch
         self.preprocess_config = PreprocessConfig.from_dict(manifest.preprocess)
         self.start_seconds = 0.0  # load + warm-up, set by load()
+        self.redecoder: Engine | None = None  # the manifest's re-decode model (the draft gate's)
 
     # ---- loading --------------------------------------------------------------------------------
 
@@ -160,6 +162,16 @@ class Engine:
             decoder_session.get_providers(),
             max_batch,
         )
+        if manifest.redecode is not None:  # opened like this one: same providers, threads, checks
+            nested = directory / manifest.redecode
+            kept = {
+                "io_binding": io_binding,
+                "verify": verify,
+                "cache_dir": cache_dir,
+                "max_batch": max_batch,
+            }
+            engine.redecoder = cls.load(nested, chosen, threads, warm_up=warm_up, **kept)
+            check_redecode_pair(manifest, engine.redecoder.manifest, str(nested))
         if warm_up:
             engine.warm_up()
         engine.start_seconds = time.perf_counter() - started

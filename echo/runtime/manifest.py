@@ -124,12 +124,21 @@ class ModelManifest:
     # None: the graphs compute in `dtype`; "int8-dynamic": the decoder's matrix products use int8
     # weights (per channel) and int8 activations quantised at run time (echo.export.quantize)
     quantization: str | None = None
+    # a subdirectory holding a second export (the multi-step teacher) that the draft gate re-decodes
+    # a failed draft with; its manifest.json is in `files`, so this version covers its graphs too
+    redecode: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
-        if data["quantization"] is None:  # a float export's manifest reads as it always has
-            del data["quantization"]
+        for optional in ("quantization", "redecode"):  # absent: the manifest reads as it always has
+            if data[optional] is None:
+                del data[optional]
         return json.dumps(data, indent=2) + "\n"
+
+    @property
+    def redecode_manifest(self) -> str | None:
+        """The `files` entry of the re-decode model's manifest ("redecode/manifest.json")."""
+        return None if self.redecode is None else f"{self.redecode}/{MANIFEST_NAME}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str) -> ModelManifest:
@@ -151,6 +160,7 @@ class ModelManifest:
                 files={str(k): str(v) for k, v in data["files"].items()},
                 source=dict(data.get("source") or {}),
                 quantization=data.get("quantization"),
+                redecode=data.get("redecode"),
             )
         except KeyError as error:
             raise UserError(f"{origin}: missing field {error}") from None
@@ -184,11 +194,30 @@ class ModelManifest:
             problems.append(
                 f"prompt_attention {self.generation.prompt_attention!r} is not causal or block_causal"
             )
+        if self.redecode is not None:
+            if not self.redecode or Path(self.redecode).name != self.redecode or self.redecode in (".", ".."):
+                problems.append(f"redecode {self.redecode!r} is not a subdirectory name")
+            elif self.redecode_manifest not in self.files:
+                problems.append(f"files does not list {self.redecode_manifest}")
         for required in (VISION_GRAPH, DECODER_GRAPH, EMBEDDINGS_FILE, TOKENIZER_FILE):
             if required not in self.files:
                 problems.append(f"files does not list {required}")
         if problems:
             raise UserError(f"{origin}: {'; '.join(problems)}")
+
+
+def check_redecode_pair(served: ModelManifest, redecode: ModelManifest, origin: str) -> None:
+    """The re-decode model must read the same image input and write with the same tokens (the gate
+    hands it the served model's preprocessed image, and its draft goes out as the served one's)."""
+    problems = []
+    if redecode.preprocess != served.preprocess:
+        problems.append("its image preprocessing differs from the served model's")
+    if redecode.files.get(TOKENIZER_FILE) != served.files.get(TOKENIZER_FILE):
+        problems.append("its tokenizer differs from the served model's")
+    if redecode.redecode is not None:
+        problems.append("it has a re-decode model of its own")
+    if problems:
+        raise UserError(f"{origin}: cannot re-decode for {served.name}: {'; '.join(problems)}")
 
 
 def content_version(files: dict[str, str], described: dict[str, Any]) -> str:

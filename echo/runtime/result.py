@@ -22,6 +22,8 @@ class GeneratedReport:
     confidences: tuple[float, ...] = ()
     steps: int | None = None  # multistep: the step budget per block it ran with
     threshold: float | None = None  # multistep: its tau; refine: its confidence threshold
+    # set when the draft gate's re-decode model wrote it, not the served one: "NAME VERSION"
+    author: str | None = None
 
     @property
     def tokens_per_forward(self) -> float:
@@ -35,10 +37,13 @@ class GeneratedReport:
     @property
     def decoding(self) -> str:
         """The decoding with its settings, as an SR or an ORU may name it: "onestep",
-        "refine tau=0.90", "multistep steps=8 tau=0.85", "ar"."""
+        "refine tau=0.90", "multistep steps=8 tau=0.85", "ar"; a re-decode model's draft names it:
+        "multistep tau=0.85 by teacher 1f0c2a9e4b7d3c58"."""
         parts = [self.decode]
         if self.steps is not None:
             parts.append(f"steps={self.steps}")
         if self.threshold is not None:
             parts.append(f"tau={self.threshold:.2f}")
+        if self.author is not None:
+            parts.append(f"by {self.author}")
         return " ".join(parts)
