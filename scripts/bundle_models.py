@@ -1,8 +1,9 @@
-"""Copy trained checkpoints into echo/assets/models and export the served student to ONNX.
+"""Copy trained checkpoints into echo/assets/models and export the served student to ONNX, with the
+teacher exported beside it (student-onnx/redecode/) as the draft gate's re-decode model.
 
-Checkpoints are stored in float16 (half the bytes; the bundled models must stay under 30 MB in all)
-and the ONNX student is exported from the stored float16 weights, so a fresh export of the bundled
-checkpoint reproduces the bundled graphs exactly.
+Checkpoints are stored in float16 (half the bytes; the bundled models must stay under 40 MB in all)
+and the ONNX models are exported from the stored float16 weights, so a fresh export of the bundled
+checkpoints reproduces the bundled graphs exactly.
 
     python scripts/bundle_models.py --ar runs/ar/best --teacher runs/rad/best --student runs/dcd/best
 """
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             str(ASSETS / "student"),
             "--out",
             str(onnx_dir),
+            "--redecode-checkpoint",
+            str(ASSETS / "teacher"),
         ],
         check=True,
     )

@@ -37,14 +37,20 @@ def app(settings: Settings, database: Database) -> Iterator[EchoCelery]:
 
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """The real engine, with every load recorded."""
+    """The real engine, with every load of a served model recorded (a re-decode model inside one
+    is loaded by its load: not a load of its own)."""
     from echo.runtime import Engine
 
-    real, seen = Engine.load, []
+    real, seen, depth = Engine.load, [], [0]
 
     def load(model_dir, *args, **kwargs):
-        seen.append(Path(model_dir).resolve())
-        return real(model_dir, *args, **kwargs)
+        if depth[0] == 0:
+            seen.append(Path(model_dir).resolve())
+        depth[0] += 1
+        try:
+            return real(model_dir, *args, **kwargs)
+        finally:
+            depth[0] -= 1
 
     monkeypatch.setattr("echo.runtime.Engine.load", load)
     return seen
