@@ -174,7 +174,7 @@ class Retraining:
             outputs[{"ar": "ar", "rad": "teacher", "dcd": "student"}[stage]] = work / stage / "best"
             self._stage(work, state, number, stage, checkpoints, parent_block)
         export = work / EXPORT_FOLDER
-        self._export(work, state, export, outputs["student"], parent_name)
+        self._export(work, state, export, outputs["student"], outputs.get("teacher"), parent_name)
         training = {
             "from": parent_id,
             "from_version": parent_version,
@@ -319,13 +319,17 @@ class Retraining:
             )  # fmt: skip
         self._timed(work, state, stage, command, f"echo-train {stage} failed")
 
-    def _export(self, work: Path, state: dict[str, Any], export: Path, student: Path, name: str) -> None:
+    def _export(
+        self, work: Path, state: dict[str, Any], export: Path, student: Path, teacher: Path | None, name: str
+    ) -> None:
+        """The student's ONNX export, with the teacher inside it as the draft gate's re-decode model."""
         if (export / "manifest.json").is_file() and provenance_problem(export, student) is None:
             self.say(f"export: {export} holds the export of {student} already, skipped")
             return
         self.say(f"export: {student} -> {export} (ONNX, checked against the checkpoint)")
+        redecode = [] if teacher is None else ["--redecode-checkpoint", str(teacher)]
         command = echo_train(
-            "export", "--checkpoint", str(student), "--out", str(export), "--name", name, "--force"
+            "export", "--checkpoint", str(student), *redecode, "--out", str(export), "--name", name, "--force"
         )
         self._timed(work, state, "export", command, "echo-train export failed")
 

@@ -114,6 +114,8 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_a_finished_one_does_not
     assert second.option("dcd", "--teacher") == str(work / "rad" / "best")
     assert second.option("dcd", "--student") is None  # a new teacher: the student is distilled afresh
     assert second.option("export", "--checkpoint") == str(work / "dcd" / "best")
+    # the new teacher goes into the export as the draft gate's re-decode model
+    assert second.option("export", "--redecode-checkpoint") == str(work / "rad" / "best")
     assert "stage 1/3: ar, 3 steps: finished before, skipped" in said
     assert "stage 2/3: rad, 3 steps: resuming from its last checkpoint -> " + str(work / "rad") in said
     assert result.gate["passed"] and not result.promoted
@@ -144,6 +146,7 @@ def test_dcd_alone_distils_from_the_versions_teacher_and_promotes_when_asked(
     assert train.option("dcd", "--teacher") == str(BUNDLED / "teacher")
     assert train.option("dcd", "--student") == str(BUNDLED / "student")  # the served student, fine-tuned
     assert train.option("dcd", "--steps") == "3" and train.option("dcd", "--val-every") == "3"
+    assert train.option("export", "--redecode-checkpoint") == str(BUNDLED / "teacher")
     assert result.promoted
     with database.sessions() as session:
         row = session.get_one(ModelVersion, result.candidate_id)
