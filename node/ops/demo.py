@@ -56,6 +56,8 @@ class DemoReport:
     seconds: float
     timings: dict[str, float]
     view_reason: str | None
+    decoding: str | None = None  # "onestep", "multistep tau=0.85 by teacher ...": who wrote the draft
+    gate: str | None = None  # the draft gate's decision: "passed" or "redecoded"
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ def read_outcome(session: Session, study_uid: str) -> DemoOutcome | None:
             seconds=report.seconds,
             timings=dict(report.timings or {}),
             view_reason=report.view_reason,
+            decoding=report.decoding,
+            gate=report.gate,
         ),
         deliveries,
         enqueued,

@@ -151,6 +151,9 @@ def _print(console: Console, outcome: DemoOutcome, elapsed: float) -> None:
         f"{report.forwards} forward passes, {report.seconds * 1000:.0f} ms"
         + (f" ({stages})" if stages else "")
     )
+    if report.decoding:
+        gate = {"redecoded": ": the one-step draft failed the draft gate and was re-decoded"}
+        console.print(f"decoding: {escape(report.decoding)}{gate.get(report.gate or '', '')}")
     if is_demo_model_version(report.model_version):
         console.print(
             "[bold yellow]this draft was written by the bundled DEMO model, trained on synthetic images "

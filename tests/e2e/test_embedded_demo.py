@@ -82,6 +82,11 @@ def test_demo_prints_the_report_the_embedded_node_drafted_and_delivered(embedded
     assert re.search(rf"AIR\s+│\s+{re.escape(embedded['ECHO_PACS'])}\s+│\s+delivered\s+│\s+1\s+│\s+0000", out)
     assert len(pacs.received) == 1 and len(ris.received) == 1
     assert str(ris.received[0].segment("OBR")[18]) == study.accession_number
+    # who wrote the draft: on the screen and in the ORU (OBX-17)
+    assert f"decoding: {report.decoding}" in " ".join(out.split())
+    assert f"DECODING^{report.decoding}^99ECHO" in str(ris.received[0])
+    if serves_demo_model:  # its one-step draft of the demo study fails the gate: the teacher re-decodes
+        assert report.gate == "redecoded" and " by teacher " in report.decoding
     [air] = pacs.air  # the AI Results SR beside the narrative one, in the same study
     assert air.StudyInstanceUID == pacs.received[0].StudyInstanceUID
     assert hd.sr.Comprehensive3DSR.from_dataset(air).VerificationFlag == "UNVERIFIED"
