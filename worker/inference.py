@@ -286,9 +286,9 @@ class StudyInference:
                     impression=text.impression,
                     text=text.text,
                     tokens=generated.tokens,
-                    forwards=generated.forwards,
-                    seconds=generated.seconds,
-                    timings=dict(generated.timings),
+                    forwards=gated.forwards,  # every decode the gate ran: what the draft cost
+                    seconds=gated.seconds,
+                    timings=gated.timings,
                     instance_id=pick.candidate.instance_id,
                     view_reason=pick.reason,
                     identity=identity,  # who the draft is about, frozen now: the outbox builds from it

@@ -119,7 +119,7 @@ class DraftGate:
 class GatedDraft:
     report: GeneratedReport  # the last draft decoded: the one to send when `problems` is empty
     problems: tuple[str, ...]  # what is still wrong with `report`; empty: it passed
-    drafts: tuple[GeneratedReport, ...]  # every draft decoded, in order (1 to 3)
+    drafts: tuple[GeneratedReport, ...]  # every draft decoded, in order (1 to 4)
     first_problems: tuple[str, ...]  # why the first draft was re-decoded; empty: it passed at once
 
     @property
@@ -134,6 +134,24 @@ class GatedDraft:
     def outcome(self) -> str:
         """For counters: "passed", "redecoded" (fixed by the re-decode) or "held"."""
         return "held" if self.problems else "redecoded" if self.redecoded else "passed"
+
+    # What the draft cost: every decode the gate ran, not only the last (a re-decoded study's
+    # forwards, seconds and stage timings are those of all its drafts together).
+    @property
+    def forwards(self) -> int:
+        return sum(draft.forwards for draft in self.drafts)
+
+    @property
+    def seconds(self) -> float:
+        return sum(draft.seconds for draft in self.drafts)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for draft in self.drafts:
+            for stage, seconds in draft.timings.items():
+                totals[stage] = totals.get(stage, 0.0) + seconds
+        return totals
 
 
 def gated_generate(engine: DraftEngine, image: Any, gate: DraftGate | None = None) -> GatedDraft:

@@ -364,6 +364,9 @@ def test_a_broken_draft_is_decoded_again_and_the_fixed_one_is_stored(
         report = session.scalars(select(Report)).one()
     assert (report.findings, report.gate) == ("Heart size is normal.", "redecoded")
     assert report.decoding.startswith("multistep")
+    # what the draft cost: both decodes (3 forwards and 0.25 s each), not only the one sent
+    assert (report.tokens, report.forwards, report.seconds) == (17, 6, 0.5)
+    assert report.timings == {"preprocess": 0.1, "vision": 0.2, "prefill": 0.1, "decode": 0.1, "total": 0.5}
 
 
 def test_a_draft_that_stays_broken_is_never_stored_or_sent(
@@ -397,7 +400,9 @@ def test_a_clean_draft_passes_the_gate_at_once(database, settings, store_study, 
     assert (report.gate, report.decoding) == ("passed", "onestep")
 
 
-def test_echo_admin_status_counts_the_gate_s_decisions(database, settings, store_study, images, engine) -> None:
+def test_echo_admin_status_counts_the_gate_s_decisions(
+    database, settings, store_study, images, engine
+) -> None:
     from node.ops.overview import draft_gate_counts
 
     inference = make_inference(database, settings, engine)
