@@ -38,7 +38,7 @@ class GeneratedReport:
     def decoding(self) -> str:
         """The decoding with its settings, as an SR or an ORU may name it: "onestep",
         "refine tau=0.90", "multistep steps=8 tau=0.85", "ar"; a re-decode model's draft names it:
-        "multistep tau=0.85 by teacher 1f0c2a9e4b7d3c58"."""
+        "multistep steps=8 tau=0.85 by teacher 1f0c2a9e4b7d3c58"."""
         parts = [self.decode]
         if self.steps is not None:
             parts.append(f"steps={self.steps}")

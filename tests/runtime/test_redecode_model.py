@@ -52,8 +52,25 @@ def test_a_broken_draft_is_redecoded_by_the_redecode_model_first_and_names_it() 
     assert gated.report.decoding == "multistep tau=0.85 by teacher 7e11"
 
 
+def test_a_teacher_draft_that_fails_is_decoded_again_by_the_teacher_one_token_per_step() -> None:
+    teacher = StandIn(
+        draft(BROKEN, decode="multistep", threshold=0.85),
+        draft(decode="multistep", steps=8, threshold=1.0, model_version="7e11"),
+        name="teacher",
+    )
+    student = StandIn(draft(BROKEN), redecoder=teacher)
+    gated = gated_generate(student, "image", DraftGate(steps=8))
+    assert teacher.calls == [{}, {"decode": "multistep", "steps": 8, "threshold": 1.0}]
+    assert student.calls == [{}] and gated.outcome == "redecoded"
+    assert gated.report.decoding == "multistep steps=8 tau=1.00 by teacher 7e11"
+
+
 def test_after_the_redecode_model_the_student_redecodes_and_a_draft_still_broken_is_held() -> None:
-    teacher = StandIn(draft(BROKEN, decode="multistep", threshold=0.85), name="teacher")
+    teacher = StandIn(
+        draft(BROKEN, decode="multistep", threshold=0.85),
+        draft(BROKEN, decode="multistep", steps=8, threshold=1.0),
+        name="teacher",
+    )
     student = StandIn(
         draft(BROKEN),
         draft(BROKEN, decode="multistep", steps=8),
@@ -61,14 +78,14 @@ def test_after_the_redecode_model_the_student_redecodes_and_a_draft_still_broken
         redecoder=teacher,
     )
     gated = gated_generate(student, "image", DraftGate(steps=8))
-    assert len(teacher.calls) == 1
-    # the teacher's multi-step draft does not stand for the student's own multi-step re-decode
+    assert len(teacher.calls) == 2
+    # the teacher's drafts do not stand for the student's own re-decodes with the same settings
     assert student.calls == [
         {},
         {"decode": "multistep", "steps": 8, "threshold": None},
         {"decode": "multistep", "steps": 8, "threshold": 1.0},
     ]
-    assert gated.outcome == "held" and not gated.passed and len(gated.drafts) == 4
+    assert gated.outcome == "held" and not gated.passed and len(gated.drafts) == 5
 
 
 def test_the_gate_can_leave_the_redecode_model_out() -> None:
@@ -85,14 +102,17 @@ def bundled() -> Engine:
 
 def test_the_bundled_student_carries_the_teacher_and_the_gate_uses_it(bundled) -> None:
     """A confidence floor of 1 fails every draft: the teacher re-decodes first (the draft it would
-    write on its own, named as its author), then the student twice, and the study is held."""
+    write on its own, named as its author), then one token per step, then the student twice, and
+    the study is held."""
     teacher = bundled.redecoder
     assert teacher is not None and teacher.manifest.name == "teacher"
     assert teacher.manifest.generation.decode == "multistep" and bundled.manifest.redecode == "redecode"
     gated = gated_generate(bundled, DEMO, DraftGate(min_mean_confidence=1.0))
-    served, by_teacher, *by_student = gated.drafts
+    served, by_teacher, teacher_sequential, *by_student = gated.drafts
     assert served.author is None and served.decode == "onestep"
-    assert by_teacher.author == f"teacher {teacher.version}" and by_teacher.decode == "multistep"
+    assert by_teacher.author == teacher_sequential.author == f"teacher {teacher.version}"
+    assert by_teacher.decoding == "multistep steps=8 tau=0.85 by teacher " + teacher.version
+    assert teacher_sequential.decoding == "multistep steps=8 tau=1.00 by teacher " + teacher.version
     assert by_teacher.token_ids == teacher.generate(DEMO).token_ids
     assert by_teacher.timings["preprocess"] == 0.0  # the image was read once, by the served model
     assert [draft.author for draft in by_student] == [None, None]
