@@ -22,6 +22,7 @@ from node.ops.overview import (
     OutboxSummary,
     counts_by_state,
     draft_gate_counts,
+    drafts_by_redecode_model,
     last_association,
     open_associations,
     outbox_summary,
@@ -54,6 +55,7 @@ def status(config: Path | None = ConfigOption) -> None:
             last = last_association(session)
             still_open = open_associations(session)
             gate = draft_gate_counts(session)
+            by_teacher = drafts_by_redecode_model(session)
             outbox = outbox_summary(session)
     except SQLAlchemyError as error:
         raise _database_error(settings, error) from None
@@ -72,7 +74,9 @@ def status(config: Path | None = ConfigOption) -> None:
         )
     console.print(f"open associations: {still_open}")
     console.print(
-        f"draft gate: {gate['passed']} passed, {gate['redecoded']} re-decoded, {gate['held']} held (not sent)"
+        f"draft gate: {gate['passed']} passed, {gate['redecoded']} re-decoded"
+        + (f" ({by_teacher} by the teacher)" if by_teacher else "")
+        + f", {gate['held']} held (not sent)"
     )
     console.print(_outbox_line(outbox))
 

@@ -140,6 +140,13 @@ def draft_gate_counts(session: Session) -> dict[str, int]:
     return counts
 
 
+def drafts_by_redecode_model(session: Session) -> int:
+    """Drafts stored as the re-decode model (the teacher) wrote them: their decoding names it
+    ("multistep steps=8 tau=0.85 by teacher VERSION"). A share of the re-decoded ones; each cost the
+    slower teacher's decoding, which is what a site sizes its workers for."""
+    return session.scalar(select(func.count()).select_from(Report).where(Report.decoding.like("% by %"))) or 0
+
+
 @dataclass(frozen=True)
 class OutboxSummary:
     counts: dict[DeliveryStatus, int]  # delivery rows per status

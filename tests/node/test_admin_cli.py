@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
+from sqlalchemy import select
 
 from node.config.settings import load_settings
 from node.dicom.assembly import StudyAssembler
@@ -97,6 +98,46 @@ def test_status_counts_states_and_shows_queues_and_the_last_association(
     assert "queues: gpu 0 waiting, io 0 waiting, train 0 waiting" in out
     assert "last association: MODALITY1 from 10.1.2.3, released" in out and "1 stored, 0 failed" in out
     assert "open associations: 0" in out
+
+
+def test_status_says_how_many_re_decoded_drafts_the_teacher_wrote(
+    populated: SimpleNamespace, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = open_database(load_settings(data_dir=populated.data_dir))
+    with database.sessions.begin() as session:
+        study_id = session.scalars(select(Study.id)).first()
+        model = ModelVersion(
+            name="student", version="0123456789abcdef", path="/m", sha256="0" * 64, block_size=8
+        )
+        session.add(model)
+        session.flush()
+        for revision, (decoding, gate) in enumerate(
+            (
+                ("onestep", "passed"),
+                ("multistep steps=8 tau=0.85 by teacher fedcba9876543210", "redecoded"),
+                ("multistep steps=8 tau=1.00", "redecoded"),  # the student's own re-decode
+            ),
+            1,
+        ):
+            session.add(
+                Report(
+                    study_id=study_id,
+                    model_version_id=model.id,
+                    findings="f",
+                    impression="i",
+                    text="FINDINGS: f\nIMPRESSION: i",
+                    tokens=3,
+                    forwards=1,
+                    seconds=0.1,
+                    decoding=decoding,
+                    gate=gate,
+                    revision=revision,  # one study's drafts, one after the other
+                )
+            )
+    database.dispose()
+    code, out, err = run_admin(["status"], capsys, monkeypatch, ECHO_DATA_DIR=str(populated.data_dir))
+    assert (code, err) == (0, "")
+    assert "draft gate: 1 passed, 2 re-decoded (1 by the teacher), 0 held (not sent)" in out
 
 
 def test_status_counts_retraining_runs_waiting_for_a_gpu_worker(

@@ -9,6 +9,7 @@ import socket
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydicom import Dataset
@@ -403,7 +404,7 @@ def test_a_clean_draft_passes_the_gate_at_once(database, settings, store_study, 
 def test_echo_admin_status_counts_the_gate_s_decisions(
     database, settings, store_study, images, engine
 ) -> None:
-    from node.ops.overview import draft_gate_counts
+    from node.ops.overview import draft_gate_counts, drafts_by_redecode_model
 
     inference = make_inference(database, settings, engine)
     inference.run(store_study(images.chest()), "passes")
@@ -413,3 +414,20 @@ def test_echo_admin_status_counts_the_gate_s_decisions(
     inference.run(store_study(images.chest()), "held")
     with database.sessions() as session:
         assert draft_gate_counts(session) == {"passed": 1, "redecoded": 1, "held": 1}
+        assert drafts_by_redecode_model(session) == 0
+
+
+def test_echo_admin_status_counts_the_drafts_the_teacher_wrote(
+    database, settings, store_study, images, engine, tmp_path
+) -> None:
+    from node.ops.overview import draft_gate_counts, drafts_by_redecode_model
+
+    engine.findings = "Heart is is normal."  # every one-step draft fails; the teacher's pass
+    teacher = SimpleNamespace(name="teacher", version="7e11", generation=SimpleNamespace(block_size=8))
+    engine.redecoder = type(engine)(tmp_path, manifest=teacher)  # a stand-in whose drafts are clean
+    inference = make_inference(database, settings, engine)
+    assert inference.run(store_study(images.chest()), "teacher").outcome == "reported"
+    with database.sessions() as session:
+        report = session.scalars(select(Report)).one()
+        assert report.decoding == "onestep by teacher 7e11" and report.gate == "redecoded"
+        assert draft_gate_counts(session)["redecoded"] == drafts_by_redecode_model(session) == 1
