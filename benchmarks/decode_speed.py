@@ -18,8 +18,9 @@ alike, and a speed-up is a ratio of rows measured in the same round.
 --random-tiny makes one random checkpoint and one export that the three rows share (random weights:
 the roles differ only in how they decode, which each row names), so a 0.5b run exports once.
 
-Only the student's ONNX export is bundled: a model whose export directory is missing is exported
-from its checkpoint first (into --export-dir, reused by later runs, else a scratch folder).
+The student's ONNX export is bundled, and the teacher's inside it (student-onnx/redecode/, the draft
+gate's re-decode model); a model whose export directory is missing (AR's) is exported from its
+checkpoint first (into --export-dir, reused by later runs, else a scratch folder).
 
 Columns: tok/s = generated tokens / model time (vision + prefill + decoding, as echo.decoding times
 it); ms/fwd = the decoding time after the first forward / the forwards after it (one decoder step:
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 
 ASSETS = Path(__file__).resolve().parent.parent / "echo" / "assets" / "models"
+BUNDLED_TEACHER_ONNX = ASSETS / "student-onnx" / "redecode"
 ROLES = (
     ("AR greedy", "ar", "ar"),
     ("teacher tau=0.85", "teacher", "multistep"),
@@ -76,12 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    exports = {"teacher": BUNDLED_TEACHER_ONNX}  # the teacher's export is bundled inside the student's
     for role in ("ar", "teacher", "student"):
         parser.add_argument(
             f"--{role}", type=Path, default=ASSETS / role, help=f"{role} checkpoint directory"
         )
         parser.add_argument(
-            f"--{role}-onnx", type=Path, default=ASSETS / f"{role}-onnx", help=f"{role} exported directory"
+            f"--{role}-onnx",
+            type=Path,
+            default=exports.get(role, ASSETS / f"{role}-onnx"),
+            help=f"{role} exported directory",
         )
     parser.add_argument(
         "--export-dir", type=Path, default=None, help="where missing exports are made and kept between runs"
