@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Between a decoding and the re-decode model that wrote the draft: "multistep ... by teacher VERSION"
+# (what the SR and ORU carry, and what `echo-admin status` counts teacher drafts by).
+AUTHOR_MARK = " by "
+
 
 @dataclass(frozen=True)
 class GeneratedReport:
@@ -44,6 +48,4 @@ class GeneratedReport:
             parts.append(f"steps={self.steps}")
         if self.threshold is not None:
             parts.append(f"tau={self.threshold:.2f}")
-        if self.author is not None:
-            parts.append(f"by {self.author}")
-        return " ".join(parts)
+        return " ".join(parts) + ("" if self.author is None else f"{AUTHOR_MARK}{self.author}")

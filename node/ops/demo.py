@@ -56,7 +56,7 @@ class DemoReport:
     seconds: float
     timings: dict[str, float]
     view_reason: str | None
-    decoding: str | None = None  # "onestep", "multistep tau=0.85 by teacher ...": who wrote the draft
+    decoding: str | None = None  # "onestep", "multistep steps=8 tau=0.85 by teacher ...": who wrote it
     gate: str | None = None  # the draft gate's decision: "passed" or "redecoded"
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from echo.runtime.result import AUTHOR_MARK
 from node.store.models import Association, Delivery, Instance, Job, Report, Study, StudyEvent
 from node.store.states import DRAFT_GATE_HELD, AssociationOutcome, DeliveryStatus, JobKind, StudyState
 
@@ -144,7 +145,8 @@ def drafts_by_redecode_model(session: Session) -> int:
     """Drafts stored as the re-decode model (the teacher) wrote them: their decoding names it
     ("multistep steps=8 tau=0.85 by teacher VERSION"). A share of the re-decoded ones; each cost the
     slower teacher's decoding, which is what a site sizes its workers for."""
-    return session.scalar(select(func.count()).select_from(Report).where(Report.decoding.like("% by %"))) or 0
+    authored = Report.decoding.like(f"%{AUTHOR_MARK}%")
+    return session.scalar(select(func.count()).select_from(Report).where(authored)) or 0
 
 
 @dataclass(frozen=True)
