@@ -19,7 +19,7 @@ import numpy as np
 from echo.chat import context_row
 from echo.data.preprocess import PreprocessedImage
 from echo.runtime.graphs import VisionGraph
-from echo.runtime.manifest import ModelManifest
+from echo.runtime.manifest import VISION_GRAPH, ModelManifest
 from echo.runtime.positions import left_padded_rope_index
 from echo.runtime.session import PreparedContext
 from echo.runtime.vision_inputs import Grid, shared_vision_inputs
@@ -89,16 +89,38 @@ def image_features(
     return _joined(features)
 
 
+def known_features(
+    images: Sequence[PreprocessedImage],
+    vision: VisionGraph,
+    manifest: ModelManifest,
+    known: dict[str, np.ndarray] | None,
+) -> np.ndarray:
+    """`image_features`, looked up first in `known` (an image's features by vision graph,
+    PreparedImage.features) under this graph's sha256, and kept there when computed."""
+    graph = manifest.files.get(VISION_GRAPH, "")
+    features = None if known is None else known.get(graph)
+    if features is None:
+        features = image_features(images, vision, manifest)
+        if known is not None and graph:
+            known[graph] = features
+    return features
+
+
 def _joined(arrays: list[np.ndarray]) -> np.ndarray:
     """The arrays concatenated along their first axis; a single one as it is (not copied)."""
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def prepare_context(
-    images: Sequence[PreprocessedImage], vision: VisionGraph, embeddings: np.ndarray, manifest: ModelManifest
+    images: Sequence[PreprocessedImage],
+    vision: VisionGraph,
+    embeddings: np.ndarray,
+    manifest: ModelManifest,
+    features: np.ndarray | None = None,
 ) -> PreparedContext:
-    """One pass's rows: image features (image_features) placed into the embedded rows, rows
-    left-padded to the longest where the layout allows, positions per row."""
+    """One pass's rows: image features (image_features, unless the images' `features` are given)
+    placed into the embedded rows, rows left-padded to the longest where the layout allows,
+    positions per row."""
     grids = [image.grid_thw for image in images]
     rows = context_rows(grids, manifest)
     layout = manifest.generation.prompt_attention
@@ -106,7 +128,8 @@ def prepare_context(
         lengths = sorted({len(row) for row in rows})
         raise ValueError(f"{layout!r} prompts decode rows of one context length together, got {lengths}")
     geometry, tokens = manifest.vision, manifest.tokens
-    features = image_features(images, vision, manifest)  # (sum n_b, H)
+    if features is None:
+        features = image_features(images, vision, manifest)  # (sum n_b, H)
     pad_id = tokens.eos if tokens.pad is None else tokens.pad
     assert pad_id != tokens.image, "the pad token must not be the image token"
     ids, pads = left_pad(rows, pad_id)  # (B, C)

@@ -179,27 +179,28 @@ def gated_generate(engine: DraftEngine, image: Any, gate: DraftGate | None = Non
     first_problems = tuple(draft_problems(first, gate.min_mean_confidence))
     drafts, problems = [first], first_problems
     redecoder = getattr(engine, "redecoder", None) if gate.redecode_model else None
-    plan = [(engine, options) for options in gate.redecodes()]
+    plan, theirs = [(engine, options) for options in gate.redecodes()], image
     if redecoder is not None:  # the teacher's own decoding, then its one token per step, first
         plan[:0] = [(redecoder, options) for options in gate.redecode_model_decodes()]
+        # the pixels the served model read, once; its vision features too where the graphs are one
+        theirs = image.for_another_model() if isinstance(image, PreparedImage) else image
     for writer, options in plan:
         if not problems:
             break
         if writer is engine and any(_same_decoding(draft, options) for draft in drafts):
             continue
         drafts.append(
-            engine.generate(image, **options) if writer is engine else _redecode(writer, image, options)
+            engine.generate(image, **options) if writer is engine else _redecode(writer, theirs, options)
         )
         problems = tuple(draft_problems(drafts[-1], gate.min_mean_confidence))
     return GatedDraft(drafts[-1], problems, tuple(drafts), first_problems)
 
 
 def _redecode(redecoder: Any, image: Any, options: dict[str, Any]) -> GeneratedReport:
-    """The re-decode model's draft of `image`, named as its author (the SR and ORU say who wrote
-    it). It gets the pixels the served model read (same preprocessing: checked at load) and runs
-    its own vision graph: its features and context are its own."""
-    if isinstance(image, PreparedImage):
-        image = PreparedImage(image.processed, 0.0, charged=True)  # read and preprocessed once only
+    """The re-decode model's draft of `image` (the served model's PreparedImage.for_another_model:
+    the pixels it read, same preprocessing checked at load), named as its author (the SR and ORU
+    say who wrote it). Its context is its own; its vision features are the served model's only
+    where the two vision graphs are byte-identical."""
     report = redecoder.generate(image, **options)
     return replace(report, author=f"{redecoder.manifest.name} {report.model_version}")
 

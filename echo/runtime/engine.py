@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 from echo.data.preprocess import PreprocessConfig, PreprocessedImage, model_input
 from echo.errors import UserError
 from echo.report import split_report
-from echo.runtime.batching import context_rows, plan_passes, prepare_context
+from echo.runtime.batching import context_rows, known_features, plan_passes, prepare_context
 from echo.runtime.decoders import (
     DecodeOutput,
     decode_ar,
@@ -172,6 +172,8 @@ class Engine:
             }
             engine.redecoder = cls.load(nested, chosen, threads, warm_up=warm_up, **kept)
             check_redecode_pair(manifest, engine.redecoder.manifest, str(nested))
+            if engine.redecoder.manifest.files.get(VISION_GRAPH) == manifest.files.get(VISION_GRAPH):
+                engine.redecoder.vision = engine.vision  # byte-identical graphs: one session for both
         if warm_up:
             engine.warm_up()
         engine.start_seconds = time.perf_counter() - started
@@ -233,9 +235,7 @@ class Engine:
         for indices in passes:
             group_started = time.perf_counter()
             alone = prepared[indices[0]] if len(indices) == 1 else None
-            output, vision_seconds, context = self._decode(
-                [processed[i] for i in indices], options, None if alone is None else alone.context
-            )
+            output, vision_seconds, context = self._decode([processed[i] for i in indices], options, alone)
             if alone is not None and given[indices[0]] and alone.context is None:
                 alone.keep(context)  # the caller's PreparedImage: its next decode skips the vision graph
             seconds = time.perf_counter() - group_started + preprocess_seconds * len(indices)
@@ -268,12 +268,13 @@ class Engine:
         self,
         images: Sequence[PreprocessedImage],
         options: DecodeOptions,
-        context: PreparedContext | None = None,
+        alone: PreparedImage | None = None,
     ) -> tuple[DecodeOutput, float, PreparedContext]:
-        """The pass's tokens, the seconds its vision features took (0 when `context`, the images'
-        rows from an earlier decode, is given) and its context rows."""
+        """The pass's tokens, the seconds its vision features took (~0 when `alone`, the pass's one
+        image, holds its rows or its features from an earlier decode) and its context rows."""
         started = time.perf_counter()
-        context = context or self._prepare(images)
+        context = alone.context if alone is not None else None
+        context = context or self._prepare(images, None if alone is None else alone.features)
         vision_seconds = time.perf_counter() - started
         return self._decode_context(context, options), vision_seconds, context
 
@@ -320,10 +321,11 @@ class Engine:
             return gen.refine_threshold if options.threshold is None else options.threshold
         return None
 
-    def _prepare(self, images: Sequence[PreprocessedImage]) -> PreparedContext:
-        """Vision features placed into the embedded context rows (left-padded to one length where
-        the prompt layout allows), and their M-RoPE positions."""
-        return prepare_context(images, self.vision, self.embeddings, self.manifest)
+    def _prepare(self, images: Sequence[PreprocessedImage], known: dict | None = None) -> PreparedContext:
+        """Vision features (reused from `known`, PreparedImage.features, where this graph computed
+        them) in the embedded context rows (left-padded where the layout allows), M-RoPE positions."""
+        features = known_features(images, self.vision, self.manifest, known)
+        return prepare_context(images, self.vision, self.embeddings, self.manifest, features)
 
     def check_options(self, options: DecodeOptions) -> None:
         """Refuse options this model cannot decode with, before any image is read."""

@@ -8,7 +8,9 @@ tower runs once per image, which at a real model's pixel budget is most of a rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from echo.data.preprocess import PreprocessedImage
 from echo.runtime.session import PreparedContext
@@ -21,6 +23,14 @@ class PreparedImage:
     # the context rows of this image decoded alone, set by its first single-image pass
     context: PreparedContext | None = None
     charged: bool = False  # its preprocessing time is in a report's timings already
+    # its vision features, by the vision graph that computed them (the sha256 of its file): another
+    # model whose vision graph is byte-identical (the student and its teacher) reuses them
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def for_another_model(self) -> PreparedImage:
+        """The same pixels for another engine with the same preprocessing (the draft gate's re-decode
+        model): not charged again, its own context rows, the vision features shared."""
+        return PreparedImage(self.processed, 0.0, charged=True, features=self.features)
 
     def charge_preprocess(self) -> float:
         """The preprocessing seconds for the first report decoded from this image, 0 after."""

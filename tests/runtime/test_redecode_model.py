@@ -14,6 +14,7 @@ import pytest
 from echo.errors import UserError
 from echo.runtime import Engine, load_manifest
 from echo.runtime.draft_check import DraftGate, gated_generate
+from echo.runtime.graphs import VisionGraph
 from echo.runtime.manifest import check_redecode_pair
 from echo.runtime.result import GeneratedReport
 
@@ -168,3 +169,50 @@ def test_a_redecode_model_that_reads_or_writes_differently_is_refused() -> None:
     )
     with pytest.raises(UserError, match="preprocessing differs.*tokenizer differs"):
         check_redecode_pair(served, other, "t")
+
+
+# --- one vision pass per study: the student and its teacher share a byte-identical vision graph -----
+
+
+@pytest.fixture
+def vision_runs(monkeypatch) -> list[object]:
+    """Each VisionGraph.run call's graph, in order."""
+    runs: list[object] = []
+    original = VisionGraph.run
+
+    def counted(graph, *args):
+        runs.append(graph)
+        return original(graph, *args)
+
+    monkeypatch.setattr(VisionGraph, "run", counted)
+    return runs
+
+
+def test_the_teacher_reuses_the_students_vision_features_when_the_graphs_are_one(
+    bundled, vision_runs
+) -> None:
+    """Every draft fails (floor 1): five decodes of the demo study, one vision pass. The teacher's
+    drafts are the ones it writes from the raw image on its own."""
+    teacher = bundled.redecoder
+    assert teacher.vision is bundled.vision  # one session for the byte-identical graph
+    gated = gated_generate(bundled, DEMO, DraftGate(min_mean_confidence=1.0))
+    assert len(gated.drafts) == 5 and vision_runs == [bundled.vision]
+    assert all(draft.timings["vision"] < 0.003 for draft in gated.drafts[1:])  # no graph run: a lookup
+    vision_runs.clear()
+    alone = [teacher.generate(DEMO), teacher.generate(DEMO, decode="multistep", steps=8, threshold=1.0)]
+    assert len(vision_runs) == 2  # ... from the raw image: its own vision pass each time
+    assert [d.token_ids for d in gated.drafts[1:3]] == [d.token_ids for d in alone]
+
+
+def test_a_teacher_with_another_vision_graph_runs_its_own_once(tmp_path, vision_runs) -> None:
+    """Graphs named by other checksums (a teacher whose vision tower was trained on): the teacher
+    computes its own features, once for both of its decodes, and never reads the student's."""
+    model = _copy(tmp_path)
+    path = model / "redecode" / "manifest.json"
+    data = json.loads(path.read_text())
+    data["files"]["vision.onnx"] = "0" * 64
+    path.write_text(json.dumps(data))
+    engine = Engine.load(model, threads=1, warm_up=False, verify=False)
+    assert engine.redecoder.vision is not engine.vision
+    gated = gated_generate(engine, DEMO, DraftGate(min_mean_confidence=1.0))
+    assert len(gated.drafts) == 5 and vision_runs == [engine.vision, engine.redecoder.vision]
