@@ -20,6 +20,10 @@ from typing import Any
 from echo.errors import one_line
 
 PARITY_SEED = 7  # the exporter checks with seed 0: fresh inputs here
+# A graph that disagrees is measured once more with other inputs before the candidate is rejected
+# (as the exporter does, where a one-off error of 1.6e-3 was seen on a loaded machine whose every rerun
+# measured ~3e-6); a mistranslated graph disagrees both times.
+PARITY_SEEDS = (PARITY_SEED, PARITY_SEED + 1)
 PARITY_TIMEOUT_S = 900
 
 # Run with the node's own interpreter: argv[1] the checkpoint, argv[2] the exported directory.
@@ -76,29 +80,43 @@ def check_parity(model_dir: Path, checkpoint: Path | None) -> dict[str, Any]:
     if importlib.util.find_spec("torch") is None:
         result["detail"] = "torch is not installed here (the train extra): run the gate where echo-train runs"
         return result
+    first: dict[str, float] | None = None
+    for seed in PARITY_SEEDS:  # a disagreement is measured once more, with fresh inputs
+        measured = _measure(model_dir, checkpoint, seed)
+        if isinstance(measured, str):
+            result["detail"] = measured
+            return result
+        errors, tolerance = measured
+        worst = max(errors, key=lambda key: errors[key])
+        result.update(errors=errors, tolerance=tolerance, passed=errors[worst] <= tolerance)
+        if result["passed"] or first is not None:
+            break
+        first = errors
+    again = "" if first is None else f" (measured twice: the first time {max(first.values()):.1e})"
+    result["detail"] = (
+        f"largest relative error {errors[worst]:.1e} ({worst}) within {tolerance:.0e}{again}"
+        if result["passed"]
+        else f"the {worst} graph disagrees with the checkpoint: relative error {errors[worst]:.1e} > {tolerance:.0e}{again}"
+    )
+    if first is not None:
+        result["first_errors"] = first
+    return result
+
+
+def _measure(model_dir: Path, checkpoint: Path, seed: int) -> tuple[dict[str, float], float] | str:
+    """(relative error per graph, tolerance) from a child process, or why it did not measure."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(checkpoint), str(model_dir), str(PARITY_SEED)],
+            [sys.executable, "-c", _CHILD, str(checkpoint), str(model_dir), str(seed)],
             capture_output=True,
             text=True,
             timeout=PARITY_TIMEOUT_S,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
-        result["detail"] = f"the parity check did not run: {one_line(error)}"
-        return result
+        return f"the parity check did not run: {one_line(error)}"
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        result["detail"] = f"the parity check failed: {lines[-1] if lines else f'exit {done.returncode}'}"
-        return result
+        return f"the parity check failed: {lines[-1] if lines else f'exit {done.returncode}'}"
     measured = json.loads(done.stdout.strip().splitlines()[-1])
-    errors: dict[str, float] = measured["errors"]
-    tolerance = float(measured["tolerance"])
-    worst = max(errors, key=lambda key: errors[key])
-    result.update(errors=errors, tolerance=tolerance, passed=errors[worst] <= tolerance)
-    result["detail"] = (
-        f"largest relative error {errors[worst]:.1e} ({worst}) within {tolerance:.0e}"
-        if result["passed"]
-        else f"the {worst} graph disagrees with the checkpoint: relative error {errors[worst]:.1e} > {tolerance:.0e}"
-    )
-    return result
+    return measured["errors"], float(measured["tolerance"])
