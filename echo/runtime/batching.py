@@ -116,11 +116,11 @@ def prepare_context(
     vision: VisionGraph,
     embeddings: np.ndarray,
     manifest: ModelManifest,
-    features: np.ndarray | None = None,
+    known: dict[str, np.ndarray] | None = None,
 ) -> PreparedContext:
-    """One pass's rows: image features (image_features, unless the images' `features` are given)
-    placed into the embedded rows, rows left-padded to the longest where the layout allows,
-    positions per row."""
+    """One pass's rows: image features (`known_features`: read from `known` where this vision graph
+    computed them already) placed into the embedded rows, rows left-padded to the longest where the
+    layout allows, positions per row."""
     grids = [image.grid_thw for image in images]
     rows = context_rows(grids, manifest)
     layout = manifest.generation.prompt_attention
@@ -128,8 +128,7 @@ def prepare_context(
         lengths = sorted({len(row) for row in rows})
         raise ValueError(f"{layout!r} prompts decode rows of one context length together, got {lengths}")
     geometry, tokens = manifest.vision, manifest.tokens
-    if features is None:
-        features = image_features(images, vision, manifest)  # (sum n_b, H)
+    features = known_features(images, vision, manifest, known)  # (sum n_b, H)
     pad_id = tokens.eos if tokens.pad is None else tokens.pad
     assert pad_id != tokens.image, "the pad token must not be the image token"
     ids, pads = left_pad(rows, pad_id)  # (B, C)

@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 from echo.data.preprocess import PreprocessConfig, PreprocessedImage, model_input
 from echo.errors import UserError
 from echo.report import split_report
-from echo.runtime.batching import context_rows, known_features, plan_passes, prepare_context
+from echo.runtime.batching import context_rows, plan_passes, prepare_context
 from echo.runtime.decoders import (
     DecodeOutput,
     decode_ar,
@@ -324,8 +324,7 @@ class Engine:
     def _prepare(self, images: Sequence[PreprocessedImage], known: dict | None = None) -> PreparedContext:
         """Vision features (reused from `known`, PreparedImage.features, where this graph computed
         them) in the embedded context rows (left-padded where the layout allows), M-RoPE positions."""
-        features = known_features(images, self.vision, self.manifest, known)
-        return prepare_context(images, self.vision, self.embeddings, self.manifest, features)
+        return prepare_context(images, self.vision, self.embeddings, self.manifest, known)
 
     def check_options(self, options: DecodeOptions) -> None:
         """Refuse options this model cannot decode with, before any image is read."""
