@@ -42,11 +42,21 @@ def check_same_model(teacher, tokenizer, student, student_tokenizer) -> None:
         raise UserError(
             "--student has another tokenizer than --teacher: distil from a teacher of the same vocabulary"
         )
-    shapes = {name: tuple(p.shape) for name, p in teacher.state_dict().items()}
-    if shapes != {name: tuple(p.shape) for name, p in student.state_dict().items()}:
+    if layer_shapes(teacher) != layer_shapes(student):
         raise UserError(
             "--student has another architecture than --teacher (its weights do not match in shape)"
         )
+
+
+def layer_shapes(model) -> set[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of each weight, a decoder layer's named without its index: a deeper student made
+    by `--student-layers` (echo.training.deepen) has the teacher's, and is fine-tuned as such."""
+    shapes = set()
+    for name, weight in model.state_dict().items():
+        if name.startswith("model.layers."):
+            name = "model.layers.*." + name.split(".", 3)[3]
+        shapes.add((name, tuple(weight.shape)))
+    return shapes
 
 
 def command(
@@ -77,6 +87,13 @@ def command(
         Path | None,
         typer.Option(
             help="start the student from this checkpoint (a served student: fine-tuning); default: the teacher"
+        ),
+    ] = None,
+    student_layers: Annotated[
+        int | None,
+        typer.Option(
+            help="a deeper student: this many decoder layers, the added ones starting as the identity "
+            "(echo.training.deepen); default: the teacher's depth"
         ),
     ] = None,
     train_vision: Annotated[
@@ -120,6 +137,10 @@ def command(
         student or teacher, weights_dtype(loop, trains=True)
     )
     check_same_model(teacher_model, tokenizer, student_model, student_tokenizer)
+    if student_layers is not None:
+        from echo.training.deepen import deepen
+
+        student_model = deepen(student_model, student_layers)
     args = DcdArgs(
         out=out,
         data=data_args(

@@ -311,7 +311,7 @@ class Retraining:
             teacher = work / "rad" / "best" if "rad" in options.stages else checkpoints["teacher"]
             # Same teacher: fine-tune the version's own student; a new teacher: distil afresh from it.
             own = None if "rad" in options.stages else checkpoints.get("student")
-            student = [] if own is None else ["--student", str(own)]
+            student = deeper_student(checkpoints) if own is None else ["--student", str(own)]
             command = echo_train(
                 "dcd", "--teacher", str(teacher), *student, *common,
                 "--rounds", str(options.dcd_rounds),
@@ -332,6 +332,25 @@ class Retraining:
             "export", "--checkpoint", str(student), *redecode, "--out", str(export), "--name", name, "--force"
         )
         self._timed(work, state, "export", command, "echo-train export failed")
+
+
+def deeper_student(checkpoints: dict[str, Path]) -> list[str]:
+    """`--student-layers N` when the version's student has more decoder layers than its teacher (made
+    with that option): a student distilled afresh from a new teacher keeps the served depth."""
+    served, taught = (
+        decoder_layers(checkpoints[k]) if k in checkpoints else None for k in ("student", "teacher")
+    )
+    return ["--student-layers", str(served)] if served and taught and served > taught else []
+
+
+def decoder_layers(checkpoint: Path) -> int | None:
+    """A checkpoint's decoder depth from its config.json ("text_config" first, then the top level)."""
+    try:
+        data = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+        layers = (data.get("text_config") or {}).get("num_hidden_layers", data.get("num_hidden_layers"))
+        return None if layers is None else int(layers)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def parent_starts(stages: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -159,3 +159,15 @@ def test_a_student_to_fine_tune_must_match_the_teacher(model, tokenizer):
     other_vocab = SimpleNamespace(backend=SimpleNamespace(get_vocab=lambda: {"a": 0}))
     with pytest.raises(UserError, match="another tokenizer"):
         check_same_model(model, tokenizer, model, other_vocab)
+
+
+def test_a_deeper_student_is_fine_tuned_with_its_teacher(model, tokenizer):
+    from echo.commands.train_dcd import check_same_model
+    from echo.errors import UserError
+    from echo.training.deepen import deepen
+
+    check_same_model(model, tokenizer, deepen(model, 3), tokenizer)  # --student-layers' output
+    narrower = deepen(model, 3)
+    narrower.model.layers[0].mlp.up_proj = torch.nn.Linear(64, 32, bias=False)
+    with pytest.raises(UserError, match="another architecture"):
+        check_same_model(model, tokenizer, narrower, tokenizer)

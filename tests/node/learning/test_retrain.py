@@ -17,7 +17,7 @@ from echo.errors import UserError
 from echo.findings import FINDINGS
 from node.config.settings import Settings, bundled_model_dir
 from node.learning.gate import Evaluation, StudyDraft, run_gate
-from node.learning.retrain import RetrainOptions, parse_stages, retrain
+from node.learning.retrain import RetrainOptions, decoder_layers, deeper_student, parse_stages, retrain
 from node.ops.admin import main
 from node.store.database import Database
 from node.store.models import ModelPromotion, ModelVersion
@@ -113,6 +113,7 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_a_finished_one_does_not
     assert second.option("rad", "--init") == str(work / "ar" / "best")
     assert second.option("dcd", "--teacher") == str(work / "rad" / "best")
     assert second.option("dcd", "--student") is None  # a new teacher: the student is distilled afresh
+    assert second.option("dcd", "--student-layers") is None  # at the teacher's depth, as the served one
     assert second.option("export", "--checkpoint") == str(work / "dcd" / "best")
     # the new teacher goes into the export as the draft gate's re-decode model
     assert second.option("export", "--redecode-checkpoint") == str(work / "rad" / "best")
@@ -257,3 +258,20 @@ def test_echo_admin_retrain_for_real_twice(
     work = settings.data_dir / "retrain" / f"v{bundled_id}-dcd"
     assert training["checkpoints"]["student"] == str((work / "dcd" / "best").resolve())
     assert json.loads((work / "dcd" / "metrics.json").read_text())["steps"] == 2
+
+
+def test_a_deeper_served_student_keeps_its_depth_when_distilled_afresh(tmp_path: Path) -> None:
+    def checkpoint(name: str, config: object) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        return tmp_path / name
+
+    teacher = checkpoint("teacher", {"text_config": {"num_hidden_layers": 4}})
+    deeper = checkpoint("deeper", {"text_config": {"num_hidden_layers": 8}})
+    flat = checkpoint("flat", {"num_hidden_layers": 6})  # the older flat layout
+    assert deeper_student({"teacher": teacher, "student": deeper}) == ["--student-layers", "8"]
+    assert deeper_student({"teacher": teacher, "student": flat}) == ["--student-layers", "6"]
+    assert deeper_student({"teacher": teacher, "student": teacher}) == []
+    assert deeper_student({"teacher": teacher}) == []
+    assert deeper_student({"teacher": teacher, "student": checkpoint("broken", ["no"])}) == []
+    assert decoder_layers(tmp_path / "missing") is None
