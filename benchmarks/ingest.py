@@ -9,7 +9,9 @@ then, round after round, sends the same files to each receiver in a fresh state:
 in-process (SCP, ingest, SQLite or the given database, study assembly; no worker), Orthanc (SQLite
 index, ``SyncStorageArea: true``: each file fsynced before success, like the node) and storescp
 (writes, fsyncs nothing), and `pynetdicom`: the node's own SCP stack with an ingest that deletes
-each file, the most any storage behind pynetdicom can reach. With A associations, A storescu
+each file, the most any storage behind pynetdicom can reach; `pynetdicom-processes` (not run
+unless named) runs that in one process per core on one port, the ceiling of a node that received in
+several processes. With A associations, A storescu
 processes run at once, each sending whole studies of its share in one association. Receivers are interleaved within a round, so load
 from other work on the machine hits all of them alike; the ratios are taken within each round.
 Every run is checked (N instances in the node's database, Orthanc's index, storescp's folder)
@@ -25,12 +27,14 @@ pynetdicom apps are named storescu/storescp too. Orthanc: `scripts/setup-orthanc
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -55,7 +59,7 @@ from node.dicom.incoming import MB, IncomingFiles
 from node.dicom.incoming import install as install_incoming
 from node.dicom.limits import ConnectionTable
 from node.dicom.scp import MAX_PDU_BYTES, build_ae
-from node.dicom.server import start_server
+from node.dicom.server import EchoAssociationServer, start_server
 from node.serve.runtime import Node
 from node.store.models import Instance
 
@@ -234,15 +238,14 @@ class PynetdicomReceiver:
     name = "pynetdicom"
     ae_title = "ECHO"
 
-    def __init__(self) -> None:
+    def __init__(self, stored: Any = None) -> None:
         self.server: Any = None
-        self.stored = 0
+        self.stored = stored if stored is not None else multiprocessing.Value("i", 0)  # shared if given
 
-    def start(self, work: Path) -> int:
-        settings = load_settings(data_dir=work / "pynetdicom", port=_free_port(), http="")
+    def start(self, work: Path, port: int | None = None) -> int:
+        settings = load_settings(data_dir=work / "pynetdicom", port=port or _free_port(), http="")
         incoming = IncomingFiles(settings.spool_dir, settings.max_instance_mb * MB, 0)
         install_incoming()
-        self.stored = 0
 
         def discard(event: evt.Event) -> int:
             streamed = incoming.take(event.dataset_path)
@@ -250,7 +253,8 @@ class PynetdicomReceiver:
                 return 0xC000
             streamed.finish()
             streamed.discard()
-            self.stored += 1
+            with self.stored.get_lock():
+                self.stored.value += 1
             return 0x0000
 
         self.server = start_server(
@@ -269,12 +273,71 @@ class PynetdicomReceiver:
         return time.process_time()
 
     def count(self) -> int:
-        return self.stored
+        return int(self.stored.value)
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        self.stored.value = 0
+
+
+class PynetdicomProcesses:
+    """`PynetdicomReceiver` in one process per core, all listening on one port (``SO_REUSEPORT``: the
+    kernel deals each association to one of them by a hash of its addresses, so 4 associations may
+    land 2 / 2, 3 / 1 or 4 / 0). What a node that received in several processes could reach at most:
+    each process runs its own interpreter, so the associations stop sharing one interpreter lock."""
+
+    ae_title = "ECHO"
+
+    def __init__(self, processes: int = os.cpu_count() or 2) -> None:
+        self.processes = processes
+        self.name = f"pynetdicom x{processes}"
+        self.forked = multiprocessing.get_context("fork")
+        self.stored = self.forked.Value("i", 0)
+        self.children: list[Any] = []
+
+    def start(self, work: Path) -> int:
+        port = _free_port()
+        ready = [self.forked.Event() for _ in range(self.processes)]
+        self.children = [
+            self.forked.Process(
+                target=_serve_shared_port, args=(work / f"p{i}", port, self.stored, up), daemon=True
+            )
+            for i, up in enumerate(ready)
+        ]
+        for child in self.children:
+            child.start()
+        if not all(up.wait(30) for up in ready):
+            raise SystemExit(f"{self.name}: a process did not start listening on port {port}")
+        return port
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(child.pid) for child in self.children)
+
+    def count(self) -> int:
+        return int(self.stored.value)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.terminate()
+            child.join(30)
+        self.children = []
+        self.stored.value = 0
+
+
+def _serve_shared_port(work: Path, port: int, stored: Any, ready: Any) -> None:
+    """In a forked child: a `PynetdicomReceiver` on `port` shared with its siblings, until terminated."""
+    bind = EchoAssociationServer.server_bind
+
+    def bind_shared(server: EchoAssociationServer) -> None:
+        server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        bind(server)
+
+    EchoAssociationServer.server_bind = bind_shared  # type: ignore[method-assign]  # this child only
+    PynetdicomReceiver(stored).start(work, port)
+    ready.set()
+    threading.Event().wait()
 
 
 class _ProcessReceiver:
@@ -431,7 +494,8 @@ def main(
     receivers_: str = typer.Option(
         "node,orthanc,storescp,pynetdicom",
         "--receivers",
-        help="node, orthanc, storescp, pynetdicom (the node's SCP keeping nothing: its ceiling)",
+        help="node, orthanc, storescp, pynetdicom (the node's SCP keeping nothing: its ceiling), "
+        "pynetdicom-processes (the same in one process per core on one port)",
     ),
     database_url: str = typer.Option(
         "", "--database-url", help="node database (default: SQLite in a temp dir)"
@@ -444,6 +508,7 @@ def main(
         "orthanc": OrthancReceiver,
         "storescp": StorescpReceiver,
         "pynetdicom": PynetdicomReceiver,
+        "pynetdicom-processes": PynetdicomProcesses,
     }
     names = _csv(receivers_, makers.__contains__, "unknown receivers")
     tools = [STORESCU, ECHOSCU] + [STORESCP] * ("storescp" in names) + [ORTHANC] * ("orthanc" in names)
