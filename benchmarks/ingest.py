@@ -9,11 +9,13 @@ then, round after round, sends the same files to each receiver in a fresh state:
 in-process (SCP, ingest, SQLite or the given database, study assembly; no worker), Orthanc (SQLite
 index, ``SyncStorageArea: true``: each file fsynced before success, like the node) and storescp
 (writes, fsyncs nothing), and `pynetdicom`: the node's own SCP stack with an ingest that deletes
-each file, the most any storage behind pynetdicom can reach; `pynetdicom-processes` (not run
-unless named) runs that in one process per core on one port, the ceiling of a node that received in
-several processes. With A associations, A storescu
-processes run at once, each sending whole studies of its share in one association. Receivers are interleaved within a round, so load
-from other work on the machine hits all of them alike; the ratios are taken within each round.
+each file, the most any storage behind pynetdicom can reach. Not run unless named
+(`benchmarks/ingest_processes.py`): `pynetdicom-processes`, that in one process per core on one port,
+the ceiling of a node that received in several processes, and `node-processes`, the node's own SCP
+and ingest so, with one spool and one database. With A associations, A storescu processes run at
+once, each sending whole studies of its share in one association. Receivers are interleaved within a
+round, so load from other work on the machine hits all of them alike; the ratios are taken within
+each round.
 Every run is checked (N instances in the node's database, Orthanc's index, storescp's folder)
 before it counts. Prints inst/s min/median/max over the rounds, CPU ms per instance (median), and
 the ratios node/Orthanc, node/storescp and node/pynetdicom, each taken within a round.
@@ -30,11 +32,9 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -44,6 +44,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import typer
+from ingest_processes import (
+    NodeProcesses,
+    SharedPortProcesses,
+    clear_node_tables,
+    free_port,
+    process_cpu_seconds,
+)
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -59,7 +66,7 @@ from node.dicom.incoming import MB, IncomingFiles
 from node.dicom.incoming import install as install_incoming
 from node.dicom.limits import ConnectionTable
 from node.dicom.scp import MAX_PDU_BYTES, build_ae
-from node.dicom.server import EchoAssociationServer, start_server
+from node.dicom.server import start_server
 from node.serve.runtime import Node
 from node.store.models import Instance
 
@@ -69,13 +76,6 @@ ECHOSCU = "/usr/bin/echoscu"
 ORTHANC = "/usr/sbin/Orthanc"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 LAYOUTS: dict[str, tuple[int, ...]] = {"chest": (1, 2), "20": (20,)}  # images per study, in turn
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the files ------------------------------------------------------------------------------------
@@ -156,12 +156,6 @@ def wait_for_echo(port: int, timeout_s: float = 30.0) -> None:
     raise SystemExit(f"nothing answers C-ECHO on port {port}")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """user + system CPU of a running process, all its threads (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 # --- the receivers ---------------------------------------------------------------------------------
 
 
@@ -199,7 +193,7 @@ class NodeReceiver:
     def start(self, work: Path) -> int:
         settings = load_settings(
             data_dir=work / "node",
-            port=_free_port(),
+            port=free_port(),
             database_url=self.database_url,
             quiet_seconds=10,
             log_level="WARNING",
@@ -223,9 +217,7 @@ class NodeReceiver:
     def stop(self) -> None:
         if self.node is None or self.node.database is None:
             return
-        with self.node.database.engine.begin() as connection:  # leave a PostgreSQL database as we found it
-            for table in ("instances", "study_events", "studies", "associations"):
-                connection.exec_driver_sql(f"DELETE FROM {table}")
+        clear_node_tables(self.node.database.engine)  # leave a PostgreSQL database as we found it
         self.node.stop()
         self.node = None
 
@@ -243,7 +235,7 @@ class PynetdicomReceiver:
         self.stored = stored if stored is not None else multiprocessing.Value("i", 0)  # shared if given
 
     def start(self, work: Path, port: int | None = None) -> int:
-        settings = load_settings(data_dir=work / "pynetdicom", port=port or _free_port(), http="")
+        settings = load_settings(data_dir=work / "pynetdicom", port=port or free_port(), http="")
         incoming = IncomingFiles(settings.spool_dir, settings.max_instance_mb * MB, 0)
         install_incoming()
 
@@ -282,62 +274,23 @@ class PynetdicomReceiver:
         self.stored.value = 0
 
 
-class PynetdicomProcesses:
-    """`PynetdicomReceiver` in one process per core, all listening on one port (``SO_REUSEPORT``: the
-    kernel deals each association to one of them by a hash of its addresses, so 4 associations may
-    land 2 / 2, 3 / 1 or 4 / 0). What a node that received in several processes could reach at most:
-    each process runs its own interpreter, so the associations stop sharing one interpreter lock."""
-
-    ae_title = "ECHO"
+class PynetdicomProcesses(SharedPortProcesses):
+    """`PynetdicomReceiver` in one process per core on one port (`ingest_processes`): what a node
+    that received in several processes could reach at most."""
 
     def __init__(self, processes: int = os.cpu_count() or 2) -> None:
-        self.processes = processes
-        self.name = f"pynetdicom x{processes}"
-        self.forked = multiprocessing.get_context("fork")
+        super().__init__("pynetdicom", processes)
         self.stored = self.forked.Value("i", 0)
-        self.children: list[Any] = []
 
-    def start(self, work: Path) -> int:
-        port = _free_port()
-        ready = [self.forked.Event() for _ in range(self.processes)]
-        self.children = [
-            self.forked.Process(
-                target=_serve_shared_port, args=(work / f"p{i}", port, self.stored, up), daemon=True
-            )
-            for i, up in enumerate(ready)
-        ]
-        for child in self.children:
-            child.start()
-        if not all(up.wait(30) for up in ready):
-            raise SystemExit(f"{self.name}: a process did not start listening on port {port}")
-        return port
-
-    def cpu_seconds(self) -> float:
-        return sum(process_cpu_seconds(child.pid) for child in self.children)
+    def serve(self, work: Path, port: int) -> object:
+        return PynetdicomReceiver(self.stored).start(work, port)
 
     def count(self) -> int:
         return int(self.stored.value)
 
     def stop(self) -> None:
-        for child in self.children:
-            child.terminate()
-            child.join(30)
-        self.children = []
+        super().stop()
         self.stored.value = 0
-
-
-def _serve_shared_port(work: Path, port: int, stored: Any, ready: Any) -> None:
-    """In a forked child: a `PynetdicomReceiver` on `port` shared with its siblings, until terminated."""
-    bind = EchoAssociationServer.server_bind
-
-    def bind_shared(server: EchoAssociationServer) -> None:
-        server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        bind(server)
-
-    EchoAssociationServer.server_bind = bind_shared  # type: ignore[method-assign]  # this child only
-    PynetdicomReceiver(stored).start(work, port)
-    ready.set()
-    threading.Event().wait()
 
 
 class _ProcessReceiver:
@@ -367,7 +320,7 @@ class OrthancReceiver(_ProcessReceiver):
     def start(self, work: Path) -> int:
         folder = work / "orthanc"
         folder.mkdir()
-        port, self.http_port = _free_port(), _free_port()
+        port, self.http_port = free_port(), free_port()
         config = {
             "Name": "echo-bench",
             "StorageDirectory": str(folder / "storage"),
@@ -412,7 +365,7 @@ class StorescpReceiver(_ProcessReceiver):
     def start(self, work: Path) -> int:
         self.output = work / "storescp"
         self.output.mkdir()
-        port = _free_port()
+        port = free_port()
         self.process = subprocess.Popen(
             [
                 STORESCP,
@@ -495,7 +448,8 @@ def main(
         "node,orthanc,storescp,pynetdicom",
         "--receivers",
         help="node, orthanc, storescp, pynetdicom (the node's SCP keeping nothing: its ceiling), "
-        "pynetdicom-processes (the same in one process per core on one port)",
+        "pynetdicom-processes (the same in one process per core on one port), "
+        "node-processes (the node's SCP and ingest in one process per core, one database)",
     ),
     database_url: str = typer.Option(
         "", "--database-url", help="node database (default: SQLite in a temp dir)"
@@ -509,6 +463,7 @@ def main(
         "storescp": StorescpReceiver,
         "pynetdicom": PynetdicomReceiver,
         "pynetdicom-processes": PynetdicomProcesses,
+        "node-processes": lambda: NodeProcesses(database_url),
     }
     names = _csv(receivers_, makers.__contains__, "unknown receivers")
     tools = [STORESCU, ECHOSCU] + [STORESCP] * ("storescp" in names) + [ORTHANC] * ("orthanc" in names)
