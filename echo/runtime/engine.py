@@ -59,6 +59,7 @@ from echo.runtime.manifest import (
     decoder_output_names,
     load_manifest,
 )
+from echo.runtime.model_files import load_embeddings, load_tokenizer
 from echo.runtime.prepared import PreparedImage
 from echo.runtime.providers import GPU_PROVIDERS, choose_providers
 from echo.runtime.remasking import remasking_strategy
@@ -118,6 +119,7 @@ class Engine:
         verify: bool = True,
         cache_dir: Path | None = None,
         max_batch: int = 8,
+        vision: VisionGraph | None = None,
     ) -> Engine:
         """Open an exported model directory.
 
@@ -125,7 +127,8 @@ class Engine:
         threads: CPU threads per session (None: onnxruntime's default, the physical cores).
         io_binding: None to use it exactly when a GPU provider leads. verify: check sha256s.
         cache_dir: where TensorRT may cache built engines; max_batch: the most studies one
-        generate_batch call decodes together (TensorRT builds its shape profile for it)."""
+        generate_batch call decodes together (TensorRT builds its shape profile for it). vision: an
+        open session of this directory's vision graph (a byte-identical one), used instead of a new one."""
         started = time.perf_counter()
         directory = Path(model_dir)
         manifest = load_manifest(directory, verify=verify)
@@ -136,13 +139,15 @@ class Engine:
         chosen = choose_providers(providers, ort.get_available_providers())
         options = session_options(threads)
         layers = manifest.text.num_layers
-        vision_session = open_session(
-            directory / VISION_GRAPH,
-            options,
-            provider_entries(chosen, manifest.dtype, cache_dir, vision_profile(manifest, max_batch)),
-            (VISION_INPUTS, DENSE_VISION_INPUTS),
-            list(VISION_OUTPUTS),
-        )
+        if vision is None:
+            vision_session = open_session(
+                directory / VISION_GRAPH,
+                options,
+                provider_entries(chosen, manifest.dtype, cache_dir, vision_profile(manifest, max_batch)),
+                (VISION_INPUTS, DENSE_VISION_INPUTS),
+                list(VISION_OUTPUTS),
+            )
+            vision = VisionGraph(vision_session, manifest.dtype)
         decoder_session = open_session(
             directory / DECODER_GRAPH,
             options,
@@ -155,10 +160,10 @@ class Engine:
         engine = cls(
             directory,
             manifest,
-            VisionGraph(vision_session, manifest.dtype),
+            vision,
             DecoderGraph(decoder_session, manifest, bind, prefix),
-            _load_embeddings(directory / EMBEDDINGS_FILE, manifest),
-            _load_tokenizer(directory / TOKENIZER_FILE),
+            load_embeddings(directory / EMBEDDINGS_FILE, manifest),
+            load_tokenizer(directory / TOKENIZER_FILE),
             decoder_session.get_providers(),
             max_batch,
         )
@@ -170,10 +175,14 @@ class Engine:
                 "cache_dir": cache_dir,
                 "max_batch": max_batch,
             }
-            engine.redecoder = cls.load(nested, chosen, threads, warm_up=warm_up, **kept)
+            # byte-identical vision graphs (by the manifests' sha256s, which loading verifies): one
+            # session for both, opened and warmed once
+            same = load_manifest(nested, verify=False).files.get(VISION_GRAPH) == manifest.files.get(
+                VISION_GRAPH
+            )
+            shared = engine.vision if same else None
+            engine.redecoder = cls.load(nested, chosen, threads, warm_up=warm_up, vision=shared, **kept)
             check_redecode_pair(manifest, engine.redecoder.manifest, str(nested))
-            if engine.redecoder.manifest.files.get(VISION_GRAPH) == manifest.files.get(VISION_GRAPH):
-                engine.redecoder.vision = engine.vision  # byte-identical graphs: one session for both
         if warm_up:
             engine.warm_up()
         engine.start_seconds = time.perf_counter() - started
@@ -376,24 +385,3 @@ class Engine:
             steps=steps,
             threshold=self.threshold_for(decode, options),
         )
-
-
-def _load_embeddings(path: Path, manifest: ModelManifest) -> np.ndarray:
-    """The (vocab, hidden) table, memory-mapped: pages are read as tokens are looked up."""
-    try:
-        table = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not a numpy array file ({error})") from None
-    expected = (manifest.text.vocab_size, manifest.text.hidden_size)
-    if table.shape != expected or table.dtype != np.dtype(manifest.dtype):
-        raise UserError(
-            f"{path}: holds {table.dtype} {table.shape}, the manifest says {manifest.dtype} {expected}"
-        )
-    return table
-
-
-def _load_tokenizer(path: Path) -> Tokenizer:
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a bare Exception on bad JSON
-        raise UserError(f"{path} is not a tokenizer.json: {str(error).splitlines()[0]}") from None

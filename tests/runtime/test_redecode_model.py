@@ -216,3 +216,22 @@ def test_a_teacher_with_another_vision_graph_runs_its_own_once(tmp_path, vision_
     assert engine.redecoder.vision is not engine.vision
     gated = gated_generate(engine, DEMO, DraftGate(min_mean_confidence=1.0))
     assert len(gated.drafts) == 5 and vision_runs == [engine.vision, engine.redecoder.vision]
+
+
+def test_a_shared_vision_graph_is_opened_and_warmed_once_at_load(monkeypatch, vision_runs) -> None:
+    """The bundled pair's byte-identical vision graph: one onnxruntime session for it, and the two
+    warm-ups (student, then teacher) run that one session."""
+    import echo.runtime.engine as engine_module
+
+    opened: list[str] = []
+    original = engine_module.open_session
+
+    def counted(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "open_session", counted)
+    engine = Engine.load(ASSETS / "models" / "student-onnx", threads=1)
+    assert opened.count("vision.onnx") == 1 and opened.count("decoder.onnx") == 2
+    assert engine.redecoder.vision is engine.vision
+    assert vision_runs and all(graph is engine.vision for graph in vision_runs)
