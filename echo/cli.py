@@ -24,11 +24,12 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("export", "export"),
     ("predict", "predict"),
     ("evaluate", "evaluate"),
+    ("probe", "probe"),
 )
 
 app = typer.Typer(
     name="echo-train",
-    help="Make data, train the AR -> RAD -> DCD stages, export to ONNX, predict and evaluate.",
+    help="Make data, train the AR -> RAD -> DCD stages, export to ONNX, predict, evaluate and probe.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
