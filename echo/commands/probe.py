@@ -18,15 +18,18 @@ def command(
     eval_split: Annotated[str, typer.Option(help="the split they are scored on ('all': every row)")] = "val",
     fit_limit: Annotated[int | None, typer.Option(help="first N studies of the fit split only")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="first N studies of the eval split only")] = None,
+    cells: Annotated[
+        int, typer.Option(help="the image tokens' grid, and the pixels', average-pooled to N x N cells")
+    ] = 4,
     pixels: Annotated[
-        int, typer.Option(help="the baseline: the same probe on the input image pooled to N x N (0: none)")
-    ] = 28,
+        bool, typer.Option(help="also the baseline: the same probe on the input image's pixels")
+    ] = True,
     cache_dir: Annotated[Path | None, typer.Option(help="image cache (the training stages' cache)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False,
 ) -> None:
-    """Per finding, ROC AUC of a logistic probe on the checkpoint's pooled image features, next to
-    the same probe on the input pixels: a finding the pixels carry and the features do not is lost in
-    the vision tower, and no decoding or distillation can write it."""
+    """Per finding, ROC AUC of a logistic probe on the checkpoint's image tokens (pooled to a grid of
+    cells), next to the same probe on the input pixels pooled alike: a finding the pixels carry and
+    the tokens do not is lost in the vision tower, and no decoding or distillation can write it."""
     from dataclasses import asdict
 
     from rich.console import Console
@@ -41,21 +44,22 @@ def command(
     args = DataArgs(data, cache_dir, *splits, fit_limit, eval_limit)
     fit, held = make_batchers(model, tokenizer, spec, args, model.config.block_size)
     fit_y, eval_y = finding_matrix(fit.examples.labels), finding_matrix(held.examples.labels)
-    rows = {"features": probe_scores(image_features(model, fit), fit_y, image_features(model, held), eval_y)}
+    fit_x, eval_x = (image_features(model, b, cells) for b in (fit, held))
+    rows = {"tokens": probe_scores(fit_x, fit_y, eval_x, eval_y)}
     if pixels:
-        fit_x, eval_x = (pixel_features(b.examples.images, pixels) for b in (fit, held))
+        fit_x, eval_x = (pixel_features(b.examples.images, cells) for b in (fit, held))
         rows["pixels"] = probe_scores(fit_x, fit_y, eval_x, eval_y)
     if as_json:
         typer.echo(json.dumps({name: [asdict(s) for s in scores] for name, scores in rows.items()}, indent=2))
         return
     table = Table(
         title=f"{checkpoint}: ROC AUC of a linear probe per finding, fitted on {fit_split} "
-        f"({len(fit_y)} studies), scored on {eval_split} ({len(eval_y)})"
+        f"({len(fit_y)} studies), scored on {eval_split} ({len(eval_y)}); {cells} x {cells} cells"
     )
     table.add_column("finding")
-    for column in ("image features", *(["pixels"] if pixels else []), "positives fit / scored"):
+    for column in ("image tokens", *(["pixels"] if pixels else []), "positives fit / scored"):
         table.add_column(column, justify="right")
-    for position, score in enumerate(rows["features"]):
+    for position, score in enumerate(rows["tokens"]):
         aucs = [rows[name][position].auc for name in rows]
         table.add_row(
             score.finding,
@@ -63,5 +67,3 @@ def command(
             f"{score.train_positives} / {score.eval_positives}",
         )
     Console(width=120).print(table)
-    if pixels:
-        typer.echo(f"pixels: the model's input image, average-pooled to {pixels} x {pixels}")

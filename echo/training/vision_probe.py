@@ -1,13 +1,15 @@
-"""Does a checkpoint's vision tower carry each finding? A linear probe per finding on its image features.
+"""Does a checkpoint's vision tower carry each finding? A linear probe per finding on its image tokens.
 
 When a model never writes a finding, the cause is either the image features (the tower does not
-separate the studies that have it) or the decoder (the features do, the text does not follow). The
+separate the studies that have it) or the decoder (the tokens do, the text does not follow). The
 probe asks the first question: for every finding, a logistic regression on each study's image
-tokens pooled (mean and max over the tokens), fitted on one split and scored by ROC AUC on another.
-The same probe on the input image itself, average-pooled to `side` x `side` pixels, is the baseline:
-what a linear reader gets from the pixels the tower is given. A finding the pixels carry and the
-features do not is lost in the tower; one that neither carries (a small nodule anywhere in the lung)
-is not linear in the pixels, and the baseline says nothing about it.
+tokens laid out on their grid and average-pooled to `cells` x `cells` (so where a sign is, one base
+or the other, stays in the features: the decoder reads the tokens, not a summary of them), fitted on
+one split and scored by ROC AUC on another. The same probe on the input image itself, pooled to the
+same `cells` x `cells`, is the baseline: what a linear reader gets from the pixels at that layout.
+A finding the pixels carry and the tokens do not is lost in the tower; one the tokens carry and the
+reports do not name is lost in the decoder; one that neither carries linearly (a small nodule
+anywhere in a lung) is beyond a linear probe, and the table says nothing about it.
 """
 
 from __future__ import annotations
@@ -46,30 +48,39 @@ def finding_matrix(labels: Sequence[dict[str, str]]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def image_features(model, batcher: Batcher, batch_size: int = 64) -> np.ndarray:
-    """(n, 2 x hidden): each study's image tokens (after the merger), mean and max over the tokens."""
+def image_features(model, batcher: Batcher, cells: int = 4, batch_size: int = 64) -> np.ndarray:
+    """(n, cells x cells x hidden): each study's image tokens (after the merger) on their grid,
+    average-pooled to cells x cells."""
+    _check_cells(cells)
     model.eval()
+    merge = model.config.vision.spatial_merge_size
     n = len(batcher.examples.ids)
-    out = np.zeros((n, 2 * model.config.hidden_size), dtype=np.float32)
+    out = np.zeros((n, cells * cells * model.config.hidden_size), dtype=np.float32)
     for group in shape_groups(batcher.examples.images, range(n)):
         for start in range(0, len(group), batch_size):
             rows = group[start : start + batch_size]
             batch = batcher.make(rows, pad_with=0)
             tokens = model.encode_images(batch.pixel_values.to(model.dtype), batch.image_grid_thw)
-            tokens = tokens.float().view(len(rows), -1, tokens.shape[-1])
-            out[rows] = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1).numpy()
+            _, height, width = (int(v) for v in batch.image_grid_thw[0])
+            # the merged tokens come in raster order over the (height / merge, width / merge) grid
+            grid = tokens.float().view(len(rows), height // merge, width // merge, -1).permute(0, 3, 1, 2)
+            out[rows] = F.adaptive_avg_pool2d(grid, cells).flatten(1).numpy()
     return out
 
 
-def pixel_features(images: Sequence[np.ndarray], side: int) -> np.ndarray:
-    """(n, side x side): each image (uint8, its model input size) average-pooled to side x side."""
-    if side < 1:
-        raise UserError(f"the pixel baseline's side must be >= 1, got {side}")
+def pixel_features(images: Sequence[np.ndarray], cells: int) -> np.ndarray:
+    """(n, cells x cells): each image (uint8, its model input size) average-pooled to cells x cells."""
+    _check_cells(cells)
     rows = []
     for image in images:
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None, None]
-        rows.append(F.adaptive_avg_pool2d(pixels, side).flatten().numpy())
+        rows.append(F.adaptive_avg_pool2d(pixels, cells).flatten().numpy())
     return np.stack(rows)
+
+
+def _check_cells(cells: int) -> None:
+    if cells < 1:
+        raise UserError(f"the probe's grid must be at least 1 x 1 cells, got {cells}")
 
 
 def probe_scores(

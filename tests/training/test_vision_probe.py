@@ -50,26 +50,32 @@ def test_a_finding_the_features_carry_scores_near_one_and_noise_near_a_half() ->
     assert scores[0].train_positives == int(y[:400, 0].sum())
 
 
-def test_pixel_features_pool_each_image_to_side_by_side() -> None:
+def test_pixel_features_pool_each_image_to_cells() -> None:
     dark = np.zeros((SIDE, SIDE), dtype=np.uint8)
     lower_bright = dark.copy()
     lower_bright[SIDE // 2 :] = 255
     features = pixel_features([dark, lower_bright], 2)
     assert features.shape == (2, 4)
     np.testing.assert_allclose(features[0], 0.0)
-    np.testing.assert_allclose(features[1], [0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(features[1], [0.0, 0.0, 1.0, 1.0])  # raster order: the lower two cells
 
 
-def test_image_features_pool_the_towers_tokens_per_study(model, batcher) -> None:
-    features = image_features(model, batcher, batch_size=3)  # batches cut across the studies
+def test_image_features_keep_where_each_token_is(model, batcher) -> None:
+    """The tiny tower's 56 px images make 2 x 2 merged tokens: 2 x 2 cells are the tokens in raster
+    order, 1 x 1 is their mean."""
     hidden = model.config.hidden_size
-    assert features.shape == (len(batcher.examples.ids), 2 * hidden)
-    assert np.all(features[:, hidden:] >= features[:, :hidden] - 1e-6)  # max >= mean
+    whole = image_features(model, batcher, cells=1, batch_size=3)  # batches cut across the studies
+    cells = image_features(model, batcher, cells=2, batch_size=3)
+    assert whole.shape == (len(batcher.examples.ids), hidden)
+    assert cells.shape == (len(batcher.examples.ids), 4 * hidden)
     study = batcher.make([5], pad_with=0)
     with torch.inference_mode():
         tokens = model.encode_images(study.pixel_values, study.image_grid_thw)
-    np.testing.assert_allclose(features[5, :hidden], tokens.mean(dim=0).numpy(), rtol=1e-5, atol=1e-6)
-    assert not np.allclose(features[0], features[1])  # different images, different features
+    assert tokens.shape[0] == 4
+    np.testing.assert_allclose(whole[5], tokens.mean(dim=0).numpy(), rtol=1e-5, atol=1e-6)
+    per_cell = cells[5].reshape(hidden, 4).T  # (channel, cell) flattened channel-major
+    np.testing.assert_allclose(per_cell, tokens.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cells[0], cells[1])  # different images, different features
 
 
 def test_the_command_prints_a_score_per_finding_for_features_and_pixels(tmp_path) -> None:
@@ -82,16 +88,16 @@ def test_the_command_prints_a_score_per_finding_for_features_and_pixels(tmp_path
     save_checkpoint(model, tokenizer, GenerationSpec(max_new_tokens=32), tmp_path / "ckpt")
     args = ["probe", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(manifest)]
     result = CliRunner().invoke(
-        app, [*args, "--fit-split", "all", "--eval-split", "all", "--pixels", "4", "--json"]
+        app, [*args, "--fit-split", "all", "--eval-split", "all", "--cells", "2", "--json"]
     )
     assert result.exit_code == 0, result.output
     scores = json.loads(result.output)
-    assert set(scores) == {"features", "pixels"}
+    assert set(scores) == {"tokens", "pixels"}
     for rows_ in scores.values():
         assert [row["finding"] for row in rows_] == list(FINDINGS)
         assert all(row["auc"] is None or 0.0 <= row["auc"] <= 1.0 for row in rows_)
         assert any(row["auc"] is not None for row in rows_)
-    table = CliRunner().invoke(app, [*args, "--fit-split", "all", "--eval-split", "all", "--pixels", "0"])
+    table = CliRunner().invoke(app, [*args, "--fit-split", "all", "--eval-split", "all", "--no-pixels"])
     assert table.exit_code == 0 and "pleural_effusion" in table.output and "pixels" not in table.output
 
 
@@ -104,9 +110,11 @@ def test_a_missing_checkpoint_is_a_one_line_error(tmp_path) -> None:
     assert result.exit_code != 0 and "not a checkpoint directory" in str(result.exception or result.output)
 
 
-@pytest.mark.parametrize("side", [0, -1])
-def test_a_pixel_side_below_one_is_refused(side) -> None:
+@pytest.mark.parametrize("cells", [0, -1])
+def test_a_grid_below_one_cell_is_refused(cells, model, batcher) -> None:
     from echo.errors import UserError
 
-    with pytest.raises(UserError, match="side"):
-        pixel_features([np.zeros((4, 4), dtype=np.uint8)], side)
+    with pytest.raises(UserError, match="cells"):
+        pixel_features([np.zeros((4, 4), dtype=np.uint8)], cells)
+    with pytest.raises(UserError, match="cells"):
+        image_features(model, batcher, cells)
