@@ -66,7 +66,8 @@ def _serve_until_terminated(serve: Callable[..., object], args: tuple[Any, ...],
 
 
 class SharedPortProcesses:
-    """`processes` forked children, each running `serve(work / f"p{i}", port, *serve_args)`."""
+    """`processes` forked children, child i running `self.serve(work / f"p{i}", port)` on the one
+    shared port until `stop`."""
 
     ae_title = "ECHO"
 
